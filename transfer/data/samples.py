@@ -1,0 +1,96 @@
+"""The plain values every data source produces and the pipeline consumes.
+
+A ``Samples`` is a list of images (file paths, or encoded bytes kept in memory
+for sources like TFDS) with their targets and the class names. The ``sources``
+strings travel to the end so every error, prediction and report names its file.
+
+Example:
+    >>> s = Samples(sources=("a/cat.jpg", "b/dog.png"), targets=(0, 1),
+    ...             class_names=("cat", "dog"))
+    >>> len(s), s.num_classes
+    (2, 2)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+# A single-label target is a class index; a multi-label target is a tuple of class indices.
+Target = Union[int, tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Images with targets. ``encoded`` holds image bytes when there is no file."""
+
+    sources: tuple[str, ...]
+    targets: tuple[Target, ...]
+    class_names: tuple[str, ...]
+    multi_label: bool = False
+    encoded: tuple[bytes, ...] | None = None
+
+    def __post_init__(self):
+        if len(self.sources) != len(self.targets):
+            raise ValueError(
+                f"sources and targets differ in length. Received: {len(self.sources)} sources, "
+                f"{len(self.targets)} targets"
+            )
+        if self.encoded is not None and len(self.encoded) != len(self.sources):
+            raise ValueError(
+                f"encoded and sources differ in length. Received: {len(self.encoded)} encoded, "
+                f"{len(self.sources)} sources"
+            )
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def subset(self, indices: Sequence[int]) -> "Samples":
+        """The samples at ``indices``, same classes."""
+        return Samples(
+            sources=tuple(self.sources[i] for i in indices),
+            targets=tuple(self.targets[i] for i in indices),
+            class_names=self.class_names,
+            multi_label=self.multi_label,
+            encoded=None if self.encoded is None else tuple(self.encoded[i] for i in indices),
+        )
+
+    def class_counts(self) -> dict[str, int]:
+        """Images per class (a multi-label image counts once for each of its labels)."""
+        counts = {name: 0 for name in self.class_names}
+        for target in self.targets:
+            for index in (target if isinstance(target, tuple) else (target,)):
+                counts[self.class_names[index]] += 1
+        return counts
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    """Training and validation samples over the same class names.
+
+    ``origin`` says how the split was made (e.g. ``"folders train/ val/"`` or
+    ``"stratified 80/20, seed 0"``) so runs can record it.
+    """
+
+    train: Samples
+    val: Samples
+    origin: str = ""
+
+    def __post_init__(self):
+        if self.train.class_names != self.val.class_names:
+            raise ValueError(
+                "train and val have different class names. Received: "
+                f"train={self.train.class_names}, val={self.val.class_names}"
+            )
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.train.class_names
+
+    @property
+    def multi_label(self) -> bool:
+        return self.train.multi_label

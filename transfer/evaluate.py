@@ -1,0 +1,237 @@
+"""Validation metrics for a classifier: accuracy, per-class precision/recall/F1,
+the confusion matrix (JSON and PNG) and the worst-predicted files.
+
+Example:
+    >>> report = evaluate_run("runs/flowers")
+    >>> report.accuracy, report.per_class["daisy"]["f1"]
+    >>> write_evaluation(report, "runs/flowers/evaluation")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transfer.atomic import atomic_write_bytes, atomic_write_json
+from transfer.data.samples import Samples
+from transfer.errors import TransferError
+from transfer.run import RunDir
+
+MULTI_LABEL_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """Metrics of one model on one set of samples.
+
+    ``confusion[i][j]`` counts images of true class i predicted as class j
+    (single-label). For multi-label data it is ``None`` and ``accuracy`` is the
+    mean per-label accuracy at threshold 0.5; ``exact_match`` is the share of
+    images with every label right.
+    """
+
+    class_names: tuple[str, ...]
+    accuracy: float
+    per_class: dict[str, dict[str, float]]
+    num_images: int
+    multi_label: bool = False
+    confusion: list[list[int]] | None = None
+    exact_match: float | None = None
+    worst: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready dict with an ``accuracy`` key first."""
+        out: dict[str, Any] = {"accuracy": self.accuracy, "num_images": self.num_images}
+        if self.exact_match is not None:
+            out["exact_match"] = self.exact_match
+        macro = {
+            k: float(np.mean([m[k] for m in self.per_class.values()])) for k in ("precision", "recall", "f1")
+        }
+        out["macro"] = macro
+        out["per_class"] = self.per_class
+        if self.confusion is not None:
+            out["confusion_matrix"] = {"labels": list(self.class_names), "matrix": self.confusion}
+        out["worst"] = self.worst
+        return out
+
+    def table(self) -> str:
+        """A plain-text per-class table."""
+        width = max(len("class"), *(len(n) for n in self.class_names))
+        lines = [f"{'class':<{width}}  precision  recall     f1  support"]
+        for name in self.class_names:
+            m = self.per_class[name]
+            lines.append(
+                f"{name:<{width}}  {m['precision']:9.3f}  {m['recall']:6.3f}  {m['f1']:5.3f}  {m['support']:7d}"
+            )
+        lines.append(f"accuracy {self.accuracy:.4f} on {self.num_images} images")
+        return "\n".join(lines)
+
+
+def compute_report(
+    scores: np.ndarray, targets: np.ndarray, class_names, sources, *, multi_label: bool, worst_k: int = 10
+) -> EvalReport:
+    """Metrics from model scores ``[N, C]`` and one-/multi-hot targets ``[N, C]``."""
+    class_names = tuple(class_names)
+    n, c = scores.shape
+    if multi_label:
+        predicted = scores >= MULTI_LABEL_THRESHOLD
+        truth = targets >= 0.5
+        tp = (predicted & truth).sum(0)
+        fp = (predicted & ~truth).sum(0)
+        fn = (~predicted & truth).sum(0)
+        accuracy = float((predicted == truth).mean()) if n else 0.0
+        exact = float((predicted == truth).all(1).mean()) if n else 0.0
+        confusion = None
+        support = truth.sum(0)
+        # Per image loss: binary cross-entropy summed over labels.
+        eps = 1e-7
+        losses = -(truth * np.log(scores + eps) + (~truth) * np.log(1 - scores + eps)).sum(1)
+    else:
+        y_true = targets.argmax(1)
+        y_pred = scores.argmax(1)
+        matrix = np.zeros((c, c), np.int64)
+        np.add.at(matrix, (y_true, y_pred), 1)
+        tp = np.diag(matrix)
+        fp = matrix.sum(0) - tp
+        fn = matrix.sum(1) - tp
+        accuracy = float((y_true == y_pred).mean()) if n else 0.0
+        exact = None
+        confusion = matrix.tolist()
+        support = matrix.sum(1)
+        losses = -np.log(scores[np.arange(n), y_true] + 1e-7)
+    per_class = {}
+    for i, name in enumerate(class_names):
+        precision = float(tp[i] / (tp[i] + fp[i])) if tp[i] + fp[i] else 0.0
+        recall = float(tp[i] / (tp[i] + fn[i])) if tp[i] + fn[i] else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": int(support[i])}
+    worst = []
+    for i in np.argsort(-losses)[:worst_k]:
+        entry = {"file": sources[i], "loss": float(losses[i])}
+        if multi_label:
+            entry["true"] = [class_names[j] for j in np.flatnonzero(targets[i] >= 0.5)]
+            entry["predicted"] = [class_names[j] for j in np.flatnonzero(scores[i] >= MULTI_LABEL_THRESHOLD)]
+        else:
+            entry["true"] = class_names[int(targets[i].argmax())]
+            entry["predicted"] = class_names[int(scores[i].argmax())]
+            entry["score"] = float(scores[i].max())
+        worst.append(entry)
+    return EvalReport(class_names, accuracy, per_class, n, multi_label, confusion, exact, worst)
+
+
+def evaluate_model(model, samples: Samples, image_size: int, batch_size: int = 32) -> EvalReport:
+    """Run ``model`` over ``samples`` and compute the report."""
+    from transfer.data.pipeline import make_dataset, targets_array
+
+    ds = make_dataset(samples, image_size, batch_size, training=False, cache=False)
+    scores = model.predict(ds.map(lambda x, y: x), verbose=0)
+    return compute_report(
+        np.asarray(scores, np.float64), targets_array(samples), samples.class_names, samples.sources,
+        multi_label=samples.multi_label,
+    )
+
+
+def evaluate_run(run_dir: str | Path, data: str | Path | None = None, *, batch_size: int = 32) -> EvalReport:
+    """Evaluate a run's best checkpoint on its validation split, or on ``data``.
+
+    ``data`` may be a folder of class folders (evaluated whole, e.g. a test
+    set), or a folder with ``train/``/``val/``, a CSV or a ``tfds:`` name
+    (evaluated on its validation split).
+    """
+    run = RunDir(run_dir).require()
+    config = run.config()
+    class_names = tuple(config["class_names"])
+    samples = _evaluation_samples(run, config, data)
+    if samples.class_names != class_names:
+        unknown = sorted(set(samples.class_names) - set(class_names))
+        if unknown:
+            raise TransferError(
+                f"The evaluation data has classes the model was not trained on: {unknown}.",
+                fix=f"The model knows {list(class_names)}; evaluate on data with those class folders.",
+            )
+        samples = _remap(samples, class_names)
+    model = run.load_model()
+    return evaluate_model(model, samples, int(config["image_size"]), batch_size)
+
+
+def _evaluation_samples(run: RunDir, config: dict[str, Any], data) -> Samples:
+    from transfer.data import load_data
+    from transfer.data.folder import read_class_folders
+
+    class_names = tuple(config["class_names"])
+    multi_label = bool(config.get("multi_label"))
+    if data is None:
+        split = run.split()
+        if split.get("val") is not None:
+            rows = split["val"]
+            targets = tuple(tuple(r["target"]) if multi_label else int(r["target"]) for r in rows)
+            return Samples(tuple(r["path"] for r in rows), targets, class_names, multi_label)
+        if not config.get("data_source"):
+            raise TransferError(
+                f"{run.root} does not record its validation data.", fix="Pass --data to evaluate on."
+            )
+        return load_data(config["data_source"]).val
+    source = str(data)
+    path = Path(source)
+    if path.is_dir() and not any((path / name).is_dir() for name in ("train", "val", "validation")):
+        return read_class_folders(path)
+    return load_data(source).val
+
+
+def _remap(samples: Samples, class_names: tuple[str, ...]) -> Samples:
+    """Express targets with the model's class order (a subset of classes is fine)."""
+    index = {name: i for i, name in enumerate(class_names)}
+
+    def convert(target):
+        if isinstance(target, tuple):
+            return tuple(index[samples.class_names[t]] for t in target)
+        return index[samples.class_names[target]]
+
+    return Samples(samples.sources, tuple(convert(t) for t in samples.targets), class_names,
+                   samples.multi_label, samples.encoded)
+
+
+def write_evaluation(report: EvalReport, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``metrics.json``, ``confusion_matrix.json`` and ``confusion_matrix.png``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {"metrics": out_dir / "metrics.json"}
+    atomic_write_json(written["metrics"], report.summary())
+    if report.confusion is not None:
+        written["confusion_json"] = out_dir / "confusion_matrix.json"
+        atomic_write_json(written["confusion_json"], {"labels": list(report.class_names), "matrix": report.confusion})
+        written["confusion_png"] = out_dir / "confusion_matrix.png"
+        atomic_write_bytes(written["confusion_png"], confusion_png(report))
+    return written
+
+
+def confusion_png(report: EvalReport) -> bytes:
+    """The confusion matrix as a PNG heatmap with counts in the cells."""
+    import io
+
+    # Figure without pyplot: no GUI backend, no global state.
+    from matplotlib.figure import Figure
+
+    matrix = np.asarray(report.confusion)
+    n = len(report.class_names)
+    size = max(4.0, 0.6 * n + 2)
+    fig = Figure(figsize=(size, size))
+    ax = fig.subplots()
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(n), report.class_names, rotation=45, ha="right")
+    ax.set_yticks(range(n), report.class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"accuracy {report.accuracy:.3f} ({report.num_images} images)")
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
+                    color="white" if matrix[i, j] > threshold else "black", fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()

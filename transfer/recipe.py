@@ -1,0 +1,230 @@
+"""The training recipe: what trains, how fast, for how long.
+
+A ``Recipe`` is a few global settings plus an ordered tuple of ``Stage``s. Each
+stage says what is trainable (``"head"``, ``"top:N"`` backbone blocks plus the
+head, or ``"all"``), its learning rate and its epochs. Recipes read and write
+TOML, and the exact recipe is saved with every run and export.
+
+Example:
+    >>> recipe = Recipe(stages=(Stage("head", "head", 1e-3, 5),
+    ...                         Stage("finetune", "top:4", 1e-4, 5)))
+    >>> Recipe.from_toml(recipe.to_toml()) == recipe
+    True
+
+The file form::
+
+    batch_size = 32
+    [[stages]]
+    name = "head"
+    trainable = "head"
+    learning_rate = 0.001
+    epochs = 5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transfer.errors import TransferError
+
+_TRAINABLE = re.compile(r"^(head|all|top:[1-9]\d*)$")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+AUGMENTATIONS = ("flip", "zoom", "rotate", "color")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One phase of training.
+
+    Attributes:
+        name: shown in logs and history (``"head"``, ``"finetune"``).
+        trainable: ``"head"`` (backbone frozen), ``"top:N"`` (the top N
+            backbone blocks and the head) or ``"all"``.
+        learning_rate: peak learning rate of this stage.
+        epochs: number of passes over the training data.
+    """
+
+    name: str
+    trainable: str = "head"
+    learning_rate: float = 1e-3
+    epochs: int = 5
+
+    def __post_init__(self):
+        if not _TRAINABLE.match(str(self.trainable)):
+            raise TransferError(
+                f"Stage {self.name!r} has trainable={self.trainable!r}.",
+                fix='Use "head", "all" or "top:N" with N a positive number of backbone blocks.',
+            )
+        if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
+            raise TransferError(
+                f"Stage {self.name!r} has learning_rate={self.learning_rate!r}.",
+                fix="Use a positive number such as 0.001.",
+            )
+        if not (isinstance(self.epochs, int) and self.epochs >= 0):
+            raise TransferError(
+                f"Stage {self.name!r} has epochs={self.epochs!r}.", fix="Use a whole number >= 0."
+            )
+
+    @property
+    def top_blocks(self) -> int | None:
+        """N for ``"top:N"``, else None."""
+        return int(self.trainable.split(":")[1]) if self.trainable.startswith("top:") else None
+
+
+def default_stages() -> tuple[Stage, ...]:
+    # Head first at a normal rate so the new random head stops sending large
+    # gradients, then the top of the backbone at a low rate so the pretrained
+    # features adapt without being destroyed (the Keras transfer-learning guide).
+    return (
+        Stage("head", trainable="head", learning_rate=1e-3, epochs=5),
+        Stage("finetune", trainable="top:4", learning_rate=1e-4, epochs=5),
+    )
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything about training that is not the data, the backbone or the image size.
+
+    Attributes:
+        stages: the training phases, run in order.
+        batch_size: images per step.
+        dropout: dropout rate before the classification layer.
+        label_smoothing: 0 for none; 0.1 is a common choice.
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"`` (momentum 0.9).
+        weight_decay: decoupled weight decay (``adamw`` only).
+        augment: random augmentations applied while training, any of
+            ``flip``, ``zoom``, ``rotate``, ``color``.
+        seed: seeds shuffling, augmentation and weight init.
+    """
+
+    stages: tuple[Stage, ...] = field(default_factory=default_stages)
+    batch_size: int = 32
+    dropout: float = 0.2
+    label_smoothing: float = 0.0
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    augment: tuple[str, ...] = ("flip", "zoom")
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "stages", tuple(self.stages))
+        object.__setattr__(self, "augment", tuple(self.augment))
+        if not self.stages:
+            raise TransferError("The recipe has no stages.", fix="Add at least one [[stages]] table.")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise TransferError(f"Recipe batch_size={self.batch_size!r}.", fix="Use a whole number >= 1.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise TransferError(f"Recipe dropout={self.dropout!r}.", fix="Use a number in [0, 1).")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise TransferError(
+                f"Recipe label_smoothing={self.label_smoothing!r}.", fix="Use a number in [0, 1)."
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise TransferError(f"Recipe optimizer={self.optimizer!r}.", fix=f"Use one of {OPTIMIZERS}.")
+        if self.weight_decay < 0:
+            raise TransferError(f"Recipe weight_decay={self.weight_decay!r}.", fix="Use a number >= 0.")
+        unknown = [a for a in self.augment if a not in AUGMENTATIONS]
+        if unknown:
+            raise TransferError(f"Recipe augment has unknown {unknown}.", fix=f"Use any of {AUGMENTATIONS}.")
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(stage.epochs for stage in self.stages)
+
+    def with_epochs(self, epochs: int) -> "Recipe":
+        """The same recipe with every stage set to ``epochs`` epochs (the CLI's ``--epochs``)."""
+        return dataclasses.replace(
+            self, stages=tuple(dataclasses.replace(s, epochs=epochs) for s in self.stages)
+        )
+
+    # --- TOML round trip -------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["augment"] = list(self.augment)
+        data["stages"] = [dataclasses.asdict(s) for s in self.stages]
+        return data
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return "# transfer recipe (see transfer.recipe)\n" + tomli_w.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, origin: str = "recipe") -> "Recipe":
+        """Build from a dict, naming any unknown or mistyped key."""
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise TransferError(
+                f"{origin}: unknown key(s) {unknown}.", fix=f"Known keys are {sorted(allowed)}."
+            )
+        kwargs = dict(data)
+        if "stages" in kwargs:
+            stage_keys = {f.name for f in dataclasses.fields(Stage)}
+            stages = []
+            for i, raw in enumerate(kwargs["stages"]):
+                if not isinstance(raw, dict):
+                    raise TransferError(f"{origin}: stages[{i}] is not a table.", fix="Use [[stages]] tables.")
+                bad = sorted(set(raw) - stage_keys)
+                if bad:
+                    raise TransferError(
+                        f"{origin}: stages[{i}] has unknown key(s) {bad}.",
+                        fix=f"Known stage keys are {sorted(stage_keys)}.",
+                    )
+                if "name" not in raw:
+                    raise TransferError(f"{origin}: stages[{i}] has no name.", fix='Add name = "...".')
+                stages.append(Stage(**raw))
+            kwargs["stages"] = tuple(stages)
+        _check_types(kwargs, origin)
+        return cls(**kwargs)
+
+    @classmethod
+    def from_toml(cls, text: str, *, origin: str = "recipe") -> "Recipe":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise TransferError(f"{origin} is not valid TOML: {exc}.", fix="Fix the syntax at that line.") from None
+        return cls.from_dict(data, origin=origin)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Recipe":
+        """Read a recipe TOML file."""
+        path = Path(path)
+        if not path.is_file():
+            raise TransferError(f"Recipe file not found: {path}.", fix="Pass --recipe with an existing .toml file.")
+        return cls.from_toml(path.read_text(encoding="utf-8"), origin=str(path))
+
+    def save(self, path: str | Path) -> None:
+        """Write this recipe as TOML (atomically)."""
+        from transfer.atomic import atomic_write_text
+
+        atomic_write_text(Path(path), self.to_toml())
+
+
+_EXPECTED_TYPES = {
+    "batch_size": int,
+    "dropout": (int, float),
+    "label_smoothing": (int, float),
+    "optimizer": str,
+    "weight_decay": (int, float),
+    "seed": int,
+}
+
+
+def _check_types(kwargs: dict[str, Any], origin: str) -> None:
+    for key, expected in _EXPECTED_TYPES.items():
+        if key in kwargs and (not isinstance(kwargs[key], expected) or isinstance(kwargs[key], bool)):
+            raise TransferError(
+                f"{origin}: {key} = {kwargs[key]!r} has the wrong type.",
+                fix=f"Expected {getattr(expected, '__name__', 'a number')}.",
+            )
+    if "augment" in kwargs and not (
+        isinstance(kwargs["augment"], (list, tuple)) and all(isinstance(a, str) for a in kwargs["augment"])
+    ):
+        raise TransferError(f"{origin}: augment must be a list of names.", fix=f"Use any of {AUGMENTATIONS}.")
