@@ -153,7 +153,12 @@ class Recipe:
     def to_toml(self) -> str:
         import tomli_w
 
-        return "# transfer recipe (see transfer.recipe)\n" + tomli_w.dumps(self.to_dict())
+        data = self.to_dict()
+        stages = data.pop("stages")
+        # [[stages]] tables (tomli_w would write one long inline array).
+        parts = ["# transfer recipe (see transfer.recipe)\n", tomli_w.dumps(data)]
+        parts += ["\n[[stages]]\n" + tomli_w.dumps(stage) for stage in stages]
+        return "".join(parts)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, origin: str = "recipe") -> "Recipe":

@@ -256,9 +256,6 @@ def _say(verbose: int, message: str) -> None:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    import transfer
 
-    try:
-        return version("transfer")
-    except PackageNotFoundError:
-        return "unknown"
+    return transfer.__version__

@@ -1,0 +1,130 @@
+"""Training runs on small synthetic data: the run folder, freezing rules, BatchNorm."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from transfer.backbones import get_backbone  # noqa: E402
+from transfer.data import load_data  # noqa: E402
+from transfer.demo import make_shapes_dataset  # noqa: E402
+from transfer.errors import TransferError  # noqa: E402
+from transfer.recipe import Recipe, Stage  # noqa: E402
+from transfer.tasks.classify import build_classifier  # noqa: E402
+from transfer.train import set_trainable, train  # noqa: E402
+
+SIZE = 32
+TINY = Recipe(stages=(Stage("head", "head", 1e-3, 1), Stage("top", "top:2", 1e-4, 1)), batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    return make_shapes_dataset(root, train_per_class=6, val_per_class=3, size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def finished_run(shapes, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    result = train(load_data(shapes), out, backbone="mobilenet_0.25", weights=None, image_size=SIZE,
+                   recipe=TINY, data_source=str(shapes), verbose=0)
+    return result
+
+
+def test_run_folder_holds_everything(finished_run):
+    root = finished_run.run_dir
+    config = json.loads((root / "run.json").read_text())
+    assert config["status"] == "done"
+    assert config["class_names"] == ["circle", "square", "triangle"]
+    assert config["backbone"] == "mobilenet_0.25" and config["image_size"] == SIZE
+    assert config["weights"] == "random"
+    assert Recipe.load(root / "recipe.toml") == TINY
+    split = json.loads((root / "split.json").read_text())
+    assert len(split["val"]) == 9 and all(r["path"].endswith(".png") for r in split["val"])
+    assert (root / "checkpoints" / "best.keras").stat().st_size > 10_000
+    rows = list(csv.DictReader(open(root / "history.csv")))
+    assert [(r["epoch"], r["stage"]) for r in rows] == [("1", "head"), ("2", "top")]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(rows[0])
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["num_images"] == 9
+    assert metrics["best_epoch"] in (1, 2)
+    png = (root / "evaluation" / "confusion_matrix.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    assert any((root / "logs").rglob("events.out.tfevents*"))
+
+
+def test_best_checkpoint_reproduces_reported_accuracy(finished_run):
+    from transfer.evaluate import evaluate_run
+
+    metrics = json.loads((finished_run.run_dir / "metrics.json").read_text())
+    assert evaluate_run(finished_run.run_dir).accuracy == pytest.approx(metrics["accuracy"])
+
+
+def test_training_into_an_existing_run_is_refused(finished_run, shapes):
+    with pytest.raises(TransferError, match="already holds a training run"):
+        train(load_data(shapes), finished_run.run_dir, weights=None, image_size=SIZE, recipe=TINY, verbose=0)
+
+
+def test_too_small_image_size_is_a_clear_error(shapes, tmp_path):
+    with pytest.raises(TransferError, match="too small"):
+        train(load_data(shapes), tmp_path / "r", weights=None, image_size=8, recipe=TINY, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def model_and_spec():
+    spec = get_backbone("mobilenet_0.25")
+    model, _ = build_classifier(spec, 3, SIZE, weights=None)
+    return model, spec
+
+
+def _trainable_backbone_layers(model):
+    return [l.name for l in model.get_layer("backbone").layers if l.trainable and l.weights]
+
+
+def test_set_trainable_head_all_and_top_blocks(model_and_spec):
+    model, spec = model_and_spec
+    backbone = model.get_layer("backbone")
+    set_trainable(model, spec, Stage("s", "head"))
+    assert _trainable_backbone_layers(model) == []
+    assert model.get_layer("scores").trainable
+    set_trainable(model, spec, Stage("s", "all"))
+    assert len(_trainable_backbone_layers(model)) == sum(1 for l in backbone.layers if l.weights)
+    set_trainable(model, spec, Stage("s", "top:2"))
+    blocks = spec.blocks(backbone)
+    expected = [n for block in blocks[-2:] for n in block if backbone.get_layer(n).weights]
+    assert _trainable_backbone_layers(model) == expected
+    assert 0 < len(expected) < sum(1 for l in backbone.layers if l.weights)
+
+
+def test_head_stage_leaves_backbone_weights_untouched_and_bn_stats_frozen(model_and_spec, shapes):
+    from transfer.data.pipeline import make_dataset
+    from transfer.tasks.classify import loss_and_metrics
+
+    model, spec = model_and_spec
+    backbone = model.get_layer("backbone")
+    ds = make_dataset(load_data(shapes).train, SIZE, 8, training=True)
+    loss, metrics = loss_and_metrics(False)
+
+    set_trainable(model, spec, Stage("s", "head"))
+    model.compile(keras.optimizers.Adam(1e-2), loss, metrics)
+    before = [w.copy() for w in backbone.get_weights()]
+    head_before = model.get_layer("scores").get_weights()[0].copy()
+    model.fit(ds, epochs=1, verbose=0)
+    for a, b in zip(before, backbone.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(head_before, model.get_layer("scores").get_weights()[0])
+
+    # Everything trainable: kernels move, but BatchNorm moving statistics stay
+    # (the backbone runs with training=False).
+    set_trainable(model, spec, Stage("s", "all"))
+    model.compile(keras.optimizers.Adam(1e-2), loss, metrics)
+    bn = next(l for l in backbone.layers if isinstance(l, keras.layers.BatchNormalization))
+    stats_before = [bn.moving_mean.numpy().copy(), bn.moving_variance.numpy().copy()]
+    kernel_before = backbone.get_layer("conv1").get_weights()[0].copy()
+    model.fit(ds, epochs=1, verbose=0)
+    np.testing.assert_array_equal(stats_before[0], bn.moving_mean.numpy())
+    np.testing.assert_array_equal(stats_before[1], bn.moving_variance.numpy())
+    assert not np.array_equal(kernel_before, backbone.get_layer("conv1").get_weights()[0])

@@ -1,0 +1,5 @@
+"""``python -m transfer`` runs the command line."""
+
+from transfer.cli import main
+
+main()

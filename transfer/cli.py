@@ -1,0 +1,254 @@
+"""The ``transfer`` command line: a thin layer over the Python API.
+
+Every command turns a ``TransferError`` into a short message on stderr and
+exit code 2 (no traceback unless ``--debug``). Heavy imports (TensorFlow,
+Keras) happen inside the commands, so ``transfer --help`` is instant.
+
+Example:
+    $ transfer train --data flowers/ --backbone mobilenet_0.25 --image-size 128 --out runs/f
+    $ transfer evaluate runs/f --json
+    $ transfer export runs/f --out exports/f
+    $ transfer predict exports/f photo.jpg --top-k 3
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from transfer.errors import TransferError
+
+app = typer.Typer(
+    name="transfer",
+    help="Fine-tune pretrained Keras CNNs on your images and export models that serve on their own.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+weights_app = typer.Typer(help="Manage pretrained weight files (offline use).", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+EXIT_USER_ERROR = 2
+
+
+def _quiet_tensorflow() -> None:
+    # TensorFlow's C++ start-up chatter would bury our output; users can override.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def user_errors(command):
+    """Print ``TransferError`` as a one-paragraph message and exit 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        _quiet_tensorflow()
+        try:
+            return command(*args, **kwargs)
+        except TransferError as exc:
+            if _debug_requested():
+                traceback.print_exc()
+            message = exc.message if not exc.fix else f"{exc.message}\n{exc.fix}"
+            typer.echo(f"Error: {message}", err=True)
+            raise typer.Exit(EXIT_USER_ERROR) from None
+        except KeyboardInterrupt:
+            typer.echo("Interrupted.", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _debug_requested() -> bool:
+    import click
+
+    context = click.get_current_context(silent=True)
+    return bool(context and (context.find_root().obj or {}).get("debug"))
+
+
+@app.callback()
+def _root(
+    context: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+):
+    context.obj = {"debug": debug}
+
+
+@app.command()
+@user_errors
+def backbones(as_json: bool = typer.Option(False, "--json", help="Print JSON for machines.")):
+    """List the available backbones: input size, preprocessing, feature layers."""
+    from transfer.backbones import list_backbones
+
+    specs = list_backbones()
+    rows = [
+        {
+            "name": s.name,
+            "keras": s.constructor,
+            "default_size": s.default_size,
+            "min_size": s.min_size,
+            "preprocessing": s.preprocessing,
+            "feature_layers": {str(k): v for k, v in s.feature_layers.items()},
+        }
+        for s in specs
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} backbones (keras.applications)")
+    for column in ("name", "keras", "size", "preprocessing", "stride 32 layer"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["name"], r["keras"], str(r["default_size"]), r["preprocessing"], r["feature_layers"]["32"])
+    Console().print(table)
+
+
+@weights_app.command("import")
+@user_errors
+def weights_import(
+    file: Path = typer.Argument(..., help="An official Keras applications weights file (.h5)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a file already in the cache."),
+):
+    """Place a weights file in the Keras cache so weights="imagenet" works offline."""
+    from transfer.weights import import_weights
+
+    destination = import_weights(file, overwrite=overwrite)
+    typer.echo(f"Imported {file} -> {destination}")
+
+
+def _parse_weights(value: str) -> Optional[str]:
+    return None if value.strip().lower() in ("none", "random") else value
+
+
+@app.command("train")
+@user_errors
+def train_command(
+    data: str = typer.Option(..., "--data", help="Class folders (optionally train/ val/), a CSV, or tfds:NAME."),
+    out: Path = typer.Option(..., "--out", help="Run folder to create."),
+    backbone: str = typer.Option("mobilenet_0.25", "--backbone", help="See `transfer backbones`."),
+    weights: str = typer.Option("imagenet", "--weights", help='"imagenet", "none", or a weights file.'),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Input side in pixels."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="Recipe TOML file."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Set every stage to this many epochs."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", help="Used when the data has no val split."),
+):
+    """Fine-tune a backbone on your images; writes checkpoints, history and metrics to --out."""
+    from transfer.data import load_data
+    from transfer.recipe import Recipe
+    from transfer.train import train
+
+    chosen = Recipe.load(recipe) if recipe else Recipe()
+    if epochs is not None:
+        if epochs < 1:
+            raise TransferError(f"--epochs {epochs} is not positive.", fix="Pass --epochs 1 or more.")
+        chosen = chosen.with_epochs(epochs)
+    split = load_data(data, val_fraction=val_fraction, seed=chosen.seed)
+    typer.echo(f"Data: {len(split.train)} train / {len(split.val)} val images, "
+               f"{len(split.class_names)} classes ({split.origin})")
+    result = train(
+        split, out, backbone=backbone, weights=_parse_weights(weights), image_size=image_size,
+        recipe=chosen, data_source=data, verbose=1 if sys.stdout.isatty() else 2,
+    )
+    typer.echo(f"Done in {result.seconds:.0f}s. Best val accuracy {result.best_metrics['accuracy']:.4f} "
+               f"(epoch {result.best_epoch}). Next: transfer evaluate {result.run_dir}")
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate_command(
+    run_dir: Path = typer.Argument(..., help="A `transfer train` run folder."),
+    data: Optional[str] = typer.Option(None, "--data", help="Evaluate on this data instead of the run's val split."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+):
+    """Accuracy, per-class precision/recall/F1 and a confusion matrix (JSON + PNG)."""
+    from transfer.evaluate import evaluate_run, write_evaluation
+
+    report = evaluate_run(run_dir, data)
+    written = write_evaluation(report, Path(run_dir) / "evaluation")
+    if as_json:
+        typer.echo(json.dumps({**report.summary(), "files": {k: str(v) for k, v in written.items()}}))
+        return
+    typer.echo(report.table())
+    for path in written.values():
+        typer.echo(f"Wrote {path}")
+
+
+@app.command("export")
+@user_errors
+def export_command(
+    run_dir: Path = typer.Argument(..., help="A `transfer train` run folder."),
+    out: Path = typer.Option(..., "--out", help="Export folder (a SavedModel) to create."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export."),
+):
+    """Write a SavedModel (image bytes in, scores and class names out) and a .keras file."""
+    from transfer.export import export_run
+
+    path = export_run(run_dir, out, overwrite=overwrite)
+    typer.echo(f"Exported {run_dir} -> {path} (SavedModel signatures: serving_default, serving_images)")
+
+
+@app.command("predict")
+@user_errors
+def predict_command(
+    export_dir: Path = typer.Argument(..., help="An export folder from `transfer export`."),
+    images: List[Path] = typer.Argument(..., help="Image files."),
+    top_k: int = typer.Option(3, "--top-k", min=1, help="How many classes to show per image."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+):
+    """Classify image files with an exported model (no training code involved)."""
+    from transfer.predict import ExportedClassifier
+
+    classifier = ExportedClassifier.load(export_dir)
+    results = classifier.predict_files([str(p) for p in images], top_k=top_k)
+    failed = [r for r in results if "error" in r]
+    if as_json:
+        typer.echo(json.dumps({"export": str(export_dir), "results": results}, indent=2))
+    else:
+        for r in results:
+            if "error" in r:
+                typer.echo(f"{r['file']}: ERROR {r['error']}")
+                continue
+            shown = ", ".join(f"{p['class']} {p['score']:.3f}" for p in r["predictions"])
+            typer.echo(f"{r['file']}: {shown}")
+    if failed and len(failed) == len(results):
+        raise typer.Exit(EXIT_USER_ERROR)
+
+
+@app.command("demo")
+@user_errors
+def demo_command(
+    out: Path = typer.Option(Path("demo-output"), "--out", help="Where to put the run and export."),
+    weights: str = typer.Option("imagenet", "--weights", help='"imagenet" (falls back to random offline) or "none".'),
+):
+    """Train -> evaluate -> export -> predict on the small shapes dataset in data/."""
+    from transfer.demo import run_demo
+
+    if (out / "run" / "run.json").exists():
+        raise TransferError(f"{out} already holds a demo run.", fix="Pass another --out or delete that folder.")
+    summary = run_demo(out, weights=_parse_weights(weights), verbose=1 if sys.stdout.isatty() else 2)
+    typer.echo("")
+    typer.echo(f"Weights:     {summary['weights']}")
+    typer.echo(f"Data:        {summary['data']}")
+    typer.echo(f"Run:         {summary['run']} (checkpoints, history.csv, logs/ for TensorBoard)")
+    typer.echo(f"Evaluation:  {summary['evaluation']} (accuracy {summary['accuracy']:.3f})")
+    typer.echo(f"Export:      {summary['export']} (SavedModel + model.keras)")
+    for r in summary["predictions"]:
+        shown = r.get("error") or ", ".join(f"{p['class']} {p['score']:.3f}" for p in r["predictions"])
+        typer.echo(f"Predicted:   {r['file']}: {shown}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,350 @@
+"""Export a trained classifier as a self-contained SavedModel (+ ``model.keras``).
+
+The export answers raw image bytes with named results and needs neither
+``transfer`` nor Keras custom layers to run: decoding, resizing (the same
+``transfer.imageops`` functions training used) and the family preprocessing
+layer are all traced into the graph.
+
+Layout of ``out_dir``::
+
+    saved_model.pb, variables/, fingerprint.pb   the SavedModel
+    assets/class_names.txt                        one class name per line
+    assets/recipe.toml                            the recipe that trained it
+    assets/transfer.json                          metadata (see ``export_model``)
+    model.keras                                   the Keras model (reload after ``import transfer.layers``)
+
+Signatures (outputs are the same for both):
+
+- ``serving_default``: ``image_bytes`` tf.string ``[N]`` (encoded JPEG, PNG,
+  GIF or BMP).
+- ``serving_images``: ``images`` uint8 ``[N, H, W, 3]``, any size.
+- outputs: ``scores`` float32 ``[N, C]`` (softmax, or sigmoid for
+  multi-label), ``class_names`` string ``[N, C]`` (aligned with ``scores``),
+  ``top_class`` string ``[N]``, ``top_score`` float32 ``[N]``.
+
+TF Serving REST: ``{"instances": [{"b64": "<base64 JPEG>"}]}`` (the input name
+ends in ``_bytes`` and is a string tensor, so the server base64-decodes it).
+
+Example:
+    >>> export_model(model, "exports/flowers", class_names=["daisy", "rose"],
+    ...              image_size=224, recipe_toml=recipe.to_toml(),
+    ...              metadata={"backbone": "mobilenet_0.25"})
+    PosixPath('exports/flowers')
+    >>> f = tf.saved_model.load("exports/flowers").signatures["serving_default"]
+    >>> f(image_bytes=tf.constant([open("rose.jpg", "rb").read()]))["top_class"]
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from transfer.atomic import atomic_directory
+from transfer.imageops import RESIZE_METHOD, decode_and_resize, resize_image
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "transfer.export"
+FORMAT_VERSION = 1
+KERAS_FILE = "model.keras"
+CLASS_NAMES_FILE = "class_names.txt"
+RECIPE_FILE = "recipe.toml"
+METADATA_FILE = "transfer.json"
+BYTES_SIGNATURE = "serving_default"
+IMAGES_SIGNATURE = "serving_images"
+OUTPUTS = {
+    "scores": "float32 [N, C]",
+    "class_names": "string [N, C]",
+    "top_class": "string [N]",
+    "top_score": "float32 [N]",
+}
+SIGNATURES = {
+    BYTES_SIGNATURE: {"inputs": {"image_bytes": "string [N] (encoded JPEG/PNG/GIF/BMP)"}, "outputs": OUTPUTS},
+    IMAGES_SIGNATURE: {"inputs": {"images": "uint8 [N, H, W, 3] (any size)"}, "outputs": OUTPUTS},
+}
+# Keys export_model fills itself; caller metadata may not override them.
+_RESERVED = frozenset(
+    {
+        "format", "format_version", "task", "class_names", "num_classes", "image_size", "multi_label",
+        "preprocessing", "resize", "signatures", "files", "transfer_version", "tensorflow_version",
+        "keras_version", "created",
+    }
+)  # fmt: skip
+_PARITY_ATOL = 1e-4
+
+
+class _ServingModule(tf.Module):
+    """What gets saved: the model, the two serving functions, metadata and assets.
+
+    The functions are built as closures in ``__init__`` (rather than decorated
+    methods) so each gets a plain ``input_signature`` without ``self``.
+    """
+
+    def __init__(self, model, class_names: Sequence[str], image_size: int, asset_files: Mapping[str, Path]):
+        super().__init__(name="transfer_export")
+        # Tracking the model as an attribute saves its variables with the export.
+        self.model = model
+        names = tf.constant(list(class_names), dtype=tf.string)
+        input_dtype = tf.as_dtype(model.inputs[0].dtype)
+        # Non-trainable variables so `loaded.class_names` / `loaded.image_size`
+        # are readable on the reloaded object (plain constants would not be saved).
+        self.class_names = tf.Variable(names, trainable=False, name="class_names")
+        self.image_size = tf.Variable(int(image_size), dtype=tf.int32, trainable=False, name="image_size")
+        # Assets are copied into `assets/` and re-pointed on load (`.asset_path`).
+        self.class_names_file = tf.saved_model.Asset(str(asset_files[CLASS_NAMES_FILE]))
+        self.recipe_file = tf.saved_model.Asset(str(asset_files[RECIPE_FILE]))
+        self.metadata_file = tf.saved_model.Asset(str(asset_files[METADATA_FILE]))
+
+        num_classes = len(class_names)
+
+        def run_model(images):
+            # training=False: BatchNorm in inference mode and Dropout off.
+            return tf.cast(self.model(tf.cast(images, input_dtype), training=False), tf.float32)
+
+        def answer(images):
+            # An empty batch skips the model: with oneDNN (TF's default on x86) Conv2D
+            # returns a wrongly shaped tensor for batch size 0 and the graph fails.
+            scores = tf.cond(
+                tf.shape(images)[0] > 0,
+                lambda: run_model(images),
+                lambda: tf.zeros([0, num_classes], tf.float32),
+            )
+            top = tf.argmax(scores, axis=-1, output_type=tf.int32)
+            return {
+                "scores": scores,
+                "class_names": tf.tile(names[tf.newaxis], [tf.shape(scores)[0], 1]),
+                "top_class": tf.gather(names, top),
+                "top_score": tf.reduce_max(scores, axis=-1),
+            }
+
+        def serve_bytes(image_bytes):
+            # The very function the training pipeline maps over its files.
+            images = tf.map_fn(
+                lambda encoded: decode_and_resize(encoded, image_size),
+                image_bytes,
+                fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8),
+            )
+            return answer(images)
+
+        def serve_images(images):
+            return answer(resize_image(images, image_size))
+
+        self.serve_bytes = tf.function(
+            serve_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")]
+        )
+        self.serve_images = tf.function(
+            serve_images, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")]
+        )
+
+
+def export_model(
+    model,
+    out_dir: str | os.PathLike,
+    *,
+    class_names: Sequence[str],
+    image_size: int,
+    multi_label: bool = False,
+    recipe_toml: str = "",
+    metadata: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model`` as a serving-ready SavedModel folder at ``out_dir``; returns its path.
+
+    The folder appears atomically: complete or not at all (an existing export
+    survives a failed overwrite). Before it is moved into place the staged
+    SavedModel is reloaded and checked against the Keras model on a synthetic
+    image, so an export that disagrees with its model is never written.
+
+    Args:
+        model: a classifier taking uint8 ``[S, S, 3]`` and returning ``[N, C]`` scores.
+        out_dir: the export folder to create.
+        class_names: the ``C`` names, in the order of the model's outputs.
+        image_size: ``S``, the side images are resized to (as in training).
+        multi_label: whether scores are independent sigmoids (recorded for predict).
+        recipe_toml: the recipe text, stored as ``assets/recipe.toml``.
+        metadata: extra JSON-serializable fields for ``assets/transfer.json``
+            (e.g. ``{"backbone": "resnet50"}``).
+        overwrite: replace an existing ``out_dir``.
+
+    Example:
+        >>> export_model(model, "exports/pets", class_names=["cat", "dog"], image_size=160)
+    """
+    out_dir = Path(out_dir)
+    class_names = _check_class_names(class_names)
+    image_size = _check_image_size(model, image_size)
+    _check_output_width(model, len(class_names))
+    meta = _metadata(model, class_names, image_size, multi_label, metadata)
+
+    with atomic_directory(out_dir, overwrite=overwrite) as staging, tempfile.TemporaryDirectory(
+        prefix=".transfer-assets-", dir=staging
+    ) as sources:
+        # The Asset sources live inside the staging folder (deleted before the
+        # rename) so nothing is left behind in the system temp folder on a crash.
+        asset_files = {
+            CLASS_NAMES_FILE: "\n".join(class_names) + "\n",
+            RECIPE_FILE: recipe_toml,
+            METADATA_FILE: json.dumps(meta, indent=2, ensure_ascii=False) + "\n",
+        }
+        asset_paths = {}
+        for name, text in asset_files.items():
+            asset_paths[name] = Path(sources) / name
+            asset_paths[name].write_text(text, encoding="utf-8")
+
+        module = _ServingModule(model, class_names, image_size, asset_paths)
+        tf.saved_model.save(
+            module,
+            str(staging),
+            signatures={
+                BYTES_SIGNATURE: module.serve_bytes.get_concrete_function(),
+                IMAGES_SIGNATURE: module.serve_images.get_concrete_function(),
+            },
+        )
+        model.save(staging / KERAS_FILE)
+        _check_parity(model, staging, image_size)
+    logger.info("Exported %d-class model to %s", len(class_names), out_dir)
+    return out_dir
+
+
+def _check_class_names(class_names) -> list[str]:
+    if isinstance(class_names, (str, bytes)):
+        raise TypeError(f"class_names must be a list of strings. Received: class_names={class_names!r}")
+    names = list(class_names)
+    bad = [n for n in names if not isinstance(n, str) or not n.strip() or "\n" in n or "\r" in n]
+    if bad:
+        # class_names.txt holds one name per line, so names must be single-line and non-empty.
+        raise ValueError(f"Class names must be non-empty single-line strings. Received: {bad!r}")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"Class names must be unique. Received duplicates: {dupes!r}")
+    return names
+
+
+def _check_image_size(model, image_size) -> int:
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer. Received: image_size={image_size!r}")
+    if len(model.inputs) != 1:
+        raise ValueError(f"Expected a model with one image input. Received {len(model.inputs)} inputs.")
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[-1] != 3 or any(d not in (None, image_size) for d in shape[1:3]):
+        raise ValueError(
+            f"The model's input shape {shape} does not take {image_size}x{image_size} RGB images. "
+            f"Received: image_size={image_size}"
+        )
+    return int(image_size)
+
+
+def _check_output_width(model, num_classes: int) -> None:
+    if len(model.outputs) != 1:
+        raise ValueError(f"Expected a model with one scores output. Received {len(model.outputs)} outputs.")
+    width = model.outputs[0].shape[-1]
+    if width != num_classes:
+        raise ValueError(
+            f"The model outputs {width} scores but {num_classes} class names were given. "
+            f"Received: class_names of length {num_classes}"
+        )
+
+
+def _preprocessing_mode(model) -> str | None:
+    # Recorded for humans reading transfer.json; the layer itself is in the graph.
+    for layer in getattr(model, "_flatten_layers", lambda: [])():
+        if type(layer).__name__ == "FamilyPreprocessing":
+            return layer.mode
+    return None
+
+
+def _transfer_version() -> str:
+    import transfer
+
+    return transfer.__version__
+
+
+def _metadata(model, class_names, image_size, multi_label, extra) -> dict:
+    import keras
+
+    extra = dict(extra or {})
+    clash = sorted(_RESERVED & set(extra))
+    if clash:
+        raise ValueError(f"metadata may not set keys that export_model fills itself. Received: {clash}")
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "task": "classification",
+        "class_names": class_names,
+        "num_classes": len(class_names),
+        "image_size": image_size,
+        "multi_label": bool(multi_label),
+        "backbone": None,
+        "preprocessing": _preprocessing_mode(model),
+        "resize": {"method": RESIZE_METHOD, "antialias": True},
+        "signatures": SIGNATURES,
+        "files": {
+            "keras_model": KERAS_FILE,
+            "class_names": f"assets/{CLASS_NAMES_FILE}",
+            "recipe": f"assets/{RECIPE_FILE}",
+        },
+        "transfer_version": _transfer_version(),
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    meta.update(extra)
+    try:
+        json.dumps(meta)
+    except TypeError as e:
+        raise ValueError(f"metadata must be JSON-serializable. Received: {extra!r} ({e})") from None
+    return meta
+
+
+def _check_parity(model, export_dir: Path, image_size: int) -> None:
+    """Reload the staged export and compare both signatures with the Keras model."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(2, image_size, image_size, 3), dtype=np.uint8)
+    expected = np.asarray(model(images, training=False), dtype=np.float32)
+    loaded = tf.saved_model.load(str(export_dir))
+    from_images = loaded.signatures[IMAGES_SIGNATURE](images=tf.constant(images))["scores"].numpy()
+    # PNG is lossless, so the bytes signature must decode to these exact pixels.
+    encoded = tf.constant([tf.io.encode_png(img).numpy() for img in images])
+    from_bytes = loaded.signatures[BYTES_SIGNATURE](image_bytes=encoded)["scores"].numpy()
+    for name, got in ((IMAGES_SIGNATURE, from_images), (BYTES_SIGNATURE, from_bytes)):
+        err = float(np.max(np.abs(got - expected)))
+        if not err <= _PARITY_ATOL:
+            raise RuntimeError(
+                f"The exported signature {name!r} disagrees with the Keras model "
+                f"(max abs difference {err:.3g} > {_PARITY_ATOL}); the export was not written."
+            )
+
+
+def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Export the best checkpoint of a ``transfer train`` run (what ``transfer export`` does).
+
+    Example:
+        >>> export_run("runs/flowers", "exports/flowers")
+        PosixPath('exports/flowers')
+    """
+    from transfer.run import RunDir
+
+    run = RunDir(run_dir).require()
+    config = run.config()
+    return export_model(
+        run.load_model(),
+        out_dir,
+        class_names=config["class_names"],
+        image_size=int(config["image_size"]),
+        multi_label=bool(config.get("multi_label")),
+        recipe_toml=run.recipe_file.read_text(encoding="utf-8"),
+        metadata={
+            "backbone": config["backbone"],
+            "weights": config.get("weights"),
+            "run_dir": str(run.root.resolve()),
+            "best_epoch": config.get("best_epoch"),
+        },
+        overwrite=overwrite,
+    )
