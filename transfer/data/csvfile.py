@@ -50,7 +50,9 @@ def _read_rows(csv_path: Path) -> tuple[dict[str, int], list[tuple[int, list[str
         while header is not None and not any(cell.strip() for cell in header):
             header = next(reader, None)  # skip blank lines before the header
         if header is None:
-            raise _error(csv_path, "the CSV file is empty.", fix=f"Write a header line ({_EXPECTED}) and one line per image.")
+            raise _error(
+                csv_path, "the CSV file is empty.", fix=f"Write a header line ({_EXPECTED}) and one line per image."
+            )
         columns = {name.strip().lower(): i for i, name in enumerate(header)}
         rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     return columns, rows
@@ -72,7 +74,9 @@ def read_csv_dataset(csv_path: str | os.PathLike, val_fraction: float = 0.2, see
     check_val_fraction(val_fraction)
     if not csv_path.is_file():
         what = "is a folder, not a CSV file" if csv_path.is_dir() else "not found"
-        raise _error(csv_path, f"CSV file {what}.", fix="Pass the path of an existing .csv file with a path,label header.")
+        raise _error(
+            csv_path, f"CSV file {what}.", fix="Pass the path of an existing .csv file with a path,label header."
+        )
 
     columns, rows = _read_rows(csv_path)
     found = ",".join(columns) or "(none)"
@@ -142,7 +146,8 @@ def read_csv_dataset(csv_path: str | os.PathLike, val_fraction: float = 0.2, see
         raise _error(
             csv_path,
             f"{len(missing_files)} of {len(paths)} image files not found: {listed}.",
-            fix=f"Paths are read relative to the CSV's folder '{base}' (or are absolute); fix them or remove those lines.",
+            fix=f"Paths are read relative to the CSV's folder '{base}' (or are absolute); "
+            "fix them or remove those lines.",
         )
 
     class_names = tuple(sorted({name for names in labels for name in names}))

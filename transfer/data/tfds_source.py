@@ -36,11 +36,12 @@ VALIDATION_SPLITS = ("validation", "val", "valid")
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF87a", b"GIF89a", b"BM", b"RIFF")
 
 
-def _offline_fix(name: str, data_dir: str | None) -> str:
-    where = f"--data-dir {data_dir}" if data_dir else "--data-dir DIR"
+def _offline_fix(name: str, data_dir_root: Any) -> str:
+    folder = name.split("/")[0].split(":")[0]
     return (
-        f"On a machine with network run `tfds build {name} {where}` (or tfds.load('{name}')) and copy "
-        f"that data folder here, then pass it as data_dir (or set TFDS_DATA_DIR)."
+        f"On a machine with network run `tfds build {name} --data_dir=DIR` (or tensorflow_datasets.load('{name}', "
+        f"data_dir=DIR)), copy DIR/{folder} into '{data_dir_root}' here, and run again; or pass the data_dir "
+        "that already holds it (or set TFDS_DATA_DIR)."
     )
 
 
@@ -110,7 +111,7 @@ def _unreachable_hosts(urls: Any) -> list[str]:
     return failed
 
 
-def _prepare(builder: Any, name: str, data_dir: str | None) -> None:
+def _prepare(builder: Any, name: str) -> None:
     """Download and prepare ``builder``'s data, or raise a TransferError that says how to get it."""
     download = type(builder).download_and_prepare
     # tfds.testing.mock_data swaps in a no-op download_and_prepare: nothing to fetch, nothing to check.
@@ -127,16 +128,16 @@ def _prepare(builder: Any, name: str, data_dir: str | None) -> None:
             raise TransferError(
                 f"TFDS dataset '{name}' is not prepared in {where} and cannot be downloaded: "
                 f"the download host(s) {', '.join(unreachable)} cannot be reached (no network?).",
-                fix=_offline_fix(name, data_dir),
+                fix=_offline_fix(name, builder.data_dir_root),
             )
     logger.info("TFDS dataset %s is not prepared in %s: downloading and preparing it", name, where)
     try:
         builder.download_and_prepare()
     except Exception as e:  # network, manual-download and disk errors all end here; keep the cause
+        cause = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(". ")
         raise TransferError(
-            f"TFDS dataset '{name}' is not prepared in {where} and could not be downloaded and prepared: "
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-            fix=_offline_fix(name, data_dir),
+            f"TFDS dataset '{name}' is not prepared in {where} and could not be downloaded and prepared: {cause}.",
+            fix=_offline_fix(name, builder.data_dir_root),
         ) from e
 
 
@@ -192,10 +193,11 @@ def read_tfds_dataset(
         where = f" in data_dir '{data_dir}'" if data_dir else ""
         raise TransferError(
             f"TFDS has no dataset named '{name}' (and none was found prepared{where}).",
-            fix="Check the name with tensorflow_datasets.list_builders(); use the form tfds:NAME, e.g. tfds:tf_flowers.",
+            fix="Check the name with tensorflow_datasets.list_builders(); "
+            "use the form tfds:NAME, e.g. tfds:tf_flowers.",
         ) from e
     if not builder.is_prepared():
-        _prepare(builder, name, data_dir)
+        _prepare(builder, name)
 
     info = builder.info
     image_key, label_key, multi_label = find_feature_keys(info.features, info.supervised_keys)
