@@ -13,7 +13,6 @@ from transfer.data import load_data  # noqa: E402
 from transfer.demo import make_shapes_dataset  # noqa: E402
 from transfer.errors import TransferError  # noqa: E402
 from transfer.recipe import Recipe, Stage  # noqa: E402
-from transfer.tasks.classify import build_classifier  # noqa: E402
 from transfer.train import set_trainable, train  # noqa: E402
 
 SIZE = 32
@@ -75,13 +74,17 @@ def test_too_small_image_size_is_a_clear_error(shapes, tmp_path):
 
 @pytest.fixture(scope="module")
 def model_and_spec():
-    spec = get_backbone("mobilenet_0.25")
-    model, _ = build_classifier(spec, 3, SIZE, weights=None)
-    return model, spec
+    from tests.modelfactory import pretrained_like_classifier
+
+    return pretrained_like_classifier(3, SIZE), get_backbone("mobilenet_0.25")
 
 
 def _trainable_backbone_layers(model):
     return [l.name for l in model.get_layer("backbone").layers if l.trainable and l.weights]
+
+
+def _learnable(layer):
+    return bool(layer.weights) and not isinstance(layer, keras.layers.BatchNormalization)
 
 
 def test_set_trainable_head_all_and_top_blocks(model_and_spec):
@@ -91,12 +94,16 @@ def test_set_trainable_head_all_and_top_blocks(model_and_spec):
     assert _trainable_backbone_layers(model) == []
     assert model.get_layer("scores").trainable
     set_trainable(model, spec, Stage("s", "all"))
-    assert len(_trainable_backbone_layers(model)) == sum(1 for l in backbone.layers if l.weights)
+    assert _trainable_backbone_layers(model) == [l.name for l in backbone.layers if _learnable(l)]
     set_trainable(model, spec, Stage("s", "top:2"))
     blocks = spec.blocks(backbone)
-    expected = [n for block in blocks[-2:] for n in block if backbone.get_layer(n).weights]
+    expected = [n for block in blocks[-2:] for n in block if _learnable(backbone.get_layer(n))]
     assert _trainable_backbone_layers(model) == expected
-    assert 0 < len(expected) < sum(1 for l in backbone.layers if l.weights)
+    assert 0 < len(expected) < sum(1 for l in backbone.layers if _learnable(l))
+    # Training from random weights: BatchNorm trains too.
+    set_trainable(model, spec, Stage("s", "all"), freeze_batchnorm=False)
+    assert _trainable_backbone_layers(model) == [l.name for l in backbone.layers if l.weights]
+    set_trainable(model, spec, Stage("s", "all"))
 
 
 def test_head_stage_leaves_backbone_weights_untouched_and_bn_stats_frozen(model_and_spec, shapes):
@@ -109,7 +116,7 @@ def test_head_stage_leaves_backbone_weights_untouched_and_bn_stats_frozen(model_
     loss, metrics = loss_and_metrics(False)
 
     set_trainable(model, spec, Stage("s", "head"))
-    model.compile(keras.optimizers.Adam(1e-2), loss, metrics)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss, metrics=metrics)
     before = [w.copy() for w in backbone.get_weights()]
     head_before = model.get_layer("scores").get_weights()[0].copy()
     model.fit(ds, epochs=1, verbose=0)
@@ -118,9 +125,10 @@ def test_head_stage_leaves_backbone_weights_untouched_and_bn_stats_frozen(model_
     assert not np.array_equal(head_before, model.get_layer("scores").get_weights()[0])
 
     # Everything trainable: kernels move, but BatchNorm moving statistics stay
-    # (the backbone runs with training=False).
+    # (a pretrained backbone keeps BatchNorm in inference mode; Keras 3's fit
+    # would override a nested training=False, keras-team/keras#20285).
     set_trainable(model, spec, Stage("s", "all"))
-    model.compile(keras.optimizers.Adam(1e-2), loss, metrics)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss, metrics=metrics)
     bn = next(l for l in backbone.layers if isinstance(l, keras.layers.BatchNormalization))
     stats_before = [bn.moving_mean.numpy().copy(), bn.moving_variance.numpy().copy()]
     kernel_before = backbone.get_layer("conv1").get_weights()[0].copy()
@@ -128,3 +136,14 @@ def test_head_stage_leaves_backbone_weights_untouched_and_bn_stats_frozen(model_
     np.testing.assert_array_equal(stats_before[0], bn.moving_mean.numpy())
     np.testing.assert_array_equal(stats_before[1], bn.moving_variance.numpy())
     assert not np.array_equal(kernel_before, backbone.get_layer("conv1").get_weights()[0])
+
+
+def test_random_weights_train_their_batchnorm():
+    """Untrained BatchNorm in inference mode would zero the features (see classify.py)."""
+    from transfer.tasks.classify import build_classifier
+
+    model, info = build_classifier(get_backbone("mobilenet_0.25"), 3, SIZE, weights=None)
+    assert info.source == "random"
+    images = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
+    backbone_out = keras.Model(model.input, model.get_layer("pool").output)
+    assert np.abs(backbone_out(images, training=True).numpy()).mean() > 1e-3

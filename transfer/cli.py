@@ -44,15 +44,19 @@ def _quiet_tensorflow() -> None:
 
 
 def user_errors(command):
-    """Print ``TransferError`` as a one-paragraph message and exit 2."""
+    """Print ``TransferError`` as a one-paragraph message and exit 2.
+
+    Commands take ``ctx: typer.Context`` first so the root ``--debug`` flag
+    (kept in ``ctx.obj``) reaches this wrapper.
+    """
 
     @functools.wraps(command)
-    def wrapper(*args, **kwargs):
+    def wrapper(ctx: typer.Context, *args, **kwargs):
         _quiet_tensorflow()
         try:
-            return command(*args, **kwargs)
+            return command(ctx, *args, **kwargs)
         except TransferError as exc:
-            if _debug_requested():
+            if (ctx.find_root().obj or {}).get("debug"):
                 traceback.print_exc()
             message = exc.message if not exc.fix else f"{exc.message}\n{exc.fix}"
             typer.echo(f"Error: {message}", err=True)
@@ -62,13 +66,6 @@ def user_errors(command):
             raise typer.Exit(130) from None
 
     return wrapper
-
-
-def _debug_requested() -> bool:
-    import click
-
-    context = click.get_current_context(silent=True)
-    return bool(context and (context.find_root().obj or {}).get("debug"))
 
 
 @app.callback()
@@ -81,7 +78,10 @@ def _root(
 
 @app.command()
 @user_errors
-def backbones(as_json: bool = typer.Option(False, "--json", help="Print JSON for machines.")):
+def backbones(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
+):
     """List the available backbones: input size, preprocessing, feature layers."""
     from transfer.backbones import list_backbones
 
@@ -114,6 +114,7 @@ def backbones(as_json: bool = typer.Option(False, "--json", help="Print JSON for
 @weights_app.command("import")
 @user_errors
 def weights_import(
+    ctx: typer.Context,
     file: Path = typer.Argument(..., help="An official Keras applications weights file (.h5)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a file already in the cache."),
 ):
@@ -131,6 +132,7 @@ def _parse_weights(value: str) -> Optional[str]:
 @app.command("train")
 @user_errors
 def train_command(
+    ctx: typer.Context,
     data: str = typer.Option(..., "--data", help="Class folders (optionally train/ val/), a CSV, or tfds:NAME."),
     out: Path = typer.Option(..., "--out", help="Run folder to create."),
     backbone: str = typer.Option("mobilenet_0.25", "--backbone", help="See `transfer backbones`."),
@@ -164,6 +166,7 @@ def train_command(
 @app.command("evaluate")
 @user_errors
 def evaluate_command(
+    ctx: typer.Context,
     run_dir: Path = typer.Argument(..., help="A `transfer train` run folder."),
     data: Optional[str] = typer.Option(None, "--data", help="Evaluate on this data instead of the run's val split."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -184,6 +187,7 @@ def evaluate_command(
 @app.command("export")
 @user_errors
 def export_command(
+    ctx: typer.Context,
     run_dir: Path = typer.Argument(..., help="A `transfer train` run folder."),
     out: Path = typer.Option(..., "--out", help="Export folder (a SavedModel) to create."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export."),
@@ -198,6 +202,7 @@ def export_command(
 @app.command("predict")
 @user_errors
 def predict_command(
+    ctx: typer.Context,
     export_dir: Path = typer.Argument(..., help="An export folder from `transfer export`."),
     images: List[Path] = typer.Argument(..., help="Image files."),
     top_k: int = typer.Option(3, "--top-k", min=1, help="How many classes to show per image."),
@@ -225,6 +230,7 @@ def predict_command(
 @app.command("demo")
 @user_errors
 def demo_command(
+    ctx: typer.Context,
     out: Path = typer.Option(Path("demo-output"), "--out", help="Where to put the run and export."),
     weights: str = typer.Option("imagenet", "--weights", help='"imagenet" (falls back to random offline) or "none".'),
 ):

@@ -30,7 +30,7 @@ from transfer.errors import TransferError
 from transfer.evaluate import evaluate_model, write_evaluation
 from transfer.recipe import Recipe, Stage
 from transfer.run import RunDir
-from transfer.tasks.classify import build_classifier, loss_and_metrics
+from transfer.tasks.classify import BACKBONE_LAYER, build_classifier, freeze_batchnorm_layers, loss_and_metrics
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +47,26 @@ class TrainResult:
     seconds: float
 
 
-def set_trainable(model, spec: BackboneSpec, stage: Stage) -> int:
+def set_trainable(model, spec: BackboneSpec, stage: Stage, *, freeze_batchnorm: bool = True) -> int:
     """Make exactly the stage's layers trainable; returns how many backbone layers train.
 
-    The backbone is always *called* with ``training=False`` (see
-    ``transfer.tasks.classify``), so its BatchNorm layers keep their ImageNet
-    statistics whatever is trainable here.
+    With ``freeze_batchnorm`` (any pretrained backbone) BatchNorm layers stay
+    non-trainable whatever the stage, which keeps them in inference mode with
+    their ImageNet statistics (see ``transfer.tasks.classify``).
     """
-    backbone = model.get_layer("backbone")
-    if stage.trainable == "head":
-        backbone.trainable = False
-    elif stage.trainable == "all":
-        backbone.trainable = True
-    else:
+    backbone = model.get_layer(BACKBONE_LAYER)
+    # Set every layer explicitly: the flags a previous stage left must not leak.
+    backbone.trainable = stage.trainable != "head"
+    for layer in backbone.layers:
+        layer.trainable = backbone.trainable
+    if stage.top_blocks is not None:
         blocks = spec.blocks(backbone)
-        top = stage.top_blocks
-        backbone.trainable = True
-        frozen = {name for block in blocks[: max(len(blocks) - top, 0)] for name in block}
+        frozen = {name for block in blocks[: max(len(blocks) - stage.top_blocks, 0)] for name in block}
         for layer in backbone.layers:
             if layer.name in frozen:
                 layer.trainable = False
+    if freeze_batchnorm:
+        freeze_batchnorm_layers(backbone)
     return sum(1 for layer in backbone.layers if layer.trainable and layer.weights)
 
 
@@ -120,11 +120,13 @@ def train(
         dropout=recipe.dropout,
     )
     _say(verbose, f"Backbone {spec.name}: {weights_info.message}")
+    pretrained = weights_info.source != "random"
     config = {
         "task": "classify",
         "backbone": spec.name,
         "weights": weights_info.source,
         "weights_path": weights_info.path,
+        "batchnorm": "frozen (inference mode)" if pretrained else "trained (random init)",
         "image_size": image_size,
         "class_names": list(data.class_names),
         "multi_label": data.multi_label,
@@ -154,7 +156,7 @@ def train(
     for index, stage in enumerate(recipe.stages, start=1):
         if stage.epochs == 0:
             continue
-        trainable_layers = set_trainable(model, spec, stage)
+        trainable_layers = set_trainable(model, spec, stage, freeze_batchnorm=pretrained)
         # A fresh compile per stage: trainable flags are read at compile time.
         _, metrics = loss_and_metrics(data.multi_label, recipe.label_smoothing)
         model.compile(optimizer=make_optimizer(recipe, stage, steps * stage.epochs), loss=loss, metrics=metrics)

@@ -1,9 +1,18 @@
 """Image classification (single- and multi-label): model, loss and metrics.
 
 The model takes raw uint8 images ``[S, S, 3]``; the family's preprocessing is
-a layer inside it, the backbone is always called with ``training=False`` (so
-BatchNorm keeps its ImageNet statistics even when its weights train), and the
-head is pooling -> dropout -> dense (softmax, or sigmoid for multi-label).
+a layer inside it, then the backbone, then the head: pooling -> dropout ->
+dense (softmax, or sigmoid for multi-label).
+
+A pretrained backbone's BatchNorm layers are made non-trainable, which in
+Keras 3 is what keeps them in inference mode (their ImageNet statistics stay)
+even while the rest of the backbone trains. Calling the backbone with
+``training=False``, as the Keras guide does, is not enough in Keras 3:
+``fit`` overrides a nested ``training=False`` (keras-team/keras#20285).
+
+A backbone with random weights is the exception: it has no statistics to
+keep, and in inference mode its untrained BatchNorm layers shrink the
+features to ~1e-17, so nothing could learn. Its BatchNorm trains normally.
 
 Example:
     >>> from transfer.backbones import get_backbone
@@ -31,20 +40,28 @@ def build_classifier(
     weights: str | None = "imagenet",
     multi_label: bool = False,
     dropout: float = 0.2,
+    freeze_batchnorm: bool | None = None,
 ):
     """Build the classifier; returns ``(model, weights_info)``.
 
     ``weights_info`` is the ``transfer.weights.WeightsInfo`` saying where the
-    backbone's weights came from.
+    backbone's weights came from. ``freeze_batchnorm`` (default: unless the
+    weights are random) keeps BatchNorm in inference mode (see module doc).
     """
     from transfer.weights import build_backbone
 
     if num_classes < 2 and not multi_label:
         raise ValueError(f"A classifier needs at least 2 classes. Received: num_classes={num_classes}")
     backbone, info = build_backbone(spec, weights, image_size)
+    # A fixed name, so training and reports find the backbone whatever Keras called it.
+    backbone = keras.Model(backbone.input, backbone.output, name=BACKBONE_LAYER)
     inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     x = FamilyPreprocessing(spec.preprocessing, name="preprocess")(inputs)
-    x = backbone(x, training=False)
+    if freeze_batchnorm is None:
+        freeze_batchnorm = info.source != "random"
+    if freeze_batchnorm:
+        freeze_batchnorm_layers(backbone)
+    x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     activation = "sigmoid" if multi_label else "softmax"
@@ -52,6 +69,20 @@ def build_classifier(
     outputs = keras.layers.Dense(num_classes, activation=activation, dtype="float32", name="scores")(x)
     model = keras.Model(inputs, outputs, name=f"{spec.name}_classifier")
     return model, info
+
+
+def freeze_batchnorm_layers(backbone) -> None:
+    """Make every BatchNormalization layer non-trainable, i.e. always in inference mode."""
+    for layer in _all_layers(backbone):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):  # a nested model
+            yield from _all_layers(layer)
 
 
 def loss_and_metrics(multi_label: bool, label_smoothing: float = 0.0):

@@ -1,0 +1,127 @@
+"""The backbone registry against the real keras.applications architectures.
+
+Every entry is built with random weights (no download) at its smallest input
+size, and its feature layers, feature width, blocks and preprocessing are
+checked against what Keras actually builds.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from transfer.backbones import STRIDES, get_backbone, list_backbones
+from transfer.errors import TransferError
+
+# Builds that take over ~5 s on a CPU core (weights=None still initializes
+# 40M-350M parameters): together they would push this file past 3 minutes.
+# Run them with `-m slow`.
+SLOW = {"nasnetlarge", "efficientnetb6", "efficientnetb7", "efficientnetv2m", "efficientnetv2l", "convnext_xlarge"}
+# Their stem is unnamed (Keras auto-names it, and the names depend on how many
+# models were built before), so they have no stride-4 feature.
+NO_STRIDE_4 = {"inceptionv3", "inceptionresnetv2"}
+
+
+def _params(names):
+    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in names]
+
+
+NAMES = [spec.name for spec in list_backbones()]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_session():
+    import keras
+
+    yield
+    # Frees the graph of the model just built; the next build starts clean.
+    keras.backend.clear_session()
+
+
+def _spatial(tensor) -> int:
+    assert tensor.shape[1] == tensor.shape[2], tensor.shape
+    return tensor.shape[1]
+
+
+@pytest.mark.parametrize("name", _params(NAMES))
+def test_backbone_builds_with_named_features_blocks_and_width(name):
+    spec = get_backbone(name)
+    size = spec.min_size  # the smallest input Keras accepts must build
+    model = spec.instantiate(None, (size, size, 3))
+
+    # (a) every feature reference resolves, at the stride it claims.
+    expected_strides = set(STRIDES) - ({4} if name in NO_STRIDE_4 else set())
+    assert set(spec.feature_layers) == expected_strides
+    features = spec.features(model)
+    sizes = {stride: _spatial(t) for stride, t in features.items()}
+    if any(sizes[s] != size // s for s in sizes):
+        # 'valid' padding (Inception, Xception stems) shifts sizes by a constant:
+        # measure the stride as d(input) / d(feature size) from a second build.
+        # 64 is a multiple of every stride, so the difference is exact.
+        model2 = spec.instantiate(None, (size + 64, size + 64, 3))
+        sizes2 = {s: _spatial(t) for s, t in spec.features(model2).items()}
+        measured = {s: 64 / (sizes2[s] - sizes[s]) for s in sizes}
+        assert measured == {s: float(s) for s in sizes}, (sizes, sizes2)
+        assert name in {"inceptionv3", "inceptionresnetv2", "xception"}, "unexpected inexact strides"
+
+    # (b) the pooled feature width is what Keras builds.
+    assert model.output_shape[-1] == spec.feature_dim
+    assert features[32].shape[-1] == spec.feature_dim
+
+    # (c) enough blocks to unfreeze "the top N", covering every layer once.
+    blocks = spec.blocks(model)
+    assert len(blocks) >= 4
+    assert [n for block in blocks for n in block] == [layer.name for layer in model.layers]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_preprocessing_matches_keras_family(name):
+    import keras
+
+    from transfer.layers import FamilyPreprocessing
+
+    spec = get_backbone(name)
+    family = getattr(keras.applications, spec.family)
+    images = np.random.default_rng(0).integers(0, 256, size=(2, 8, 8, 3), dtype=np.uint8)
+    expected = family.preprocess_input(images.astype("float32"))  # Keras edits float arrays in place
+    got = keras.ops.convert_to_numpy(FamilyPreprocessing(spec.preprocessing)(images))
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_names_are_unique_lowercase_and_cover_keras_applications():
+    assert len(NAMES) == len(set(NAMES))
+    assert all(n == n.lower() and n.strip() == n for n in NAMES)
+    constructors = {spec.constructor for spec in list_backbones()}
+    assert {"VGG16", "ResNet152V2", "InceptionResNetV2", "NASNetLarge", "EfficientNetV2L",
+            "ConvNeXtXLarge", "MobileNetV3Small", "DenseNet201"} <= constructors
+    assert len(NAMES) >= 50
+
+
+def test_get_backbone_is_case_and_space_insensitive():
+    assert get_backbone("ResNet50") is get_backbone("resnet50")
+    assert get_backbone(" MobileNet_0.25 ").kwargs == {"alpha": 0.25}
+
+
+def test_unknown_backbone_suggests_close_names():
+    with pytest.raises(TransferError) as caught:
+        get_backbone("resnet5")
+    assert "'resnet50'" in caught.value.message
+    assert "transfer backbones" in caught.value.fix
+
+
+def test_specs_are_frozen():
+    spec = get_backbone("vgg16")
+    with pytest.raises(AttributeError):
+        spec.default_size = 1
+    with pytest.raises(TypeError):
+        spec.feature_layers[4] = "x"
+
+
+def test_importing_the_registry_does_not_import_keras():
+    code = "import sys, transfer.backbones; print('keras' in sys.modules or 'tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
