@@ -38,22 +38,44 @@ app.add_typer(weights_app, name="weights")
 EXIT_USER_ERROR = 2
 
 
-def _quiet_tensorflow() -> None:
-    # TensorFlow's C++ start-up chatter would bury our output; users can override.
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow without its C++ start-up chatter on stderr.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` silences most of it, but not the lines logged
+    before absl is initialised (tensorflow/tensorflow#100442), so stderr is
+    pointed at /dev/null for the import alone. A user who sets
+    ``TF_CPP_MIN_LOG_LEVEL`` below 3 sees everything.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] != "3":
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
-def user_errors(command):
+def user_errors(command=None, *, tensorflow: bool = True):
     """Print ``TransferError`` as a one-paragraph message and exit 2.
 
     Commands take ``ctx: typer.Context`` first so the root ``--debug`` flag
-    (kept in ``ctx.obj``) reaches this wrapper.
+    (kept in ``ctx.obj``) reaches this wrapper. ``tensorflow=False`` for
+    commands that never need it, so they stay instant.
     """
+    if command is None:
+        return functools.partial(user_errors, tensorflow=tensorflow)
 
     @functools.wraps(command)
     def wrapper(ctx: typer.Context, *args, **kwargs):
-        _quiet_tensorflow()
         try:
+            if tensorflow:
+                _import_tensorflow_quietly()
             return command(ctx, *args, **kwargs)
         except TransferError as exc:
             if (ctx.find_root().obj or {}).get("debug"):
@@ -77,7 +99,7 @@ def _root(
 
 
 @app.command()
-@user_errors
+@user_errors(tensorflow=False)
 def backbones(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),

@@ -171,6 +171,7 @@ def train(
             epochs=epoch_offset + stage.epochs,
             initial_epoch=epoch_offset,
             verbose=verbose,
+            shuffle=False,  # the tf.data pipeline shuffles
             callbacks=[
                 best,
                 keras.callbacks.TensorBoard(log_dir=str(run.logs_dir / stage.name), write_graph=False),

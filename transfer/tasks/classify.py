@@ -61,6 +61,12 @@ def build_classifier(
         freeze_batchnorm = info.source != "random"
     if freeze_batchnorm:
         freeze_batchnorm_layers(backbone)
+    else:
+        # Moving statistics must catch up within a short run: the default
+        # momentum (0.99) needs ~500 steps, leaving validation at chance.
+        for layer in _all_layers(backbone):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = 0.9
     x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
