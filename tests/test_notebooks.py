@@ -1,0 +1,29 @@
+"""The notebooks run top to bottom (code cells executed in order in a fresh process)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+def notebook_code(path: Path) -> str:
+    cells = json.loads(path.read_text())["cells"]
+    return "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs(notebook):
+    result = subprocess.run(
+        [sys.executable, "-c", notebook_code(notebook)], cwd=notebook.parent, capture_output=True, text=True,
+        timeout=600, env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "accuracy" in result.stdout
+
+
+def test_there_is_a_notebook():
+    assert NOTEBOOKS, "notebooks/ holds no walkthrough"
