@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+from transfer.data.findings import Finding, finding
 from transfer.data.samples import DataSplit, Samples
 from transfer.data.split import check_val_fraction, stratified_split
 from transfer.errors import TransferError
@@ -63,17 +65,67 @@ def _class_dirs(root: Path) -> list[Path]:
     return sorted((p for p in root.iterdir() if p.is_dir() and not _ignored(p.name)), key=lambda p: p.name)
 
 
-def _images_in(folder: Path) -> tuple[list[str], int]:
-    """Sorted image paths under ``folder`` (recursive) and the number of other files."""
-    images, others = [], 0
+def _images_in(folder: Path) -> tuple[list[str], list[str]]:
+    """Sorted image paths under ``folder`` (recursive) and the sorted other (non-hidden) files."""
+    images, others = [], []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not _ignored(d)]  # prune hidden folders
         for name in filenames:
             if is_image_file(name):
                 images.append(os.path.join(dirpath, name))
             elif not _ignored(name):
-                others += 1
-    return sorted(images), others
+                others.append(os.path.join(dirpath, name))
+    return sorted(images), sorted(others)
+
+
+@dataclass(frozen=True)
+class ClassListing:
+    """What a folder of class folders holds, problems included (nothing raised for them).
+
+    ``classes`` pairs each class name (sorted) with its sorted image paths, empty
+    classes included; ``findings`` names empty class folders and files that are
+    not read (``ignored_file``: wrong extension, or loose in ``root``).
+    """
+
+    root: Path
+    classes: tuple[tuple[str, tuple[str, ...]], ...]
+    findings: tuple[Finding, ...]
+
+    def samples(self) -> Samples:
+        """The listed images as ``Samples`` (every class name kept, even an empty one)."""
+        sources = tuple(path for _, paths in self.classes for path in paths)
+        targets = tuple(index for index, (_, paths) in enumerate(self.classes) for _ in paths)
+        return Samples(sources=sources, targets=targets, class_names=tuple(name for name, _ in self.classes))
+
+
+def list_class_folders(root: str | os.PathLike) -> ClassListing:
+    """List ``root``'s class folders and images without judging them (the data doctor's view).
+
+    Raises TransferError only when ``root`` is missing or not a folder.
+
+    Example:
+        >>> listing = list_class_folders("flowers/")
+        >>> [(name, len(paths)) for name, paths in listing.classes][:1]
+        [('daisy', 764)]
+    """
+    root = Path(root)
+    _check_folder(root)
+    classes, findings = [], []
+    for class_dir in _class_dirs(root):
+        images, others = _images_in(class_dir)
+        classes.append((class_dir.name, tuple(images)))
+        if not images:
+            findings.append(finding(
+                str(class_dir), "empty_class",
+                f"class folder '{class_dir.name}' has 0 images ({len(others)} other files); "
+                f"images are files ending in {', '.join(IMAGE_EXTENSIONS)} (any case)",
+            ))
+        for other in others:
+            findings.append(finding(other, "ignored_file", f"not read: '{Path(other).suffix or 'no'}' extension"))
+    if classes:
+        for loose in sorted(p for p in root.iterdir() if p.is_file() and not _ignored(p.name)):
+            findings.append(finding(str(loose), "ignored_file", "not read: a file outside any class folder"))
+    return ClassListing(root, tuple(classes), tuple(findings))
 
 
 def read_class_folders(root: str | os.PathLike) -> Samples:
@@ -88,37 +140,32 @@ def read_class_folders(root: str | os.PathLike) -> Samples:
         (('daisy', 'dandelion'), 'flowers/daisy/100080576_f52e8ee070_n.jpg')
     """
     root = Path(root)
-    _check_folder(root)
-    class_dirs = _class_dirs(root)
-    if not class_dirs:
+    listing = list_class_folders(root)
+    if not listing.classes:
         loose = sum(1 for p in root.iterdir() if p.is_file() and is_image_file(p.name))
         found = f" It holds {loose} images directly, outside any class folder." if loose else ""
         raise TransferError(f"No class subfolders in data folder '{root}'.{found}", fix=_LAYOUT_FIX)
 
-    sources: list[str] = []
-    targets: list[int] = []
-    empty: list[str] = []
-    for index, class_dir in enumerate(class_dirs):
-        images, others = _images_in(class_dir)
-        if not images:
-            empty.append(f"'{class_dir.name}' (0 images, {others} other files)")
-        sources.extend(images)
-        targets.extend([index] * len(images))
+    empty = []
+    for f in listing.findings:
+        if f.code == "empty_class":
+            others = sum(1 for g in listing.findings if g.code == "ignored_file" and Path(g.path).is_relative_to(f.path))
+            empty.append(f"'{Path(f.path).name}' (0 images, {others} other files)")
     if empty:
         raise TransferError(
             f"Class folders without images in '{root}': {', '.join(empty)}. "
             f"Images are files ending in {', '.join(IMAGE_EXTENSIONS)} (any case).",
             fix="Add images to these folders or remove them.",
         )
-    if len(class_dirs) < 2:
+    if len(listing.classes) < 2:
         raise TransferError(
-            f"Data folder '{root}' has only 1 class folder ('{class_dirs[0].name}'); "
+            f"Data folder '{root}' has only 1 class folder ('{listing.classes[0][0]}'); "
             "classification needs at least 2 classes.",
             fix=f"Add a folder for each other class. {_LAYOUT_FIX}",
         )
-    names = tuple(p.name for p in class_dirs)
-    logger.info("Read %d images in %d classes from %s", len(sources), len(names), root)
-    return Samples(sources=tuple(sources), targets=tuple(targets), class_names=names)
+    samples = listing.samples()
+    logger.info("Read %d images in %d classes from %s", len(samples), samples.num_classes, root)
+    return samples
 
 
 def _split_dirs(root: Path) -> tuple[Path, Path] | None:

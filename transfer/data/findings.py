@@ -1,0 +1,180 @@
+"""The plain record every data check produces: one ``Finding`` per problem.
+
+Readers (``folder``, ``csvfile``) and the data doctor (``check``) all speak in
+findings, so a problem found while listing a folder, parsing a CSV or
+inspecting an image prints the same way, moves to quarantine the same way and
+is tested the same way. Future annotation formats (boxes, masks) add codes to
+``PROBLEMS`` and checks to ``transfer.data.check``; nothing else changes.
+
+Severity says how bad it is, action says what ``transfer train`` does:
+
+=========  ==============================================================
+severity   ``error`` (not usable), ``warning`` (used, but look at it),
+           ``info`` (used; the pipeline handles it)
+action     ``skip`` (left out of training, named in a warning),
+           ``stop`` (training refuses to start until it is fixed),
+           ``use`` (used as is), ``convert`` (used; the decoder converts it),
+           ``ignore`` (not an image file; never read), ``review`` (used; a
+           person should decide)
+=========  ==============================================================
+
+Example:
+    >>> f = finding("data/cat/a.jpg", "truncated", "JPEG data ends early")
+    >>> f.severity, f.action
+    ('error', 'skip')
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+SEVERITIES = ("error", "warning", "info")
+ACTIONS = ("stop", "skip", "review", "convert", "use", "ignore")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What a finding code means: its default severity and action, a title and how to fix it."""
+
+    severity: str
+    action: str
+    title: str
+    fix: str
+
+
+PROBLEMS: dict[str, Problem] = {
+    # --- one image file ---------------------------------------------------------------------
+    "missing_file": Problem("error", "skip", "file not found", "Restore the file or remove it from the list."),
+    "empty_file": Problem("error", "skip", "empty file (0 bytes)", "Download or copy the image again."),
+    "not_image": Problem("error", "skip", "not an image", "Replace it with the real image or remove it."),
+    "unsupported_format": Problem(
+        "error", "skip", "format not supported",
+        "Convert it to JPEG or PNG (e.g. `magick in.tif out.png`), or remove it.",
+    ),
+    "truncated": Problem("error", "skip", "truncated (cut short)", "Download or copy the image again."),
+    "undecodable": Problem("error", "skip", "cannot be decoded", "Re-save it with an image editor, or remove it."),
+    "too_large": Problem(
+        "error", "skip", "too many pixels",
+        "Downscale it, or raise the limit (--max-megapixels) if you trust the file.",
+    ),
+    "too_small": Problem("warning", "use", "very small image", "Use a larger image if there is one."),
+    "wrong_extension": Problem(
+        "warning", "use", "extension does not match content",
+        "Rename it to the right extension (the content decides how it is read).",
+    ),
+    "grayscale": Problem("info", "convert", "grayscale", "Nothing to do: it is read as 3 equal channels."),
+    "cmyk": Problem(
+        "warning", "convert", "CMYK colors",
+        "Convert it to RGB (e.g. `magick in.jpg -colorspace sRGB out.jpg`) if colors look wrong.",
+    ),
+    "alpha": Problem(
+        "warning", "convert", "transparency dropped",
+        "Flatten it onto a background if transparent areas matter: the decoder drops alpha and keeps "
+        "whatever color lies under it (often black).",
+    ),
+    "high_bit_depth": Problem("info", "convert", "16 bits per channel", "Nothing to do: it is read as 8 bits."),
+    "animated": Problem("info", "convert", "animation", "Nothing to do: only the first frame is used."),
+    "exif_orientation": Problem(
+        "warning", "use", "EXIF orientation not applied",
+        "Rotate the pixels (e.g. PIL.ImageOps.exif_transpose) if the orientation matters: training and the "
+        "export both read pixels as stored and ignore the EXIF tag.",
+    ),
+    # --- folders and classes ----------------------------------------------------------------
+    "empty_class": Problem("error", "stop", "class without images", "Add images to the class folder or remove it."),
+    "layout": Problem("error", "stop", "dataset layout", "See the detail."),
+    "ignored_file": Problem(
+        "info", "ignore", "not an image file", "Nothing to do, or convert it to JPEG/PNG if it is an image."
+    ),
+    "class_imbalance": Problem(
+        "warning", "review", "class imbalance", "Add images to the small classes, or accept lower recall on them."
+    ),
+    "few_images": Problem("warning", "review", "very few images", "Add images to this class."),
+    "no_usable_images": Problem("error", "stop", "no usable images", "Fix or replace the class's images."),
+    # --- duplicates -------------------------------------------------------------------------
+    "duplicate": Problem("info", "use", "exact duplicate", "Remove the extra copy: it counts twice."),
+    "duplicate_across_splits": Problem(
+        "warning", "review", "same image in train and val",
+        "Remove one copy: a validation image seen in training inflates validation accuracy.",
+    ),
+    "duplicate_conflicting_labels": Problem(
+        "warning", "review", "same image in different classes", "Keep it in the right class only."
+    ),
+    "near_duplicate": Problem(
+        "info", "review", "near duplicate", "Check the pair: resized or re-saved copies count twice."
+    ),
+    # --- CSV label files --------------------------------------------------------------------
+    "csv_format": Problem("error", "stop", "CSV file problem", "See the detail."),
+    "csv_row": Problem("error", "stop", "bad CSV line", "Fix the line or remove it."),
+    "csv_missing_file": Problem(
+        "error", "stop", "listed file not found",
+        "Paths are read relative to the CSV's folder (or are absolute); fix them or remove those lines.",
+    ),
+    "csv_empty_label": Problem("error", "stop", "empty label", "Write the class name(s), or remove the line."),
+    "csv_outside_root": Problem(
+        "error", "stop", "path outside the dataset folder",
+        "Keep images inside the CSV's folder, or pass --allow-outside-root (allow_outside_root=True in "
+        "Python) if you trust this CSV.",
+    ),
+    "csv_duplicate_row": Problem("warning", "skip", "duplicate line", "Remove the repeated line."),
+    "csv_conflicting_labels": Problem(
+        "error", "stop", "same file with different labels", "Keep one line per file with its right label(s)."
+    ),
+    "csv_unknown_label": Problem(
+        "warning", "review", "label not seen in training", "Check the spelling, or add training images for it."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem with one file, folder or CSV line.
+
+    Attributes:
+        path: the file (or folder, or CSV file) the finding is about.
+        code: a key of ``PROBLEMS`` (e.g. ``"truncated"``).
+        severity: ``error``, ``warning`` or ``info``.
+        action: what training does about it (see the module docstring).
+        detail: one sentence about this file (what was found).
+        line: the CSV line, when the finding is about one.
+        related: another file involved (the original of a duplicate).
+    """
+
+    path: str
+    code: str
+    severity: str
+    action: str
+    detail: str
+    line: int | None = None
+    related: str | None = None
+
+    @property
+    def title(self) -> str:
+        return PROBLEMS[self.code].title if self.code in PROBLEMS else self.code
+
+    @property
+    def fix(self) -> str:
+        return PROBLEMS[self.code].fix if self.code in PROBLEMS else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "title": self.title}
+
+    def where(self) -> str:
+        """``path`` with the CSV line when there is one, e.g. ``labels.csv:12``."""
+        return f"{self.path}:{self.line}" if self.line is not None else self.path
+
+
+def finding(
+    path: str, code: str, detail: str, *, line: int | None = None, related: str | None = None,
+    severity: str | None = None, action: str | None = None,
+) -> Finding:
+    """A ``Finding`` with the code's default severity and action (both may be overridden).
+
+    Example:
+        >>> finding("a.png", "wrong_extension", "PNG data in a .jpg file").action
+        'use'
+    """
+    problem = PROBLEMS[code]
+    return Finding(
+        str(path), code, severity or problem.severity, action or problem.action, detail, line=line, related=related
+    )

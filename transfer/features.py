@@ -1,0 +1,396 @@
+"""Cached backbone features, and head training on them (the linear probe).
+
+While the backbone is frozen, running it every epoch recomputes the same
+numbers: the pooled features of an image depend only on the image, the
+backbone's weights and the augmentation. ``extract_features`` computes them
+once (optionally for a few augmented views per image) and keeps them on disk;
+``fit_head_on_features`` then trains the classifier's head (dropout ->
+"scores" Dense) on the cache, which takes a second or two instead of one
+backbone pass per epoch. The head is trained in place: the small model it
+fits shares the classifier's own head layers, so fine-tuning the whole
+classifier afterwards starts from the trained head (linear probe, then
+fine-tune).
+
+The cache is keyed by a hash of everything the features depend on (the
+extractor's layer configurations and exact weight values, the image files'
+sizes and modification times or the encoded bytes, image size, views,
+augmentation, seed, and the transfer/Keras/TensorFlow versions), and each
+file stores its key description, which is compared on load. A stale cache is
+never used: any change gives another file name.
+
+Example:
+    >>> feats = extract_features(model, split.train, 128, views=3, augment=("flip", "zoom"),
+    ...                          cache_dir=default_cache_dir())        # [3, N, 256]
+    >>> val = extract_features(model, split.val, 128, cache_dir=default_cache_dir())[0]
+    >>> history = fit_head_on_features(model, feats, targets_array(split.train), epochs=30,
+    ...                                validation=(val, targets_array(split.val)))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+
+from transfer.errors import TransferError
+
+log = logging.getLogger(__name__)
+
+# Bump when the cached values would change for the same key description.
+CACHE_FORMAT = 1
+POOL_LAYER = "pool"
+HEAD_LAYERS = ("dropout", "scores")
+
+
+def default_cache_dir() -> Path:
+    """Where features are cached: ``$TRANSFER_CACHE_DIR``, else ``$XDG_CACHE_HOME/transfer/features``.
+
+    (``~/.cache/transfer/features`` when neither is set.)
+
+    Example:
+        >>> default_cache_dir()
+        PosixPath('/root/.cache/transfer/features')
+    """
+    if os.environ.get("TRANSFER_CACHE_DIR"):
+        return Path(os.environ["TRANSFER_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "transfer" / "features"
+
+
+def feature_model(model):
+    """The part of ``model`` that maps uint8 images to pooled features.
+
+    ``model`` is a classifier from ``transfer.tasks.classify.build_classifier``
+    (its input up to the ``"pool"`` layer), or any model taking uint8 images
+    whose output is features (a spatial ``[H, W, C]`` output is average pooled).
+
+    Example:
+        >>> feature_model(classifier).output_shape
+        (None, 256)
+    """
+    names = {layer.name for layer in model.layers}
+    if POOL_LAYER in names:
+        return keras.Model(model.inputs, model.get_layer(POOL_LAYER).output, name=f"{model.name}_features")
+    if len(model.output.shape) == 4:
+        pooled = keras.layers.GlobalAveragePooling2D()(model.output)
+        return keras.Model(model.inputs, pooled, name=f"{model.name}_features")
+    if len(model.output.shape) != 2:
+        raise ValueError(
+            "Expected a classifier with a 'pool' layer or a model with [H, W, C] or [D] outputs. "
+            f"Received: output shape {model.output.shape}"
+        )
+    return model
+
+
+def feature_cache_key(
+    model, samples, image_size: int, *, views: int = 1, augment: Sequence[str] = (), seed: int = 0
+) -> tuple[str, dict[str, Any]]:
+    """``(hex key, description)`` of the features ``extract_features`` would compute.
+
+    The description names every input of the features; the key is its hash.
+
+    Example:
+        >>> key, description = feature_cache_key(model, split.train, 128)
+        >>> sorted(description)[:3]
+        ['architecture', 'augment', 'format']
+    """
+    import tensorflow as tf
+
+    import transfer
+
+    extractor = feature_model(model)
+    augmented = views > 1 and bool(augment)
+    description = {
+        "format": CACHE_FORMAT,
+        "transfer": transfer.__version__,
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+        "model": extractor.name,
+        "architecture": _architecture_hash(extractor),
+        "weights": _weights_hash(extractor),
+        "image_size": int(image_size),
+        "views": int(views),
+        # Seed and augmentation only matter for the augmented views.
+        "augment": sorted(set(augment)) if augmented else [],
+        "seed": int(seed) if augmented else None,
+        "num_samples": len(samples),
+        "samples": _samples_hash(samples),
+    }
+    text = json.dumps(description, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest(), description
+
+
+def extract_features(
+    model,
+    samples,
+    image_size: int,
+    batch_size: int = 64,
+    *,
+    views: int = 1,
+    augment: Sequence[str] = (),
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+) -> np.ndarray:
+    """Pooled features ``float32 [views, N, D]`` of ``samples``, from the cache when it holds them.
+
+    View 0 is each image as validation sees it; views 1.. are random
+    augmentations (``augment`` names as in ``transfer.data.pipeline.Augmenter``),
+    reproducible for a ``seed``. ``model`` is a classifier or a feature model
+    (see ``feature_model``); it runs in inference mode. With ``cache_dir`` the
+    result is read from / written to ``cache_dir`` (see the module doc).
+
+    Example:
+        >>> extract_features(model, split.val, 128).shape
+        (1, 864, 256)
+    """
+    if not (isinstance(views, int) and views >= 1):
+        raise TransferError(f"views={views!r} is not a whole number >= 1.", fix="Use 1 (no augmentation) or more.")
+    if len(samples) == 0:
+        raise ValueError("Cannot extract features of 0 samples.")
+    path = description = None
+    if cache_dir is not None:
+        key, description = feature_cache_key(model, samples, image_size, views=views, augment=augment, seed=seed)
+        path = Path(cache_dir) / f"features-{key[:40]}.npz"
+        cached = _load(path, description)
+        if cached is not None:
+            log.info("Features of %d images x %d views read from %s", len(samples), views, path)
+            return cached
+    features = _compute(feature_model(model), samples, image_size, batch_size, views, tuple(augment), seed)
+    if path is not None:
+        _save(path, features, description)
+        log.info("Features of %d images x %d views cached in %s", len(samples), views, path)
+    return features
+
+
+def head_model(model):
+    """A model ``features [D] -> scores`` made of ``model``'s own dropout and "scores" layers.
+
+    Training it trains the classifier's head: the layers (and weights) are shared.
+
+    Example:
+        >>> head_model(classifier)(np.zeros((1, 256), "float32")).shape
+        TensorShape([1, 5])
+    """
+    pool = model.get_layer(POOL_LAYER)
+    inputs = keras.Input(pool.output.shape[1:], name="features")
+    x = inputs
+    for name in HEAD_LAYERS:
+        x = model.get_layer(name)(x)
+    return keras.Model(inputs, x, name=f"{model.name}_head")
+
+
+def fit_head_on_features(
+    model,
+    features: np.ndarray,
+    targets: np.ndarray,
+    *,
+    epochs: int,
+    optimizer=None,
+    batch_size: int = 32,
+    label_smoothing: float = 0.0,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    callbacks: Sequence = (),
+    initial_epoch: int = 0,
+    seed: int = 0,
+    verbose: int = 0,
+):
+    """Train ``model``'s head on cached ``features``; returns the Keras ``History``.
+
+    ``features`` is ``[views, N, D]`` (from ``extract_features``) or ``[N, D]``;
+    ``targets`` one-hot/multi-hot ``[N, C]`` (``transfer.data.pipeline.targets_array``).
+    Each epoch shows every image once, in one of its views picked at random,
+    so an epoch has as many steps as an epoch through the whole model.
+    ``optimizer`` defaults to Adam at 1e-3. ``validation`` is ``(val
+    features [N, D] or [1, N, D], val targets)``: its metrics equal those of
+    the whole classifier on those images, since the frozen backbone adds
+    nothing. ``callbacks`` see the whole classifier as ``self.model``, so a
+    checkpoint callback saves the classifier, not the head alone.
+
+    Example:
+        >>> fit_head_on_features(model, feats, y, epochs=30, optimizer=make_optimizer(
+        ...     "adamw", warmup_cosine(1e-3, 30 * 108)), validation=(val_feats, val_y))
+    """
+    import tensorflow as tf
+
+    from transfer.tasks.classify import loss_and_metrics
+
+    features = np.asarray(features, np.float32)
+    if features.ndim == 2:
+        features = features[None]
+    targets = np.asarray(targets, np.float32)
+    if features.ndim != 3 or features.shape[1] != len(targets):
+        raise ValueError(
+            "Expected features [views, N, D] (or [N, D]) and targets [N, C] with the same N. "
+            f"Received: features {features.shape}, targets {targets.shape}"
+        )
+    head = head_model(model)
+    multi_label = model.get_layer(HEAD_LAYERS[-1]).activation.__name__ == "sigmoid"
+    loss, metrics = loss_and_metrics(multi_label, label_smoothing)
+    head.compile(
+        optimizer=optimizer or keras.optimizers.Adam(1e-3),
+        loss=loss,
+        metrics=metrics,
+        # A step on a [32, D] batch takes microseconds; running many per call
+        # removes the per-step Python overhead that would otherwise dominate.
+        steps_per_execution=64,
+    )
+    train_ds = _view_sampler(features, targets, batch_size, seed)
+    val_data = None
+    if validation is not None:
+        val_x = np.asarray(validation[0], np.float32)
+        val_x = val_x[0] if val_x.ndim == 3 else val_x
+        val_data = tf.data.Dataset.from_tensor_slices((val_x, np.asarray(validation[1], np.float32))).batch(256)
+    return head.fit(
+        train_ds,
+        epochs=initial_epoch + epochs,
+        initial_epoch=initial_epoch,
+        validation_data=val_data,
+        callbacks=[_OnModel(c, model) for c in callbacks],
+        verbose=verbose,
+    )
+
+
+def _view_sampler(features: np.ndarray, targets: np.ndarray, batch_size: int, seed: int):
+    """Batches of ``(features of one random view per image, targets)``, reshuffled each epoch."""
+    import tensorflow as tf
+
+    views, n, _ = features.shape
+    table = tf.constant(features)
+    labels = tf.constant(targets)
+    order = tf.data.Dataset.range(n).shuffle(n, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+    def gather(index, pair):
+        view = tf.random.stateless_uniform(tf.shape(index), pair, 0, views, dtype=tf.int64)
+        return tf.gather_nd(table, tf.stack([view, index], axis=1)), tf.gather(labels, index)
+
+    return tf.data.Dataset.zip((order, seeds)).map(gather).prefetch(2)
+
+
+def _compute(extractor, samples, image_size, batch_size, views, augment, seed) -> np.ndarray:
+    import tensorflow as tf
+
+    from transfer.data.pipeline import Augmenter, decoded_images
+
+    # A plain compiled call: Keras's predict() costs twice as much here (per-batch overhead).
+    spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8)
+    forward = tf.function(lambda x: tf.cast(extractor(x, training=False), tf.float32), input_signature=[spec])
+    # Decoded once (uint8, in memory) and reused by every view.
+    images = decoded_images(samples, image_size).cache()
+    out = []
+    for view in range(views):
+        ds = images
+        if view > 0 and augment:
+            # One independent, seeded stream per view.
+            stream = tf.data.Dataset.random(seed=seed * 1009 + view).batch(2)
+            augmenter = Augmenter(augment, image_size)
+            ds = tf.data.Dataset.zip((ds.map(lambda x: (x, 0.0)), stream)).map(
+                lambda sample, pair: augmenter(sample, pair)[0], num_parallel_calls=tf.data.AUTOTUNE
+            )
+        ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        out.append(np.concatenate([forward(batch).numpy() for batch in ds]).reshape(len(samples), -1))
+    return np.stack(out)
+
+
+def _load(path: Path, description: dict) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            stored = json.loads(str(data["description"]))
+            if stored != json.loads(json.dumps(description, sort_keys=True)):
+                log.warning("Feature cache %s belongs to other inputs; recomputing.", path)
+                return None
+            return data["features"]
+    except (OSError, ValueError, KeyError) as error:
+        # A damaged cache file is only a cache miss.
+        log.warning("Feature cache %s is unreadable (%s); recomputing.", path, error)
+        return None
+
+
+def _save(path: Path, features: np.ndarray, description: dict) -> None:
+    from transfer.atomic import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    np.savez(buffer, features=features, description=np.array(json.dumps(description, sort_keys=True)))
+    try:
+        atomic_write_bytes(path, buffer.getvalue())
+    except OSError as error:
+        # Training goes on without the cache; the next run computes again.
+        log.warning("Could not write the feature cache %s: %s", path, error)
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+        else:
+            yield layer
+
+
+def _architecture_hash(model) -> str:
+    """Hash of every layer's class and configuration, without names.
+
+    Names are left out because Keras numbers unnamed layers by how many were
+    built before ("input_layer_3"), which would make the same model miss.
+    """
+    h = hashlib.sha256()
+    for layer in _all_layers(model):
+        config = {k: v for k, v in layer.get_config().items() if k not in ("name", "trainable")}
+        h.update(type(layer).__name__.encode())
+        h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _weights_hash(model) -> str:
+    """Hash of the exact weight values (BatchNorm statistics included), in layer order."""
+    h = hashlib.blake2b(digest_size=32)
+    for weight in model.weights:
+        value = np.ascontiguousarray(weight.numpy())
+        h.update(f"{value.dtype}{value.shape}".encode())
+        h.update(value.tobytes())
+    return h.hexdigest()
+
+
+def _samples_hash(samples) -> str:
+    """Hash of the images' identity: file path, size and mtime, or the encoded bytes."""
+    h = hashlib.sha256()
+    if samples.encoded is not None:
+        for data in samples.encoded:
+            h.update(hashlib.sha256(data).digest())
+        return h.hexdigest()
+    for source in samples.sources:
+        try:
+            stat = os.stat(source)
+        except OSError as error:
+            raise TransferError(
+                f"Image file {source} cannot be read ({error.strerror}).",
+                fix="Check that the data folder is complete and readable, or reload the data.",
+            ) from None
+        h.update(f"{source}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+class _OnModel(keras.callbacks.Callback):
+    """Forwards a callback's hooks, with the whole classifier as its ``self.model``."""
+
+    def __init__(self, callback, model):
+        super().__init__()
+        self._callback = callback
+        self._classifier = model
+        for name in dir(keras.callbacks.Callback):
+            if name.startswith("on_"):
+                setattr(self, name, getattr(callback, name))
+
+    def set_model(self, model):
+        self._callback.set_model(self._classifier)
+
+    def set_params(self, params):
+        self._callback.set_params(params)
