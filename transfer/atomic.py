@@ -5,8 +5,13 @@ same filesystem, so ``os.replace``/``os.rename`` is atomic) and renames it
 into place only once it is complete. A crash or an exception leaves the old
 artifact untouched and removes the staging file.
 
-Staging names start with ``.`` and contain ``.tmp-`` so they are easy to
-recognise (and to clean up) if a process is killed mid-write.
+Staging names start with ``.`` and contain ``.tmp-PID-`` (``.old-PID-`` for a
+folder being replaced) so they are easy to recognise if a process is killed
+mid-write: ``remove_stale`` deletes those whose process is gone (each writer
+runs it for its own destination first), and a folder killed between the two
+renames of a replacement is put back by the next write to it. On Linux a
+folder replacement is one atomic exchange (``renameat2``), so the path never
+disappears even for an instant.
 
 Example:
     >>> atomic_write_json("runs/exp1/history.json", {"loss": [0.9, 0.5]})
@@ -18,10 +23,13 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
+import re
 import shutil
+import sys
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -34,9 +42,75 @@ TMP_MARK = ".tmp-"
 OLD_MARK = ".old-"
 
 
+# .NAME.tmp-PID-HEX[.keras] and .NAME.old-PID-HEX
+_STAGING = re.compile(r"^\.(?P<name>.+)(?P<mark>\.tmp-|\.old-)(?P<pid>\d+)-[0-9a-f]{12}(\.keras)?$")
+
+
 def _sibling(path: Path, mark: str, suffix: str = "") -> Path:
-    # A random name next to `path`; the leading dot keeps it out of globs such as `*.keras`.
-    return path.parent / f".{path.name}{mark}{uuid.uuid4().hex[:12]}{suffix}"
+    # A random name next to `path`, with the writer's PID so a dead writer's
+    # leftovers can be told from a live one's; the leading dot keeps it out of
+    # globs such as `*.keras` and out of the class folders a dataset lists.
+    return path.parent / f".{path.name}{mark}{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}"
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's), or we cannot tell: leave it alone
+    return True
+
+
+def staging_entries(directory: str | os.PathLike) -> list[Path]:
+    """The staging leftovers (``.NAME.tmp-PID-...``, ``.NAME.old-PID-...``) in ``directory``.
+
+    Example:
+        >>> staging_entries("runs/exp1/checkpoints")
+        [PosixPath('runs/exp1/checkpoints/.best.keras.tmp-4242-1f2e3d4c5b6a.keras')]
+    """
+    directory = Path(directory)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(directory / n for n in names if _STAGING.match(n))
+
+
+def remove_stale(directory: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Delete staging leftovers of writers that were killed; returns what was removed.
+
+    Only entries whose process is gone are touched (a live writer's staging
+    folder is left alone), and only for ``name`` when given. An ``.old-``
+    folder whose destination is missing (killed between the two renames of a
+    replacement) is renamed back into place instead of deleted.
+
+    Example:
+        >>> remove_stale("exports/")
+        [PosixPath('exports/.flowers.tmp-4242-1f2e3d4c5b6a')]
+    """
+    removed = []
+    for entry in staging_entries(directory):
+        match = _STAGING.match(entry.name)
+        if (name is not None and match["name"] != name) or _alive(int(match["pid"])):
+            continue
+        final = entry.parent / match["name"]
+        if match["mark"] == OLD_MARK and not (final.exists() or final.is_symlink()):
+            with contextlib.suppress(OSError):
+                os.rename(entry, final)
+                logger.warning("Restored %s from %s (a replacement was interrupted)", final, entry.name)
+                continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+            logger.info("Removed %s, left by an interrupted write", entry)
+    return removed
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -57,6 +131,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(path.parent, path.name)
     tmp = _sibling(path, TMP_MARK)
     try:
         # os.open with 0o666 (not tempfile.mkstemp, which forces 0o600) so the file
@@ -103,9 +178,12 @@ def atomic_directory(final_dir: str | os.PathLike, overwrite: bool = False) -> I
 
     - ``final_dir`` exists and not ``overwrite``: ``TransferError`` before
       anything is written.
-    - ``final_dir`` exists and ``overwrite``: the old folder is moved aside,
-      the new one renamed into place, then the old one deleted. (Between the
-      two renames the path briefly does not exist; it never holds a mix.)
+    - ``final_dir`` exists and ``overwrite``: on Linux the new and old folders
+      are exchanged in one atomic step, then the old one is deleted. Elsewhere
+      the old folder is moved aside, the new one renamed into place, then the
+      old one deleted (between the two renames the path briefly does not
+      exist; it never holds a mix, and a write killed there is put back by
+      the next ``atomic_directory`` call for the same folder).
     - An exception inside the block deletes the staging folder and leaves
       any old ``final_dir`` intact.
 
@@ -114,6 +192,7 @@ def atomic_directory(final_dir: str | os.PathLike, overwrite: bool = False) -> I
         ...     tf.saved_model.save(module, str(tmp))
     """
     final = Path(final_dir)
+    remove_stale(final.parent, final.name)  # may put back a folder a killed replacement left aside
     _check_free(final, overwrite)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = _sibling(final, TMP_MARK)
@@ -142,6 +221,11 @@ def _move_into_place(staging: Path, final: Path) -> None:
     if not (final.exists() or final.is_symlink()):
         os.rename(staging, final)
         return
+    if _exchange(staging, final):
+        # One atomic step: `final` now holds the new folder and `staging` the old one.
+        shutil.rmtree(staging, ignore_errors=True)
+        logger.debug("Replaced %s", final)
+        return
     old = _sibling(final, OLD_MARK)
     os.rename(final, old)
     try:
@@ -154,6 +238,39 @@ def _move_into_place(staging: Path, final: Path) -> None:
     else:
         old.unlink()
     logger.debug("Replaced %s", final)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+_renameat2 = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    global _renameat2
+    if not sys.platform.startswith("linux"):
+        return False
+    if _renameat2 is None:
+        import ctypes
+
+        try:
+            function = ctypes.CDLL(None, use_errno=True).renameat2
+        except (OSError, AttributeError):  # glibc < 2.28, musl: no wrapper
+            _renameat2 = False
+            return False
+        function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        function.restype = ctypes.c_int
+        _renameat2 = function
+    if _renameat2 is False:
+        return False
+    import ctypes
+
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False  # the filesystem (or kernel) cannot exchange: use two renames
+    raise OSError(code, os.strerror(code), str(b))
 
 
 def atomic_save_keras(model, path: str | os.PathLike) -> Path:
@@ -169,6 +286,7 @@ def atomic_save_keras(model, path: str | os.PathLike) -> Path:
     if path.suffix != ".keras":
         raise ValueError(f"A Keras model file must end in '.keras'. Received: path='{path}'")
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(path.parent, path.name)
     tmp = _sibling(path, TMP_MARK, suffix=".keras")
     try:
         model.save(tmp)

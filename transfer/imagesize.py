@@ -22,6 +22,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+# Below this side an image holds no usable content (a 1x1 tracking pixel): training and predict refuse it.
+MIN_SIDE = 8
 # The formats whose size read_header can check and tf.io.decode_image decodes.
 DECODABLE = ("jpeg", "png", "gif", "bmp", "webp")
 # File extensions per format, for wrong-extension messages.

@@ -1,7 +1,8 @@
 """Run an exported classifier on files or bytes, from the export folder alone.
 
 This module imports only TensorFlow, NumPy and the standard library (plus
-``transfer.errors``): no Keras, no model code. Everything it needs - graph,
+``transfer.errors`` and the stdlib-only ``transfer.imagesize``): no Keras, no
+model code. Everything it needs - graph,
 weights, class names, image size - is inside the export.
 
 Results of ``predict_files`` are one plain dict per input file, in input order:
@@ -11,8 +12,15 @@ Results of ``predict_files`` are one plain dict per input file, in input order:
   scoring at least ``threshold`` (0.5 by default) plus as many more as needed
   to show ``top_k`` (so a positive label is never cut off by ``top_k``), and
   ``"labels"``: the names scoring at least ``threshold`` (the decision).
-- ``{"file": path, "error": message}`` for a file that is missing or cannot
-  be decoded. One bad file never fails the others.
+- ``{"file": path, "error": message}`` for a file that is missing, empty,
+  not an image, too large (over ``max_bytes`` bytes, or a header declaring
+  more than ``max_pixels`` pixels: a decompression bomb is refused before it
+  is decoded), smaller than 8x8 pixels, or that cannot be decoded. One bad
+  file never fails the others.
+
+Security: loading a SavedModel runs the graph stored in it, with the rights of
+the calling process. Only load exports you made or trust; nothing here
+unpickles anything, but a hostile graph needs no pickle to do harm.
 
 Example:
     >>> clf = ExportedClassifier.load("exports/flowers")
@@ -26,12 +34,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+import transfer.imagesize as imagesize
 from transfer.errors import TransferError
 
 logger = logging.getLogger(__name__)
@@ -39,6 +49,11 @@ logger = logging.getLogger(__name__)
 SIGNATURE = "serving_default"
 METADATA_PATH = os.path.join("assets", "transfer.json")
 MULTI_LABEL_THRESHOLD = 0.5
+# Inputs are untrusted here: a 40-megapixel image decodes to 120 MB (and the
+# float32 resize to ~500 MB), larger than any ordinary camera photo needs.
+DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_BYTES = 100_000_000
+_LIMIT_FIX = "pass --max-megapixels / --max-megabytes (max_pixels= / max_bytes= in Python) to allow it if you trust it"
 
 
 class ExportedClassifier:
@@ -51,8 +66,15 @@ class ExportedClassifier:
         'rose'
     """
 
-    def __init__(self, export_dir: Path, loaded, metadata: dict[str, Any]):
+    def __init__(
+        self, export_dir: Path, loaded, metadata: dict[str, Any], *,
+        max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES,
+    ):
+        _check_positive("max_pixels", max_pixels)
+        _check_positive("max_bytes", max_bytes)
         self.export_dir = export_dir
+        self.max_pixels = int(max_pixels)  # larger images are refused before decoding
+        self.max_bytes = int(max_bytes)  # larger files are refused before reading
         self.metadata = metadata
         self.class_names: list[str] = list(metadata["class_names"])
         self.image_size: int = int(metadata["image_size"])
@@ -61,11 +83,18 @@ class ExportedClassifier:
         self._serve = loaded.signatures[SIGNATURE]
 
     @classmethod
-    def load(cls, export_dir: str | os.PathLike) -> "ExportedClassifier":
+    def load(
+        cls, export_dir: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> "ExportedClassifier":
         """Load the export folder written by ``transfer.export.export_model``.
 
+        ``max_pixels`` and ``max_bytes`` bound the inputs it accepts (see the
+        module docstring). Loading runs the SavedModel's graph: only load
+        exports you trust.
+
         Example:
-            >>> clf = ExportedClassifier.load("exports/flowers")
+            >>> clf = ExportedClassifier.load("exports/flowers", max_pixels=50_000_000)
         """
         export_dir = Path(export_dir)
         fix = "Pass the folder written by `transfer export` (it holds saved_model.pb and assets/)."
@@ -90,7 +119,7 @@ class ExportedClassifier:
                 fix=fix,
             )
         logger.info("Loaded %d-class export from %s", len(metadata["class_names"]), export_dir)
-        return cls(export_dir, loaded, metadata)
+        return cls(export_dir, loaded, metadata, max_pixels=max_pixels, max_bytes=max_bytes)
 
     def __repr__(self) -> str:
         return (
@@ -99,31 +128,46 @@ class ExportedClassifier:
         )
 
     def predict_bytes(self, images: Sequence[bytes], batch_size: int = 32) -> np.ndarray:
-        """Scores ``[N, C]`` (float32) for encoded JPEG/PNG/GIF/BMP images.
+        """Scores ``[N, C]`` (float32) for encoded JPEG/PNG/GIF/BMP/WebP images.
 
-        Raises ``TransferError`` naming the positions of undecodable images
-        (use ``predict_files`` to get per-file errors instead).
+        Raises ``TransferError`` naming the positions of images that are too
+        large, too small or undecodable (use ``predict_files`` to get one error
+        per file instead). Sizes are checked from the headers before anything is
+        decoded.
 
         Example:
             >>> clf.predict_bytes([open("rose.jpg", "rb").read()]).shape
             (1, 5)
         """
         _check_positive("batch_size", batch_size)
-        images = list(images)
+        images = [bytes(data) for data in images]
+        # Header checks first (cheap, and a bomb must never reach the decoder) ...
+        problems = {i: p for i, p in enumerate(map(self._refuse, images)) if p}
         out = [np.zeros((0, len(self.class_names)), np.float32)]
         for start in range(0, len(images), batch_size):
+            if problems:
+                break
             batch = images[start : start + batch_size]
             try:
                 out.append(self._serve(image_bytes=tf.constant(batch, dtype=tf.string))["scores"].numpy())
             except tf.errors.InvalidArgumentError:
-                bad = [start + i for i, data in enumerate(batch) if _decode_error(data) is not None]
-                if not bad:
+                # ... then, only when the batch fails, a per-image decode to name the culprits.
+                problems = {start + i: p for i, p in enumerate(map(_decode_error, batch)) if p}
+                if not problems:
                     raise
-                raise TransferError(
-                    f"Cannot decode the images at positions {bad} as JPEG, PNG, GIF or BMP.",
-                    fix="Check those inputs, or use predict_files to skip bad files with an error each.",
-                ) from None
+        if problems:
+            listed = "; ".join(f"{i}: {problem}" for i, problem in list(problems.items())[:10])
+            raise TransferError(
+                f"Cannot use the images at positions {sorted(problems)}: {listed}.",
+                fix="Check those inputs, or use predict_files to get an error per file and answers for the rest.",
+            )
         return np.concatenate(out, axis=0)
+
+    def _refuse(self, data: bytes) -> str | None:
+        """Why ``data`` is refused before decoding (size, format, header), or None."""
+        if len(data) > self.max_bytes:
+            return f"{len(data) / 1e6:.1f} MB is over the limit of {self.max_bytes / 1e6:g} MB; {_LIMIT_FIX}"
+        return check_image_bytes(data, max_pixels=self.max_pixels)
 
     def predict_files(
         self,
@@ -148,7 +192,7 @@ class ExportedClassifier:
         results: list[dict[str, Any]] = []
         good: list[tuple[int, bytes]] = []
         for path in paths:
-            data, error = _read_image(path)
+            data, error = self._read_image(path)
             results.append({"file": str(path), "error": error} if error else {"file": str(path)})
             if not error:
                 good.append((len(results) - 1, data))
@@ -162,6 +206,31 @@ class ExportedClassifier:
         if bad:
             logger.warning("%d of %d files could not be read as images", bad, len(results))
         return results
+
+    def _read_image(self, path) -> tuple[bytes | None, str | None]:
+        """The file's bytes, or an error message naming the file."""
+        p = Path(path)
+        if not p.exists():
+            return None, f"File not found: '{path}'."
+        if not p.is_file():
+            return None, f"Not a file: '{path}'."
+        try:
+            size = p.stat().st_size
+            if size > self.max_bytes:
+                return None, (
+                    f"'{path}' is {size / 1e6:.1f} MB, over the limit of {self.max_bytes / 1e6:g} MB; {_LIMIT_FIX}."
+                )
+            data = p.read_bytes()
+        except OSError as e:
+            return None, f"Cannot read '{path}': {e.strerror or e}."
+        refused = check_image_bytes(data, max_pixels=self.max_pixels)
+        if refused:
+            limit = "over the limit" in refused or "too small" in refused
+            return None, f"Refused '{path}': {refused}." if limit else f"Cannot decode '{path}' as an image: {refused}."
+        error = _decode_error(data)
+        if error:
+            return None, f"Cannot decode '{path}' as an image (JPEG, PNG, GIF, BMP or WebP): {error}"
+        return data, None
 
 
 def rank_scores(
@@ -190,21 +259,33 @@ def rank_scores(
     return result
 
 
-def _read_image(path) -> tuple[bytes | None, str | None]:
-    """The file's bytes, or an error message naming the file."""
-    p = Path(path)
-    if not p.exists():
-        return None, f"File not found: '{path}'."
-    if not p.is_file():
-        return None, f"Not a file: '{path}'."
+def check_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
+    """Why encoded image ``data`` is refused before decoding, or None when it may be decoded.
+
+    Reads only the header: the format must be JPEG, PNG, GIF, BMP or WebP, the
+    declared size at most ``max_pixels`` pixels and at least 8x8.
+
+    Example:
+        >>> check_image_bytes(open("bomb.png", "rb").read())
+        'the header declares 30000x30000 pixels (900 megapixels), over the limit of 40 megapixels; ...'
+    """
+    if not data:
+        return "the file is empty (0 bytes)"
     try:
-        data = p.read_bytes()
-    except OSError as e:
-        return None, f"Cannot read '{path}': {e.strerror or e}."
-    error = _decode_error(data)
-    if error:
-        return None, f"Cannot decode '{path}' as an image (JPEG, PNG, GIF or BMP): {error}"
-    return data, None
+        header = imagesize.read_header(data)
+    except ValueError as e:
+        return f"{e}"
+    if header.pixels > max_pixels:
+        return (
+            f"the header declares {header.width}x{header.height} pixels ({header.pixels / 1e6:.0f} megapixels), "
+            f"over the limit of {max_pixels / 1e6:g} megapixels; {_LIMIT_FIX}"
+        )
+    if min(header.width, header.height) < imagesize.MIN_SIDE:
+        return (
+            f"{header.width}x{header.height} pixels is too small to classify "
+            f"(at least {imagesize.MIN_SIDE}x{imagesize.MIN_SIDE} needed)"
+        )
+    return None
 
 
 def _decode_error(data: bytes) -> str | None:
@@ -212,8 +293,10 @@ def _decode_error(data: bytes) -> str | None:
     # so a bad file is found here instead of failing the whole batch later.
     try:
         tf.io.decode_image(data, channels=3, expand_animations=False)
-    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError, tf.errors.UnimplementedError) as e:
-        return (e.message or str(e)).strip().splitlines()[0]
+    except (tf.errors.OpError, ValueError) as e:
+        text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", getattr(e, "message", None) or str(e))
+        text = re.sub(r"\s*\[Op:\w+\]", "", text)
+        return (text.strip().splitlines() or ["unknown decoding error"])[0]
     return None
 
 

@@ -44,13 +44,16 @@ _SOURCES_HELP = (
 )
 
 
-def load_data(source: str | os.PathLike, *, val_fraction: float = 0.2, seed: int = 0) -> DataSplit:
+def load_data(
+    source: str | os.PathLike, *, val_fraction: float = 0.2, seed: int = 0, allow_outside_root: bool = False
+) -> DataSplit:
     """Training and validation samples from ``source``.
 
     ``val_fraction`` and ``seed`` drive the stratified split when the source
     does not give its own (train/ val/ folders, a CSV split column, a TFDS
     validation split). For ``tfds:`` sources the data folder is TFDS's own
-    (``$TFDS_DATA_DIR``, default ``~/tensorflow_datasets``).
+    (``$TFDS_DATA_DIR``, default ``~/tensorflow_datasets``). CSV paths must
+    lie inside the CSV's folder unless ``allow_outside_root``.
 
     Example:
         >>> split = load_data("tfds:tf_flowers", val_fraction=0.2, seed=0)
@@ -66,7 +69,7 @@ def load_data(source: str | os.PathLike, *, val_fraction: float = 0.2, seed: int
             raise TransferError(f"No dataset name after '{TFDS_PREFIX}'. Received: source={text!r}", fix=_SOURCES_HELP)
         return read_tfds_dataset(name, val_fraction=val_fraction, seed=seed)
     if text.lower().endswith(".csv"):
-        return read_csv_dataset(text, val_fraction=val_fraction, seed=seed)
+        return read_csv_dataset(text, val_fraction=val_fraction, seed=seed, allow_outside_root=allow_outside_root)
     if os.path.isdir(text):
         return read_folder_dataset(text, val_fraction=val_fraction, seed=seed)
     if os.path.exists(text):
