@@ -147,3 +147,32 @@ def test_random_weights_train_their_batchnorm():
     images = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
     backbone_out = keras.Model(model.input, model.get_layer("pool").output)
     assert np.abs(backbone_out(images, training=True).numpy()).mean() > 1e-3
+
+
+def test_multi_label_csv_trains_evaluates_and_exports(shapes, tmp_path):
+    from transfer.evaluate import evaluate_run
+    from transfer.export import export_run
+    from transfer.predict import ExportedClassifier
+
+    labels = {"circle": "round", "square": "corners;four", "triangle": "corners;three"}
+    rows = ["path,labels,split"]
+    for split in ("train", "val"):
+        for image in sorted((shapes / split).glob("*/*.png")):
+            rows.append(f"{image.relative_to(shapes)},{labels[image.parent.name]},{split}")
+    csv_file = shapes / "labels.csv"  # paths in a CSV stay inside its folder
+    csv_file.write_text("\n".join(rows) + "\n")
+
+    split = load_data(csv_file)
+    assert split.multi_label and split.class_names == ("corners", "four", "round", "three")
+    result = train(split, tmp_path / "run", weights=None, image_size=SIZE, recipe=TINY, verbose=0)
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert "exact_match" in metrics and set(metrics["per_class"]) == set(split.class_names)
+    assert evaluate_run(result.run_dir).multi_label
+
+    export_dir = export_run(result.run_dir, tmp_path / "export")
+    classifier = ExportedClassifier.load(export_dir)
+    assert classifier.multi_label
+    answer = classifier.predict_files([split.val.sources[0]], top_k=2)[0]
+    assert len(answer["predictions"]) >= 2 and "labels" in answer
+    scores = [p["score"] for p in answer["predictions"]]
+    assert all(0.0 <= s <= 1.0 for s in scores)

@@ -86,6 +86,14 @@ def user_errors(command=None, *, tensorflow: bool = True):
         except KeyboardInterrupt:
             typer.echo("Interrupted.", err=True)
             raise typer.Exit(130) from None
+        except OSError as exc:
+            # Permissions, a full disk, a path that vanished: the user can act on these too.
+            if (ctx.find_root().obj or {}).get("debug"):
+                traceback.print_exc()
+            where = f": '{exc.filename}'" if exc.filename else ""
+            typer.echo(f"Error: {exc.strerror or exc}{where}.\nCheck the path, its permissions and the free disk "
+                       "space, then run again (--debug shows the traceback).", err=True)
+            raise typer.Exit(EXIT_USER_ERROR) from None
 
     return wrapper
 
@@ -163,8 +171,14 @@ def train_command(
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="Recipe TOML file."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Set every stage to this many epochs."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="Used when the data has no val split."),
+    allow_outside_root: bool = typer.Option(
+        False, "--allow-outside-root", help="Let CSV paths point outside the CSV's folder (trusted CSVs only)."
+    ),
 ):
-    """Fine-tune a backbone on your images; writes checkpoints, history and metrics to --out."""
+    """Fine-tune a backbone on your images; writes checkpoints, history and metrics to --out.
+
+    A quick data check runs first; unreadable images are skipped, each named.
+    """
     from transfer.data import load_data
     from transfer.recipe import Recipe
     from transfer.train import train
@@ -174,15 +188,60 @@ def train_command(
         if epochs < 1:
             raise TransferError(f"--epochs {epochs} is not positive.", fix="Pass --epochs 1 or more.")
         chosen = chosen.with_epochs(epochs)
-    split = load_data(data, val_fraction=val_fraction, seed=chosen.seed)
+    split = load_data(data, val_fraction=val_fraction, seed=chosen.seed, allow_outside_root=allow_outside_root)
     typer.echo(f"Data: {len(split.train)} train / {len(split.val)} val images, "
                f"{len(split.class_names)} classes ({split.origin})")
+    from transfer.data.check import check_split
+
+    typer.echo(check_split(split, image_size=image_size, source=data).summary())
     result = train(
         split, out, backbone=backbone, weights=_parse_weights(weights), image_size=image_size,
         recipe=chosen, data_source=data, verbose=1 if sys.stdout.isatty() else 2,
     )
     typer.echo(f"Done in {result.seconds:.0f}s. Best val accuracy {result.best_metrics['accuracy']:.4f} "
                f"(epoch {result.best_epoch}). Next: transfer evaluate {result.run_dir}")
+
+
+@app.command("check-data")
+@user_errors
+def check_data_command(
+    ctx: typer.Context,
+    data: str = typer.Argument(..., help="Class folders (optionally train/ val/), a CSV, or tfds:NAME."),
+    image_size: int = typer.Option(224, "--image-size", min=1, help="The training input side (for size warnings)."),
+    quarantine: Optional[Path] = typer.Option(
+        None, "--quarantine", help="Move the files training would skip into this folder (never deletes)."
+    ),
+    max_megapixels: float = typer.Option(
+        100.0, "--max-megapixels", min=0.000064, help="Larger images are skipped without decoding (bombs)."
+    ),
+    allow_outside_root: bool = typer.Option(
+        False, "--allow-outside-root", help="Let CSV paths point outside the CSV's folder (trusted CSVs only)."
+    ),
+    show_all: bool = typer.Option(False, "--all", help="List every file of every warning."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+):
+    """Find images training cannot read or should not trust; a table of files and what training does.
+
+    Exit code 0: every image is usable; 1: some would be skipped or training would not start; 2: usage error.
+    """
+    from transfer.data.check import check_data, quarantine as move_aside
+
+    report = check_data(
+        data, image_size=image_size, max_pixels=int(max_megapixels * 1e6), allow_outside_root=allow_outside_root
+    )
+    moved = move_aside(report, quarantine) if quarantine is not None else []
+    if as_json:
+        document = {**report.to_dict(), "quarantined": [{"from": a, "to": b} for a, b in moved]}
+        typer.echo(json.dumps(document, indent=2))
+    else:
+        typer.echo(report.table(all_rows=show_all))
+        for source, target in moved:
+            typer.echo(f"Moved {source} -> {target}")
+        if moved:
+            typer.echo(f"Moved {len(moved)} file(s) to {quarantine} (see {quarantine / 'quarantine.json'}).")
+    left = set(report.skipped) - {source for source, _ in moved}
+    if report.stops or left:
+        raise typer.Exit(1)
 
 
 @app.command("evaluate")
@@ -228,12 +287,18 @@ def predict_command(
     export_dir: Path = typer.Argument(..., help="An export folder from `transfer export`."),
     images: List[Path] = typer.Argument(..., help="Image files."),
     top_k: int = typer.Option(3, "--top-k", min=1, help="How many classes to show per image."),
+    max_megapixels: float = typer.Option(
+        40.0, "--max-megapixels", min=0.000064, help="Refuse images whose header declares more pixels."
+    ),
+    max_megabytes: float = typer.Option(100.0, "--max-megabytes", min=0.000001, help="Refuse larger files."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ):
     """Classify image files with an exported model (no training code involved)."""
     from transfer.predict import ExportedClassifier
 
-    classifier = ExportedClassifier.load(export_dir)
+    classifier = ExportedClassifier.load(
+        export_dir, max_pixels=int(max_megapixels * 1e6), max_bytes=int(max_megabytes * 1e6)
+    )
     results = classifier.predict_files([str(p) for p in images], top_k=top_k)
     failed = [r for r in results if "error" in r]
     if as_json:

@@ -111,6 +111,10 @@ def train(
             f"Image size {image_size} is too small for {spec.name} (minimum {spec.min_size}).",
             fix=f"Pass --image-size {spec.min_size} or more.",
         )
+    from transfer.data.check import drop_unreadable
+
+    # Unreadable images are left out (each named) instead of crashing the run mid-epoch.
+    data = drop_unreadable(data, echo=(lambda message: _say(verbose, message)) if verbose else None)
     run = RunDir(out_dir)
     _prepare_run_dir(run)
     keras.utils.set_random_seed(recipe.seed)

@@ -602,7 +602,7 @@ class DataReport:
             text += f", {sum(skip.values())} skipped (" + ", ".join(f"{c} {n}" for c, n in sorted(skip.items())) + ")"
         if other:
             text += "; notes: " + ", ".join(f"{c} {n}" for c, n in sorted(other.items()))
-        return text + ". Details: transfer check-data DATA"
+        return text + f". Details: transfer check-data {self.source or 'DATA'}"
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,163 @@
+"""Learning-rate finder: train briefly with an exponentially growing rate and watch the loss.
+
+The loss falls once the rate is large enough to make progress and blows up
+once it is too large; a good peak rate sits a little below the bottom of the
+curve (Smith, "Cyclical Learning Rates", 2017; fastai's ``lr_find``). The
+model's weights are restored afterwards, so the probe costs time but leaves
+no trace; its own optimizer is used, so the model's compiled optimizer (and
+its state) is not touched.
+
+Example:
+    >>> lrs, losses, suggestion = find_learning_rate(model, train_ds, steps=100)
+    >>> plot_lr_find(lrs, losses, suggestion, "runs/flowers/lr_find.png")
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+import numpy as np
+
+from transfer.errors import TransferError
+
+log = logging.getLogger(__name__)
+
+# Stop once the smoothed loss exceeds this many times its best value: beyond
+# that the model is diverging and the rest of the sweep only wastes time.
+DIVERGENCE_FACTOR = 4.0
+SMOOTHING = 0.9  # exponential smoothing of the loss curve (bias-corrected)
+
+
+def find_learning_rate(
+    model,
+    dataset,
+    *,
+    min_lr: float = 1e-6,
+    max_lr: float = 1.0,
+    steps: int = 100,
+    loss=None,
+    optimizer: str = "adam",
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Sweep the learning rate from ``min_lr`` to ``max_lr`` over ``steps`` training steps.
+
+    ``dataset`` yields ``(images, targets)`` batches (e.g. ``make_dataset(...,
+    training=True)``; it is repeated if shorter than ``steps``). What trains
+    is what is trainable in ``model`` now (set a stage's layers first). The
+    loss defaults to the model's compiled loss, else categorical
+    cross-entropy. Returns ``(learning rates, smoothed losses, suggested
+    rate)``; the suggestion is a tenth of the rate at the lowest loss. The
+    model's weights (BatchNorm statistics included) are restored on return.
+
+    Example:
+        >>> lrs, losses, lr = find_learning_rate(model, train_ds, min_lr=1e-6, max_lr=1, steps=100)
+        >>> 1e-6 <= lr <= 1
+        True
+    """
+    import keras
+    import tensorflow as tf
+
+    if not (0 < min_lr < max_lr):
+        raise TransferError(
+            f"Learning-rate range {min_lr!r}..{max_lr!r} is empty or not positive.",
+            fix="Use 0 < min_lr < max_lr, e.g. 1e-6 and 1.",
+        )
+    if not (isinstance(steps, int) and steps >= 5):
+        raise TransferError(f"steps={steps!r} is too few for a learning-rate sweep.", fix="Use 5 or more (100 is typical).")
+    if not model.trainable_variables:
+        raise TransferError("Nothing in the model is trainable.", fix="Make the head (or a stage's layers) trainable first.")
+    loss_fn = loss or getattr(model, "loss", None) or keras.losses.CategoricalCrossentropy()
+    if isinstance(loss_fn, str):
+        loss_fn = keras.losses.get(loss_fn)
+    saved = [np.array(w) for w in model.get_weights()]
+    lr_variable = tf.Variable(min_lr, dtype=tf.float32, trainable=False)
+    opt = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD}.get(optimizer)
+    if opt is None:
+        raise TransferError(f"Unknown optimizer {optimizer!r}.", fix="Use adam, adamw or sgd.")
+    # A callable rate is read at every step, so one compiled step serves the whole sweep.
+    opt = opt(learning_rate=lambda: lr_variable)
+    mixed16 = model.dtype_policy.name == "mixed_float16" or any(
+        layer.dtype_policy.name == "mixed_float16" for layer in model.layers
+    )
+    if mixed16:
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+
+    @tf.function
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            value = tf.cast(loss_fn(y, model(x, training=True)), tf.float32)
+            scaled = opt.scale_loss(value) if mixed16 else value
+        grads = tape.gradient(scaled, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return value
+
+    ratio = max_lr / min_lr
+    lrs, losses = [], []
+    smoothed, best = 0.0, math.inf
+    try:
+        for step, (x, y) in enumerate(dataset.repeat().take(steps)):
+            lr = min_lr * ratio ** (step / (steps - 1))
+            lr_variable.assign(lr)
+            value = float(train_step(x, y))
+            if not math.isfinite(value):
+                break
+            smoothed = SMOOTHING * smoothed + (1 - SMOOTHING) * value
+            debiased = smoothed / (1 - SMOOTHING ** (step + 1))
+            lrs.append(lr)
+            losses.append(debiased)
+            best = min(best, debiased)
+            if step > 5 and debiased > DIVERGENCE_FACTOR * best:
+                break
+    finally:
+        model.set_weights(saved)
+    if len(losses) < 2:
+        raise TransferError(
+            "The learning-rate sweep diverged at once (loss not finite).",
+            fix=f"Lower min_lr (now {min_lr:g}) or check the data and targets.",
+        )
+    lrs_array, losses_array = np.asarray(lrs), np.asarray(losses)
+    suggestion = float(lrs_array[int(np.argmin(losses_array))] / 10.0)
+    suggestion = max(suggestion, min_lr)
+    log.info("lr-find: %d steps, lowest loss %.4f at %.3g, suggested %.3g", len(lrs), best,
+             lrs_array[int(np.argmin(losses_array))], suggestion)
+    return lrs_array, losses_array, suggestion
+
+
+def plot_lr_find(lrs, losses, suggestion: float | None, path: str | os.PathLike):
+    """Write the loss-vs-learning-rate curve (log x axis) as a PNG at ``path``; returns the path.
+
+    Example:
+        >>> plot_lr_find(lrs, losses, 3e-4, "lr_find.png")
+        PosixPath('lr_find.png')
+    """
+    import io
+    from pathlib import Path
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from transfer.atomic import atomic_write_bytes
+
+    # Figure + Agg canvas, not pyplot: no global state, no GUI backend, thread-safe.
+    figure = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.plot(lrs, losses, color="tab:blue")
+    axes.set_xscale("log")
+    axes.set_xlabel("learning rate")
+    axes.set_ylabel("loss (smoothed)")
+    axes.set_title("Learning-rate finder")
+    finite = np.asarray(losses)[np.isfinite(losses)]
+    if finite.size:
+        # Leave out the divergent tail so the useful part of the curve is readable.
+        low, high = float(finite.min()), float(min(finite.max(), finite[0] * 1.5, finite.min() * DIVERGENCE_FACTOR))
+        axes.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.05 * (high - low + 1e-9))
+    if suggestion is not None:
+        axes.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested {suggestion:.2g}")
+        axes.legend()
+    axes.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return atomic_write_bytes(Path(path), buffer.getvalue())
