@@ -163,8 +163,13 @@ def _parse_weights(value: str) -> Optional[str]:
 @user_errors
 def train_command(
     ctx: typer.Context,
-    data: str = typer.Option(..., "--data", help="Class folders (optionally train/ val/), a CSV, or tfds:NAME."),
-    out: Path = typer.Option(..., "--out", help="Run folder to create."),
+    data: Optional[str] = typer.Option(
+        None, "--data", help="Class folders (optionally train/ val/), a CSV, or tfds:NAME."
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder to create."),
+    resume: Optional[Path] = typer.Option(
+        None, "--resume", help="Continue this killed or interrupted run (no other options needed)."
+    ),
     backbone: str = typer.Option("mobilenet_0.25", "--backbone", help="See `transfer backbones`."),
     weights: str = typer.Option("imagenet", "--weights", help='"imagenet", "none", or a weights file.'),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Input side in pixels."),
@@ -181,8 +186,23 @@ def train_command(
     """
     from transfer.data import load_data
     from transfer.recipe import Recipe
+    from transfer.train import resume as resume_run
     from transfer.train import train
 
+    verbose = 1 if sys.stdout.isatty() else 2
+    if resume is not None:
+        if data is not None or out is not None or recipe is not None or epochs is not None:
+            raise TransferError(
+                "--resume continues a run with its own data, recipe and settings.",
+                fix="Pass only --resume RUN_DIR.",
+            )
+        result = resume_run(resume, verbose=verbose)
+        typer.echo(f"Done. Best val accuracy {result.best_metrics['accuracy']:.4f} (epoch {result.best_epoch}).")
+        return
+    if data is None or out is None:
+        missing = " and ".join(name for name, value in (("--data", data), ("--out", out)) if value is None)
+        raise TransferError(f"transfer train needs {missing}.",
+                            fix="Example: transfer train --data flowers/ --out runs/flowers")
     chosen = Recipe.load(recipe) if recipe else Recipe()
     if epochs is not None:
         if epochs < 1:
@@ -196,7 +216,7 @@ def train_command(
     typer.echo(check_split(split, image_size=image_size, source=data).summary())
     result = train(
         split, out, backbone=backbone, weights=_parse_weights(weights), image_size=image_size,
-        recipe=chosen, data_source=data, verbose=1 if sys.stdout.isatty() else 2,
+        recipe=chosen, data_source=data, verbose=verbose,
     )
     typer.echo(f"Done in {result.seconds:.0f}s. Best val accuracy {result.best_metrics['accuracy']:.4f} "
                f"(epoch {result.best_epoch}). Next: transfer evaluate {result.run_dir}")

@@ -57,6 +57,14 @@ NOT_IMAGES = {
 }
 
 
+class TruncatedHeader(ValueError):
+    """The header ends before it says what the image is: the file was cut short."""
+
+
+class _NoMarker(Exception):
+    pass
+
+
 @dataclass(frozen=True)
 class ImageHeader:
     """What an image header declares.
@@ -151,20 +159,33 @@ def describe(kind: str | None) -> str:
 
     Example:
         >>> describe("heic"), describe("html"), describe(None)
-        ('HEIC/HEIF (iPhone photo)', 'an HTML page (often an error page saved instead of the image)', 'unknown data')
+        ('HEIC/HEIF (iPhone photo)', 'an HTML page (often an error page saved instead of the image)', 'unrecognised data')
     """
     if kind is None:
-        return "unknown data"
+        return "unrecognised data"
     if kind in EXTENSIONS:
         return "WebP" if kind == "webp" else kind.upper()
     return UNSUPPORTED.get(kind) or NOT_IMAGES.get(kind) or kind
+
+
+def contents(kind: str | None) -> str:
+    """What a file of a ``sniff`` kind holds, for "it holds ..." messages.
+
+    Example:
+        >>> contents("tiff"), contents("pdf"), contents(None)
+        ('TIFF data', 'a PDF document', 'unrecognised data')
+    """
+    if kind in UNSUPPORTED or kind in EXTENSIONS:
+        return f"{describe(kind)} data"
+    return describe(kind)
 
 
 def read_header(data: bytes) -> ImageHeader:
     """Parse the header of a JPEG, PNG, GIF, BMP or WebP image.
 
     Raises ``ValueError`` with a short reason when ``data`` is not one of those
-    formats or its header is broken or cut short. Never decodes pixels, so it is
+    formats or its header is broken, ``TruncatedHeader`` (a ``ValueError``)
+    when it is cut short. Never decodes pixels, so it is
     safe on any input, however large the image it declares.
 
     Example:
@@ -174,11 +195,11 @@ def read_header(data: bytes) -> ImageHeader:
     kind = sniff(data)
     parser = _PARSERS.get(kind or "")
     if parser is None:
-        raise ValueError(f"not a JPEG, PNG, GIF, BMP or WebP image ({describe(kind)})")
+        raise ValueError(f"not a JPEG, PNG, GIF, BMP or WebP image: it holds {contents(kind)}")
     try:
-        header = parser(data)
-    except (struct.error, IndexError):
-        raise ValueError(f"the {describe(kind)} header is cut short") from None
+        header = parser(bytes(data))
+    except (struct.error, IndexError, _NoMarker):
+        raise TruncatedHeader(f"the {describe(kind)} header is cut short") from None
     if header.width <= 0 or header.height <= 0:
         raise ValueError(f"the {describe(kind)} header declares {header.width}x{header.height} pixels")
     return header
@@ -221,7 +242,10 @@ def _jpeg(data: bytes) -> ImageHeader:
     size = len(data)
     while pos < size:
         if data[pos] != 0xFF:
-            raise ValueError("the JPEG header is corrupt (no marker where one is expected)")
+            # Stray bytes between segments: libjpeg skips them with a warning, and so do we.
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                raise _NoMarker  # no marker left before the end: cut short
         while pos < size and data[pos] == 0xFF:  # fill bytes
             pos += 1
         marker = data[pos]

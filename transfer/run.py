@@ -7,6 +7,7 @@ Layout::
       recipe.toml            the exact recipe used
       split.json             the validation files (so evaluation uses the same split)
       checkpoints/best.keras the best model on the validation metric, across all stages
+      checkpoints/epoch-N.keras, state.json   the last epoch, while training (for --resume)
       history.csv            one row per epoch, with its stage
       metrics.json           validation metrics of the best model
       evaluation/            confusion matrix (JSON, PNG) and per-class metrics
@@ -51,6 +52,11 @@ class RunDir:
     @property
     def best_checkpoint(self) -> Path:
         return self.root / "checkpoints" / "best.keras"
+
+    @property
+    def state_file(self) -> Path:
+        """Where an unfinished run stands (removed when it finishes)."""
+        return self.root / "checkpoints" / "state.json"
 
     @property
     def history_file(self) -> Path:

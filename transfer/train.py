@@ -25,7 +25,7 @@ import keras
 from transfer.atomic import atomic_save_keras, atomic_write_json, atomic_write_text
 from transfer.backbones import BackboneSpec, get_backbone
 from transfer.data.pipeline import make_dataset, steps_per_epoch
-from transfer.data.samples import DataSplit
+from transfer.data.samples import DataSplit, Samples
 from transfer.errors import TransferError
 from transfer.evaluate import evaluate_model, write_evaluation
 from transfer.recipe import Recipe, Stage
@@ -98,8 +98,9 @@ def train(
 ) -> TrainResult:
     """Train a classifier on ``data`` by ``recipe`` and write a run folder at ``out_dir``.
 
-    ``data_source`` (the ``--data`` string) is recorded so ``transfer evaluate``
-    can reload TFDS data; file-based data is recorded file by file in split.json.
+    ``data_source`` (the ``--data`` string) is recorded so TFDS data can be
+    reloaded; file-based data is recorded file by file in split.json. Every
+    epoch leaves a checkpoint, so a killed run continues with ``resume``.
     ``verbose``: 0 silent, 1 progress bars, 2 one line per epoch (for logs).
     """
     started = time.perf_counter()
@@ -146,59 +147,117 @@ def train(
     atomic_write_json(run.config_file, config)
     recipe.save(run.recipe_file)
     atomic_write_json(run.split_file, _split_record(data))
+    return _run_stages(run, model, config, recipe, data, Progress(), started, verbose, resumed=False)
 
+
+def resume(run_dir: str | Path, *, verbose: int = 1) -> TrainResult:
+    """Continue a killed or interrupted run from its last finished epoch.
+
+    The run's own recipe, data split and settings are used; the epoch that was
+    running when it stopped is the only work lost.
+
+    Example:
+        >>> resume("runs/flowers")
+    """
+    started = time.perf_counter()
+    run = RunDir(run_dir)
+    if not run.config_file.is_file():
+        raise TransferError(f"{run.root} holds no training run to resume.",
+                            fix="Pass the --out folder of an earlier `transfer train`.")
+    config = run.config()
+    if config.get("status") == "done":
+        raise TransferError(f"{run.root} finished training already.",
+                            fix="Evaluate or export it; train into a new --out folder to train again.")
+    progress = Progress.load(run.state_file)
+    if progress is None:
+        raise TransferError(
+            f"{run.root} stopped before its first epoch finished; there is nothing to resume.",
+            fix=f"Delete {run.root} and start the run again.",
+        )
+    recipe = Recipe.load(run.recipe_file)
+    data = _reload_split(run, config, recipe)
+    # The compiled model comes back with its optimizer state and step count, so
+    # a stage resumed mid-way keeps its learning-rate schedule.
+    model = keras.saving.load_model(run.root / "checkpoints" / progress.checkpoint)
+    _say(verbose, f"Resuming {run.root} after epoch {progress.epoch} (stage {progress.stage_index + 1}).")
+    return _run_stages(run, model, config, recipe, data, progress, started, verbose, resumed=True)
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved after every epoch as checkpoints/state.json."""
+
+    stage_index: int = 0
+    stage_epochs_done: int = 0
+    epoch: int = 0
+    best_value: float = float("-inf")
+    best_epoch: int = 0
+    checkpoint: str | None = None
+    history: list = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> "Progress | None":
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return cls(**{**data, "best_value": float(data["best_value"])})
+
+    def save(self, path: Path) -> None:
+        atomic_write_json(path, {**dataclasses.asdict(self), "best_value": str(self.best_value)})
+
+
+def _run_stages(run, model, config, recipe, data, progress, started, verbose, *, resumed) -> TrainResult:
+    spec = get_backbone(config["backbone"])
+    image_size = int(config["image_size"])
+    pretrained = config["weights"] != "random"
     train_ds = make_dataset(
         data.train, image_size, recipe.batch_size, training=True, augment=recipe.augment, seed=recipe.seed
     )
     val_ds = make_dataset(data.val, image_size, recipe.batch_size, training=False)
     steps = steps_per_epoch(data.train, recipe.batch_size)
-    loss, _ = loss_and_metrics(data.multi_label, recipe.label_smoothing)
+    checkpoints = RunCheckpoints(run, progress)
 
-    best = BestCheckpoint(run.best_checkpoint)
-    history_rows: list[dict[str, Any]] = []
-    epoch_offset = 0
-    for index, stage in enumerate(recipe.stages, start=1):
-        if stage.epochs == 0:
+    for index in range(progress.stage_index, len(recipe.stages)):
+        stage = recipe.stages[index]
+        done = progress.stage_epochs_done if index == progress.stage_index else 0
+        if done >= stage.epochs:
             continue
-        trainable_layers = set_trainable(model, spec, stage, freeze_batchnorm=pretrained)
-        # A fresh compile per stage: trainable flags are read at compile time.
-        _, metrics = loss_and_metrics(data.multi_label, recipe.label_smoothing)
-        model.compile(optimizer=make_optimizer(recipe, stage, steps * stage.epochs), loss=loss, metrics=metrics)
-        _say(
-            verbose,
-            f"Stage {index}/{len(recipe.stages)} {stage.name!r}: trainable={stage.trainable} "
-            f"({trainable_layers} backbone layers), lr={stage.learning_rate:g}, epochs={stage.epochs}",
-        )
-        fit = model.fit(
+        if not (resumed and index == progress.stage_index and done > 0):
+            trainable_layers = set_trainable(model, spec, stage, freeze_batchnorm=pretrained)
+            # A fresh compile per stage: trainable flags are read at compile time.
+            loss, metrics = loss_and_metrics(data.multi_label, recipe.label_smoothing)
+            model.compile(optimizer=make_optimizer(recipe, stage, steps * stage.epochs), loss=loss, metrics=metrics)
+            _say(
+                verbose,
+                f"Stage {index + 1}/{len(recipe.stages)} {stage.name!r}: trainable={stage.trainable} "
+                f"({trainable_layers} backbone layers), lr={stage.learning_rate:g}, epochs={stage.epochs}",
+            )
+        checkpoints.stage(index, stage.name, stage_start=progress.epoch - done)
+        model.fit(
             train_ds,
             validation_data=val_ds,
-            epochs=epoch_offset + stage.epochs,
-            initial_epoch=epoch_offset,
+            initial_epoch=progress.epoch,
+            epochs=progress.epoch - done + stage.epochs,
             verbose=verbose,
             shuffle=False,  # the tf.data pipeline shuffles
             callbacks=[
-                best,
+                checkpoints,
                 keras.callbacks.TensorBoard(log_dir=str(run.logs_dir / stage.name), write_graph=False),
             ],
         )
-        for i, epoch in enumerate(fit.epoch):
-            row = {"epoch": epoch + 1, "stage": stage.name}
-            row.update({k: float(v[i]) for k, v in fit.history.items()})
-            history_rows.append(row)
-        _write_history(run.history_file, history_rows)
-        epoch_offset += stage.epochs
 
-    if best.weights is None:
+    if progress.best_epoch == 0:
         raise TransferError("The recipe trained for 0 epochs.", fix="Give at least one stage epochs >= 1.")
-    model.set_weights(best.weights)
+    model.set_weights(checkpoints.best_weights or _weights_of(run.best_checkpoint))
     report = evaluate_model(model, data.val, image_size, recipe.batch_size)
     write_evaluation(report, run.evaluation_dir)
     seconds = time.perf_counter() - started
-    metrics = {**report.summary(), "best_epoch": best.epoch, "train_seconds": round(seconds, 2)}
+    metrics = {**report.summary(), "best_epoch": progress.best_epoch, "train_seconds": round(seconds, 2)}
     atomic_write_json(run.metrics_file, metrics)
-    atomic_write_json(run.config_file, {**config, "status": "done", "best_epoch": best.epoch})
-    _say(verbose, f"Best epoch {best.epoch}: val accuracy {report.accuracy:.4f}. Run saved in {run.root}")
-    return TrainResult(run.root, best.epoch, metrics, seconds)
+    atomic_write_json(run.config_file, {**config, "status": "done", "best_epoch": progress.best_epoch})
+    _remove_epoch_checkpoints(run)
+    _say(verbose, f"Best epoch {progress.best_epoch}: val accuracy {report.accuracy:.4f}. Run saved in {run.root}")
+    return TrainResult(run.root, progress.best_epoch, metrics, seconds)
 
 
 def _prepare_run_dir(run: RunDir) -> None:
@@ -218,8 +277,8 @@ def _split_record(data: DataSplit) -> dict[str, Any]:
             return None  # in-memory data (TFDS): reloaded from the data source
         return [{"path": s, "target": t} for s, t in zip(samples.sources, samples.targets)]
 
-    return {"origin": data.origin, "class_names": list(data.class_names), "val": files(data.val),
-            "num_train": len(data.train), "num_val": len(data.val)}
+    return {"origin": data.origin, "class_names": list(data.class_names), "train": files(data.train),
+            "val": files(data.val), "num_train": len(data.train), "num_val": len(data.val)}
 
 
 def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -233,28 +292,82 @@ def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-class BestCheckpoint(keras.callbacks.Callback):
-    """Keeps the best model on val accuracy across all stages.
+class RunCheckpoints(keras.callbacks.Callback):
+    """After every epoch: the history row, the best model (across all stages) and a
+    resumable checkpoint with its state, each written atomically.
 
     Keras's ModelCheckpoint forgets its best value between ``fit`` calls, that
-    is between stages; this one holds it for the whole run and also keeps the
-    best weights in memory so the run ends on them without reloading.
+    is between stages; this one keeps it for the whole run (and across a
+    resume) and holds the best weights in memory so the run ends on them.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, run: RunDir, progress: Progress):
         super().__init__()
-        self.path = path
-        self.best = float("-inf")
-        self.epoch = 0
-        self.weights = None
+        self.run = run
+        self.progress = progress
+        self.best_weights = None
+        self.stage_index, self.stage_name, self.stage_start = 0, "", 0
+
+    def stage(self, index: int, name: str, stage_start: int) -> None:
+        self.stage_index, self.stage_name, self.stage_start = index, name, stage_start
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(MONITOR)
-        if value is None or value <= self.best:
-            return
-        self.best, self.epoch = float(value), epoch + 1
-        self.weights = [w.copy() for w in self.model.get_weights()]
-        atomic_save_keras(self.model, self.path)
+        logs = logs or {}
+        progress = self.progress
+        progress.history.append({"epoch": epoch + 1, "stage": self.stage_name,
+                                 **{k: float(v) for k, v in logs.items()}})
+        value = logs.get(MONITOR)
+        if value is not None and value > progress.best_value:
+            progress.best_value, progress.best_epoch = float(value), epoch + 1
+            self.best_weights = [w.copy() for w in self.model.get_weights()]
+            atomic_save_keras(self.model, self.run.best_checkpoint)
+        # Order matters for a kill at any moment: the new epoch file first, then
+        # the state naming it, then the old file goes.
+        previous = progress.checkpoint
+        progress.checkpoint = f"epoch-{epoch + 1:03d}.keras"
+        atomic_save_keras(self.model, self.run.root / "checkpoints" / progress.checkpoint)
+        progress.stage_index = self.stage_index
+        progress.stage_epochs_done = epoch + 1 - self.stage_start
+        progress.epoch = epoch + 1
+        progress.save(self.run.state_file)
+        _write_history(self.run.history_file, progress.history)
+        if previous and previous != progress.checkpoint:
+            (self.run.root / "checkpoints" / previous).unlink(missing_ok=True)
+
+
+def _weights_of(path: Path) -> list:
+    return keras.saving.load_model(path, compile=False).get_weights()
+
+
+def _remove_epoch_checkpoints(run: RunDir) -> None:
+    """A finished run keeps best.keras only (epoch files are for resuming)."""
+    for path in (run.root / "checkpoints").glob("epoch-*.keras"):
+        path.unlink(missing_ok=True)
+    run.state_file.unlink(missing_ok=True)
+
+
+def _reload_split(run: RunDir, config: dict[str, Any], recipe: Recipe) -> DataSplit:
+    """The exact train/val samples of a run (from split.json, or its TFDS source)."""
+    record = run.split()
+    class_names = tuple(config["class_names"])
+    multi_label = bool(config.get("multi_label"))
+
+    def samples(rows):
+        targets = tuple(tuple(r["target"]) if multi_label else int(r["target"]) for r in rows)
+        return Samples(tuple(r["path"] for r in rows), targets, class_names, multi_label)
+
+    if record.get("train") is not None and record.get("val") is not None:
+        return DataSplit(samples(record["train"]), samples(record["val"]), record.get("origin", ""))
+    from transfer.data import load_data
+
+    data = load_data(config["data_source"], seed=recipe.seed)
+    if (len(data.train), len(data.val)) != (config["num_train"], config["num_val"]):
+        raise TransferError(
+            f"The data at {config['data_source']} no longer matches the run "
+            f"({len(data.train)}/{len(data.val)} images, the run had {config['num_train']}/{config['num_val']}).",
+            fix="Restore the data, or start a new run.",
+        )
+    return data
 
 
 def _say(verbose: int, message: str) -> None:

@@ -158,12 +158,12 @@ def _inspect_bytes(source: str, data: bytes, max_pixels: int) -> ImageInfo:
         detail = f"{imagesize.describe(kind)} data; TensorFlow reads JPEG, PNG, GIF, BMP and WebP"
         return ImageInfo(**base, error=("unsupported_format", detail))
     if kind not in imagesize.DECODABLE:
-        return ImageInfo(**base, error=("not_image", f"the file holds {imagesize.describe(kind)}, not an image"))
+        return ImageInfo(**base, error=("not_image", f"the file holds {imagesize.contents(kind)}, not an image"))
     try:
         header = imagesize.read_header(data)
     except ValueError as e:
-        code = "truncated" if imagesize.looks_truncated(data, kind) else "undecodable"
-        return ImageInfo(**base, error=(code, str(e)))
+        return ImageInfo(**base, error=("truncated" if isinstance(e, imagesize.TruncatedHeader) else "undecodable",
+                                        str(e)))
     base.update(width=header.width, height=header.height, bit_depth=header.bit_depth, color=header.color,
                 alpha=header.alpha, animated=header.animated)
     if header.pixels > max_pixels:
@@ -394,7 +394,8 @@ def _exact_duplicates(items: list[Item], ctx: CheckContext) -> Iterable[Finding]
         if item.info.digest and item.info.error is None:
             groups[item.info.digest].append(item)
     for group in groups.values():
-        group.sort(key=lambda i: (i.split != "train", i.source))  # the train copy is the original
+        # The train copy, then the shorter name ("IMG_1.jpg" before "IMG_1 (1).jpg"), counts as the original.
+        group.sort(key=lambda i: (i.split != "train", len(os.path.basename(i.source)), i.source))
         for other in group[1:]:
             yield _pair_finding(group[0], other, ctx, "byte-identical to", near=False)
 
@@ -406,7 +407,8 @@ def _near_duplicates(items: list[Item], ctx: CheckContext) -> Iterable[Finding]:
     usable = [i for i in items if i.info.dhash is not None and i.info.error is None]
     reported: set[int] = set()
     for a, b, distance in near_duplicate_pairs([i.info.dhash for i in usable], NEAR_DUPLICATE_BITS):
-        first, other = sorted((usable[a], usable[b]), key=lambda i: (i.split != "train", i.source))
+        first, other = sorted((usable[a], usable[b]),
+                              key=lambda i: (i.split != "train", len(os.path.basename(i.source)), i.source))
         if first.info.digest == other.info.digest or id(other) in reported:
             continue  # exact copies are the exact check's; one report per file
         reported.add(id(other))
@@ -559,7 +561,8 @@ class DataReport:
                 continue
             shown[f.code] += 1
             where = self._show(f.path) + (f":{f.line}" if f.line is not None else "")
-            rows.append((f.severity, f.action, f.code, where, f.detail))
+            detail = f.detail.replace(f"'{self.root}{os.sep}", "'") if self.root else f.detail
+            rows.append((f.severity, f.action, f.code, where, detail))
         widths = [max(len(r[i]) for r in rows + [("SEVERITY", "ACTION", "PROBLEM", "FILE", "")]) for i in range(4)]
         header = ("SEVERITY", "ACTION", "PROBLEM", "FILE", "DETAIL")
         for row in [header, *rows]:
@@ -839,7 +842,7 @@ def drop_unreadable(
         for index, info in enumerate(infos):
             bad = [f for check in CHECKS["image"] for f in check(info, ctx) if f.action in ("skip", "stop")]
             if bad:
-                say(f"Skipping {info.source}: {bad[0].title}: {bad[0].detail}")
+                say(f"Skipping {info.source} ({bad[0].code}): {bad[0].detail}")
             else:
                 keep.append(index)
         dropped_total += len(part) - len(keep)

@@ -210,7 +210,7 @@ def list_csv(csv_path: str | os.PathLike, *, allow_outside_root: bool = False) -
                 related=full)
             continue
         if not os.path.isfile(full):
-            bad("csv_missing_file", line, f"{full}", related=full)
+            bad("csv_missing_file", line, f"image file not found: {full}", related=full)
             continue
         parsed.append(CsvRow(line, full, tuple(names), split))
 
@@ -340,7 +340,7 @@ def _raise_for_stops(listing: CsvListing) -> None:
     base = csv_path.parent
     if all(f.code == "csv_missing_file" for f in stops):
         more = len(stops) - _MAX_LISTED
-        listed = "; ".join(f"line {f.line}: {f.detail}" for f in stops[:_MAX_LISTED])
+        listed = "; ".join(f"line {f.line}: {f.related}" for f in stops[:_MAX_LISTED])
         listed += f"; and {more} more" if more > 0 else ""
         raise _error(
             csv_path,
@@ -351,14 +351,14 @@ def _raise_for_stops(listing: CsvListing) -> None:
     if len(stops) == 1:
         (f,) = stops
         if f.code == "csv_missing_file":
-            message, fix = f"image file not found: {f.detail}.", PROBLEMS["csv_missing_file"].fix
+            message, fix = f"{f.detail}.", PROBLEMS["csv_missing_file"].fix
         else:
             message = f.detail
             fix = _ROW_FIXES.get(f.code, _row_fix(f.detail)).format(column=listing.label_column)
         raise _error(csv_path, message, fix=fix, line=f.line)
     more = len(stops) - _MAX_LINES_LISTED
     listed = "; ".join(
-        f"line {f.line}: " + (f"image file not found: {f.detail}" if f.code == "csv_missing_file" else f.detail.rstrip("."))
+        f"line {f.line}: {f.detail.rstrip('.')}"
         for f in stops[:_MAX_LINES_LISTED]
     )
     listed += f"; and {more} more" if more > 0 else ""

@@ -1,0 +1,59 @@
+"""The learning-rate finder: a sweep that leaves the model as it found it, and its plot."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+from tests.modelfactory import pretrained_like_classifier  # noqa: E402
+from transfer.errors import TransferError  # noqa: E402
+from transfer.lr_find import find_learning_rate, plot_lr_find  # noqa: E402
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def model_and_data():
+    model = pretrained_like_classifier(3, SIZE)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (24, SIZE, SIZE, 3), dtype=np.uint8)
+    targets = np.eye(3, dtype="float32")[np.arange(24) % 3]
+    # Class-dependent brightness so there is something to learn.
+    images = np.clip(images // 2 + (np.arange(24) % 3)[:, None, None, None] * 60, 0, 255).astype(np.uint8)
+    return model, tf.data.Dataset.from_tensor_slices((images, targets)).batch(8)
+
+
+def test_sweep_restores_weights_and_suggests_a_rate_in_range(model_and_data):
+    model, data = model_and_data
+    model.get_layer("backbone").trainable = True  # BatchNorm stays frozen (non-trainable) inside
+    before = [w.copy() for w in model.get_weights()]
+    lrs, losses, suggestion = find_learning_rate(model, data, min_lr=1e-5, max_lr=10.0, steps=30)
+    assert len(lrs) == len(losses) >= 6
+    assert lrs[0] == pytest.approx(1e-5) and np.all(np.diff(lrs) > 0)
+    assert np.all(np.isfinite(losses))
+    assert 1e-5 <= suggestion <= 1.0
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sweep_stops_when_the_loss_diverges(model_and_data):
+    model, data = model_and_data
+    lrs, _, _ = find_learning_rate(model, data, min_lr=1e-3, max_lr=1e6, steps=60, optimizer="sgd")
+    assert len(lrs) < 60
+
+
+def test_plot_is_a_png(tmp_path):
+    lrs = np.geomspace(1e-6, 1, 50)
+    losses = 1.5 - 0.5 * np.exp(-((np.log10(lrs) + 3) ** 2)) + np.where(lrs > 0.1, 5 * lrs, 0)
+    path = plot_lr_find(lrs, losses, 1e-4, tmp_path / "out" / "lr_find.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.stat().st_size > 5_000
+
+
+def test_bad_ranges_are_clear_errors(model_and_data):
+    model, data = model_and_data
+    with pytest.raises(TransferError, match="range"):
+        find_learning_rate(model, data, min_lr=1.0, max_lr=0.1)
+    with pytest.raises(TransferError, match="steps"):
+        find_learning_rate(model, data, steps=2)

@@ -1,0 +1,73 @@
+"""A training process killed mid-run resumes with `transfer train --resume` and loses no
+finished epoch."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from transfer.demo import make_shapes_dataset
+
+
+def history(run_dir):
+    return list(csv.DictReader(open(run_dir / "history.csv")))
+
+
+def test_killed_run_resumes_without_losing_epochs(tmp_path):
+    data = make_shapes_dataset(tmp_path / "shapes", train_per_class=6, val_per_class=3, size=32)
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(
+        'batch_size = 4\n[[stages]]\nname = "head"\ntrainable = "head"\nepochs = 4\n'
+        '[[stages]]\nname = "all"\ntrainable = "all"\nlearning_rate = 0.0001\nepochs = 6\n'
+    )
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [sys.executable, "-m", "transfer", "train", "--data", str(data), "--weights", "none",
+               "--image-size", "32", "--recipe", str(recipe), "--out", str(run_dir)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state = run_dir / "checkpoints" / "state.json"
+    deadline = time.time() + 300
+    # Kill in the second stage, after at least five finished epochs.
+    while time.time() < deadline and process.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["epoch"] >= 5:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "training ended before it could be killed: " + process.stderr.read().decode()
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    before = history(run_dir)
+    done = json.loads(state.read_text())["epoch"]
+    assert done >= 5 and len(before) == done
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "training"
+
+    result = subprocess.run([sys.executable, "-m", "transfer", "train", "--resume", str(run_dir)], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Resuming {run_dir} after epoch {done}" in result.stdout
+
+    after = history(run_dir)
+    assert [int(r["epoch"]) for r in after] == list(range(1, 11))
+    assert [r["stage"] for r in after] == ["head"] * 4 + ["all"] * 6
+    assert after[:done] == before  # the finished epochs are kept as they were
+    config = json.loads((run_dir / "run.json").read_text())
+    assert config["status"] == "done"
+    assert (run_dir / "checkpoints" / "best.keras").is_file()
+    assert not list((run_dir / "checkpoints").glob("epoch-*.keras")) and not state.exists()
+
+
+def test_resume_refuses_finished_or_missing_runs(tmp_path):
+    from transfer.errors import TransferError
+    from transfer.train import resume
+
+    with pytest.raises(TransferError, match="no training run"):
+        resume(tmp_path / "nothing")
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "run.json").write_text('{"status": "done"}')
+    with pytest.raises(TransferError, match="finished training"):
+        resume(tmp_path / "done")
