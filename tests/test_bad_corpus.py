@@ -100,10 +100,17 @@ def test_train_skips_each_bad_file_by_name_and_uses_every_good_one(trained):
     assert used == {str(BAD / rel) for rel in cases("bad_dataset", "use") if rel.startswith("val/")}
 
 
-def test_predict_answers_good_files_and_names_each_bad_one(trained, tmp_path):
-    _, run_dir = trained
-    export = tmp_path / "export"
-    assert invoke("export", str(run_dir), "--out", str(export)).exit_code == 0
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    """A small export (exporting the trained MobileNet takes ~20 s here; what it answers does not matter)."""
+    from tests.test_export_predict import CLASSES, SIZE, tiny_classifier
+    from transfer.export import export_model
+
+    out = tmp_path_factory.mktemp("export") / "tiny"
+    return export_model(tiny_classifier(), out, class_names=CLASSES, image_size=SIZE)
+
+
+def test_predict_answers_good_files_and_names_each_bad_one(export):
     files = sorted(MANIFEST["bad_dataset"])
     result = invoke("predict", str(export), *[str(BAD / rel) for rel in files], "--json")
     assert result.exit_code == 0, result.output

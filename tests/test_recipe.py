@@ -15,9 +15,10 @@ def test_default_recipe_trains_head_then_top_of_backbone():
 
 def test_toml_round_trip_is_exact(tmp_path):
     recipe = Recipe(
-        stages=(Stage("warm", "head", 3e-3, 2), Stage("all", "all", 1e-5, 7)),
+        stages=(Stage("warm", "head", 3e-3, 2), Stage("mid", "from:conv5_block1", 1e-4, 3, patience=2),
+                Stage("all", "all", 1e-5, 7)),
         batch_size=8, dropout=0.3, label_smoothing=0.1, optimizer="adamw", weight_decay=1e-4,
-        augment=("flip", "color"), seed=42,
+        augment=("flip", "color"), class_weight="balanced", seed=42,
     )
     path = tmp_path / "r.toml"
     recipe.save(path)
@@ -52,6 +53,8 @@ def test_with_epochs_sets_every_stage():
         ("batch_size = 'big'", "batch_size"),
         ("batch_size = [", "not valid TOML"),
         ("stages = []", "no stages"),
+        ('[[stages]]\nname = "a"\npatience = -1', "patience"),
+        ("class_weight = 'auto'", "class_weight"),
     ],
 )
 def test_bad_recipes_name_the_problem(text, needle):

@@ -176,3 +176,40 @@ def test_multi_label_csv_trains_evaluates_and_exports(shapes, tmp_path):
     assert len(answer["predictions"]) >= 2 and "labels" in answer
     scores = [p["score"] for p in answer["predictions"]]
     assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_from_layer_unfreezes_its_block_and_above(model_and_spec):
+    model, spec = model_and_spec
+    backbone = model.get_layer("backbone")
+    set_trainable(model, spec, Stage("s", "from:conv_pw_12"))
+    names = _trainable_backbone_layers(model)
+    assert names[0] == "conv_dw_12" and "conv_pw_13" in names and "conv_pw_11" not in names
+    # A prefix names the first block whose layer starts with it.
+    set_trainable(model, spec, Stage("s", "from:conv_dw_13"))
+    assert _trainable_backbone_layers(model)[0] == "conv_dw_13"
+    with pytest.raises(TransferError, match="conv9_block1"):
+        set_trainable(model, spec, Stage("s", "from:conv9_block1"))
+    set_trainable(model, spec, Stage("s", "all"))
+    assert len(_trainable_backbone_layers(model)) == sum(1 for l in backbone.layers if _learnable(l))
+
+
+def test_balanced_class_weights():
+    from transfer.data.samples import Samples
+    from transfer.train import class_weights
+
+    samples = Samples(tuple("abcdef"), (0, 0, 0, 0, 1, 1), ("many", "few"))
+    assert class_weights(samples, "none") is None
+    assert class_weights(samples, "balanced") == pytest.approx({0: 6 / (2 * 4), 1: 6 / (2 * 2)})
+    multi = Samples(("a",), ((0, 1),), ("x", "y"), multi_label=True)
+    with pytest.raises(TransferError, match="single-label"):
+        class_weights(multi, "balanced")
+
+
+def test_patience_stops_a_stage_early_and_training_moves_on(shapes, tmp_path):
+    # A learning rate of 1e-9 cannot change validation accuracy: the first stage
+    # stops after 1 + patience epochs, then the next stage runs in full.
+    recipe = Recipe(stages=(Stage("stuck", "head", 1e-9, 6, patience=1), Stage("top", "top:1", 1e-4, 1)),
+                    batch_size=8, class_weight="balanced")
+    result = train(load_data(shapes), tmp_path / "run", weights=None, image_size=SIZE, recipe=recipe, verbose=0)
+    rows = list(csv.DictReader(open(result.run_dir / "history.csv")))
+    assert [(r["epoch"], r["stage"]) for r in rows] == [("1", "stuck"), ("2", "stuck"), ("3", "top")]

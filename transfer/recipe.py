@@ -32,8 +32,9 @@ from typing import Any
 
 from transfer.errors import TransferError
 
-_TRAINABLE = re.compile(r"^(head|all|top:[1-9]\d*)$")
+_TRAINABLE = re.compile(r"^(head|all|top:[1-9]\d*|from:[\w.\-]+)$")
 OPTIMIZERS = ("adam", "adamw", "sgd")
+CLASS_WEIGHTS = ("none", "balanced")
 AUGMENTATIONS = ("flip", "zoom", "rotate", "color")
 
 
@@ -44,36 +45,47 @@ class Stage:
     Attributes:
         name: shown in logs and history (``"head"``, ``"finetune"``).
         trainable: ``"head"`` (backbone frozen), ``"top:N"`` (the top N
-            backbone blocks and the head) or ``"all"``.
+            backbone blocks and the head), ``"from:NAME"`` (the backbone from
+            the block holding layer NAME, e.g. ``"from:conv5_block1"``, up) or
+            ``"all"``. Stages that unfreeze more and more blocks give gradual
+            unfreezing.
         learning_rate: peak learning rate of this stage.
         epochs: number of passes over the training data.
+        patience: stop the stage after this many epochs without a better
+            validation accuracy (0: never stop early).
     """
 
     name: str
     trainable: str = "head"
     learning_rate: float = 1e-3
     epochs: int = 5
+    patience: int = 0
 
     def __post_init__(self):
         if not _TRAINABLE.match(str(self.trainable)):
             raise TransferError(
                 f"Stage {self.name!r} has trainable={self.trainable!r}.",
-                fix='Use "head", "all" or "top:N" with N a positive number of backbone blocks.',
+                fix='Use "head", "all", "top:N" (N backbone blocks) or "from:LAYER_NAME".',
             )
         if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
             raise TransferError(
                 f"Stage {self.name!r} has learning_rate={self.learning_rate!r}.",
                 fix="Use a positive number such as 0.001.",
             )
-        if not (isinstance(self.epochs, int) and self.epochs >= 0):
-            raise TransferError(
-                f"Stage {self.name!r} has epochs={self.epochs!r}.", fix="Use a whole number >= 0."
-            )
+        for key in ("epochs", "patience"):
+            value = getattr(self, key)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+                raise TransferError(f"Stage {self.name!r} has {key}={value!r}.", fix="Use a whole number >= 0.")
 
     @property
     def top_blocks(self) -> int | None:
         """N for ``"top:N"``, else None."""
         return int(self.trainable.split(":")[1]) if self.trainable.startswith("top:") else None
+
+    @property
+    def from_layer(self) -> str | None:
+        """NAME for ``"from:NAME"``, else None."""
+        return self.trainable.split(":", 1)[1] if self.trainable.startswith("from:") else None
 
 
 def default_stages() -> tuple[Stage, ...]:
@@ -99,6 +111,9 @@ class Recipe:
         weight_decay: decoupled weight decay (``adamw`` only).
         augment: random augmentations applied while training, any of
             ``flip``, ``zoom``, ``rotate``, ``color``.
+        class_weight: ``"balanced"`` weighs each class's loss by
+            ``N / (C * count)`` so rare classes count as much as common ones
+            (single-label only); ``"none"`` for plain averaging.
         seed: seeds shuffling, augmentation and weight init.
     """
 
@@ -109,6 +124,7 @@ class Recipe:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     augment: tuple[str, ...] = ("flip", "zoom")
+    class_weight: str = "none"
     seed: int = 0
 
     def __post_init__(self):
@@ -128,6 +144,8 @@ class Recipe:
             raise TransferError(f"Recipe optimizer={self.optimizer!r}.", fix=f"Use one of {OPTIMIZERS}.")
         if self.weight_decay < 0:
             raise TransferError(f"Recipe weight_decay={self.weight_decay!r}.", fix="Use a number >= 0.")
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise TransferError(f"Recipe class_weight={self.class_weight!r}.", fix=f"Use one of {CLASS_WEIGHTS}.")
         unknown = [a for a in self.augment if a not in AUGMENTATIONS]
         if unknown:
             raise TransferError(f"Recipe augment has unknown {unknown}.", fix=f"Use any of {AUGMENTATIONS}.")
@@ -217,6 +235,7 @@ _EXPECTED_TYPES = {
     "dropout": (int, float),
     "label_smoothing": (int, float),
     "optimizer": str,
+    "class_weight": str,
     "weight_decay": (int, float),
     "seed": int,
 }

@@ -59,15 +59,43 @@ def set_trainable(model, spec: BackboneSpec, stage: Stage, *, freeze_batchnorm: 
     backbone.trainable = stage.trainable != "head"
     for layer in backbone.layers:
         layer.trainable = backbone.trainable
-    if stage.top_blocks is not None:
+    if stage.top_blocks is not None or stage.from_layer is not None:
         blocks = spec.blocks(backbone)
-        frozen = {name for block in blocks[: max(len(blocks) - stage.top_blocks, 0)] for name in block}
+        first = max(len(blocks) - stage.top_blocks, 0) if stage.top_blocks else _block_of(blocks, stage.from_layer)
+        frozen = {name for block in blocks[:first] for name in block}
         for layer in backbone.layers:
             if layer.name in frozen:
                 layer.trainable = False
     if freeze_batchnorm:
         freeze_batchnorm_layers(backbone)
     return sum(1 for layer in backbone.layers if layer.trainable and layer.weights)
+
+
+def _block_of(blocks: list[list[str]], name: str) -> int:
+    """Index of the block holding the layer ``name`` (or the first layer starting with it)."""
+    for exact in (True, False):
+        for index, block in enumerate(blocks):
+            if any(layer == name if exact else layer.startswith(name) for layer in block):
+                return index
+    starts = ", ".join(block[0] for block in blocks)
+    raise TransferError(
+        f"No backbone layer is called {name!r} (trainable = \"from:{name}\").",
+        fix=f"Use a layer name of the backbone; its blocks start at: {starts}.",
+    )
+
+
+def class_weights(samples: Samples, mode: str) -> dict[int, float] | None:
+    """``{class: N / (C * count)}`` for ``mode == "balanced"``; None otherwise."""
+    if mode == "none":
+        return None
+    if samples.multi_label:
+        raise TransferError(
+            'class_weight = "balanced" works for single-label data only.',
+            fix='Use class_weight = "none" for multi-label data.',
+        )
+    counts = samples.class_counts()
+    total, num_classes = len(samples), samples.num_classes
+    return {i: total / (num_classes * max(counts[name], 1)) for i, name in enumerate(samples.class_names)}
 
 
 def make_optimizer(recipe: Recipe, stage: Stage, steps: int):
@@ -216,6 +244,7 @@ def _run_stages(run, model, config, recipe, data, progress, started, verbose, *,
     val_ds = make_dataset(data.val, image_size, recipe.batch_size, training=False)
     steps = steps_per_epoch(data.train, recipe.batch_size)
     checkpoints = RunCheckpoints(run, progress)
+    weights_per_class = class_weights(data.train, recipe.class_weight)
 
     for index in range(progress.stage_index, len(recipe.stages)):
         stage = recipe.stages[index]
@@ -233,18 +262,25 @@ def _run_stages(run, model, config, recipe, data, progress, started, verbose, *,
                 f"({trainable_layers} backbone layers), lr={stage.learning_rate:g}, epochs={stage.epochs}",
             )
         checkpoints.stage(index, stage.name, stage_start=progress.epoch - done)
-        model.fit(
+        callbacks = [checkpoints,
+                     keras.callbacks.TensorBoard(log_dir=str(run.logs_dir / stage.name), write_graph=False)]
+        if stage.patience:
+            callbacks.append(keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=stage.patience))
+        fit = model.fit(
             train_ds,
             validation_data=val_ds,
             initial_epoch=progress.epoch,
             epochs=progress.epoch - done + stage.epochs,
             verbose=verbose,
             shuffle=False,  # the tf.data pipeline shuffles
-            callbacks=[
-                checkpoints,
-                keras.callbacks.TensorBoard(log_dir=str(run.logs_dir / stage.name), write_graph=False),
-            ],
+            class_weight=weights_per_class,
+            callbacks=callbacks,
         )
+        if len(fit.epoch) < stage.epochs - done:
+            _say(verbose, f"Stage {stage.name!r} stopped early: no better {MONITOR} for {stage.patience} epochs.")
+            # Mark the stage finished so a resume moves on to the next one.
+            progress.stage_index, progress.stage_epochs_done = index, stage.epochs
+            progress.save(run.state_file)
 
     if progress.best_epoch == 0:
         raise TransferError("The recipe trained for 0 epochs.", fix="Give at least one stage epochs >= 1.")
