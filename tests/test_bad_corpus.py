@@ -71,7 +71,8 @@ def test_check_data_names_every_bad_file_with_its_problem():
     found: dict[str, set] = {}
     for f in report["findings"]:
         for path in filter(None, (f["path"], f["related"])):
-            found.setdefault(os.path.relpath(path, BAD), set()).add((f["code"], f["action"] if path == f["path"] else None))
+            action = f["action"] if path == f["path"] else None  # the other file of a duplicate pair: no action
+            found.setdefault(os.path.relpath(path, BAD), set()).add((f["code"], action))
     for rel, case in MANIFEST["bad_dataset"].items():
         codes = {code for code, _ in found.get(rel, ())}
         if case["expect"] == "skip":
@@ -122,7 +123,8 @@ def test_predict_answers_good_files_and_names_each_bad_one(export):
         else:  # skip, ignore (not an image), silent (.DS_Store)
             assert rel.split("/")[-1] in by_file[rel]["error"], (rel, by_file[rel])
     for rel in ("train/dog/bomb_30000x30000.png", "train/cat/huge_65000x65000.jpg"):
-        assert "over the limit of 40 megapixels" in by_file[rel]["error"] and "--max-megapixels" in by_file[rel]["error"]
+        error = by_file[rel]["error"]
+        assert "over the limit of 40 megapixels" in error and "--max-megapixels" in error
     # Only bad inputs: every one named, and exit code 2.
     only_bad = [str(BAD / rel) for rel in cases("bad_dataset", "skip")]
     result = invoke("predict", str(export), *only_bad)

@@ -589,3 +589,14 @@ def test_flowers5_fixture_split(flowers5):
     assert split.train.class_counts() == {name: n - expected_val[name] for name, n in FLOWERS5_COUNTS.items()}
     assert (len(split.train), len(split.val)) == (3453, 864)
     assert load_data(flowers5, val_fraction=0.2, seed=0) == split
+
+
+def test_load_data_csv_paths_outside_the_folder_need_permission(tmp_path):
+    images = write_image_folder(tmp_path / "elsewhere", {"cat": 2, "dog": 2})
+    rows = [[f"../elsewhere/{p.parent.name}/{p.name}", p.parent.name] for p in images]
+    csv_path = write_csv(tmp_path / "labels" / "labels.csv", ["path", "label"], rows)
+    with pytest.raises(TransferError) as e:
+        load_data(csv_path)
+    assert "4 lines cannot be used" in e.value.message and "outside the CSV's folder" in e.value.message
+    split = load_data(csv_path, allow_outside_root=True, val_fraction=0.5)
+    assert len(split.train) + len(split.val) == 4

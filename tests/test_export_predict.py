@@ -607,3 +607,53 @@ def test_atomic_save_keras(model, tmp_path):
     np.testing.assert_allclose(np.asarray(keras.saving.load_model(path)(x)), np.asarray(model(x)), atol=1e-6)
     with pytest.raises(ValueError, match=".keras"):
         atomic_save_keras(model, tmp_path / "m.h5")
+
+
+# ---------------------------------------------------------------- hostile inputs
+
+
+def _png_declaring(width, height):
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + chunk + b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def test_predict_files_hostile_inputs_fail_alone(model, export_dir, images, tmp_path):
+    """Garbage, empty, 1x1, a decompression bomb, a huge file: one error each, the rest answered."""
+    hostile = {
+        "garbage.jpg": bytes(range(256)) * 4,
+        "empty.png": b"",
+        "one_pixel.png": encode(synthetic_pixels(1, 1, 0), "png"),
+        "bomb.png": _png_declaring(30000, 30000),
+        "huge.jpg": images["jpeg"][1] + b"\x00" * 3_000_000,  # a valid JPEG with megabytes of trailing junk
+    }
+    for name, data in hostile.items():
+        (tmp_path / name).write_bytes(data)
+    clf = ExportedClassifier.load(export_dir, max_bytes=2_000_000)
+    paths = [images["jpeg"][0], *(tmp_path / n for n in hostile), images["png"][0]]
+    results = clf.predict_files(paths, top_k=1)
+    assert "predictions" in results[0] and "predictions" in results[-1]
+    errors = {Path(r["file"]).name: r["error"] for r in results[1:-1]}
+    assert set(errors) == set(hostile) and all(name in errors[name] for name in hostile)
+    assert "decode" in errors["garbage.jpg"] and "empty" in errors["empty.png"]
+    assert "1x1 pixels is too small" in errors["one_pixel.png"]
+    assert "30000x30000" in errors["bomb.png"] and "limit of 40 megapixels" in errors["bomb.png"]
+    assert "--max-megapixels" in errors["bomb.png"]
+    assert "over the limit of 2 MB" in errors["huge.jpg"] and "--max-megabytes" in errors["huge.jpg"]
+    expected = keras_scores(model, [images["jpeg"][1], images["png"][1]])
+    assert results[0]["predictions"][0]["score"] == pytest.approx(float(expected[0].max()), abs=1e-5)
+    # A raised limit lets the big (but decodable) file through.
+    (result,) = ExportedClassifier.load(export_dir).predict_files([tmp_path / "huge.jpg"], top_k=1)
+    assert "predictions" in result
+
+
+def test_predict_bytes_refuses_bombs_before_decoding(export_dir, images):
+    clf = ExportedClassifier.load(export_dir, max_pixels=1_000_000)
+    with pytest.raises(TransferError) as e:
+        clf.predict_bytes([images["png"][1], _png_declaring(30000, 30000), b""])
+    assert "positions [1, 2]" in e.value.message and "30000x30000" in e.value.message
+    with pytest.raises(ValueError, match="max_pixels"):
+        ExportedClassifier.load(export_dir, max_pixels=0)

@@ -28,6 +28,8 @@ _EXPORTS = {
     "Samples": "transfer.data.samples",
     "DataSplit": "transfer.data.samples",
     "load_data": "transfer.data",
+    "check_data": "transfer.data.check",
+    "DataReport": "transfer.data.check",
     "make_dataset": "transfer.data.pipeline",
     "Recipe": "transfer.recipe",
     "Stage": "transfer.recipe",

@@ -259,9 +259,10 @@ def check_data_command(
             typer.echo(f"Moved {source} -> {target}")
         if moved:
             typer.echo(f"Moved {len(moved)} file(s) to {quarantine} (see {quarantine / 'quarantine.json'}).")
-    left = set(report.skipped) - {source for source, _ in moved}
-    if report.stops or left:
-        raise typer.Exit(1)
+    if moved:  # what was moved aside no longer stops anything
+        left = set(report.skipped) - {source for source, _ in moved}
+        raise typer.Exit(1 if report.stops or left else 0)
+    raise typer.Exit(report.exit_code)
 
 
 @app.command("evaluate")

@@ -33,6 +33,7 @@ import io
 import json
 import logging
 import os
+import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -162,7 +163,7 @@ def extract_features(
         if cached is not None:
             log.info("Features of %d images x %d views read from %s", len(samples), views, path)
             return cached
-    features = _compute(feature_model(model), samples, image_size, batch_size, views, tuple(augment), seed)
+    features = _compute(model, samples, image_size, batch_size, views, tuple(augment), seed)
     if path is not None:
         _save(path, features, description)
         log.info("Features of %d images x %d views cached in %s", len(samples), views, path)
@@ -274,14 +275,12 @@ def _view_sampler(features: np.ndarray, targets: np.ndarray, batch_size: int, se
     return tf.data.Dataset.zip((order, seeds)).map(gather).prefetch(2)
 
 
-def _compute(extractor, samples, image_size, batch_size, views, augment, seed) -> np.ndarray:
+def _compute(model, samples, image_size, batch_size, views, augment, seed) -> np.ndarray:
     import tensorflow as tf
 
     from transfer.data.pipeline import Augmenter, decoded_images
 
-    # A plain compiled call: Keras's predict() costs twice as much here (per-batch overhead).
-    spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8)
-    forward = tf.function(lambda x: tf.cast(extractor(x, training=False), tf.float32), input_signature=[spec])
+    forward = _forward_function(model, image_size)
     # Decoded once (uint8, in memory) and reused by every view.
     images = decoded_images(samples, image_size).cache()
     out = []
@@ -297,6 +296,26 @@ def _compute(extractor, samples, image_size, batch_size, views, augment, seed) -
         ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
         out.append(np.concatenate([forward(batch).numpy() for batch in ds]).reshape(len(samples), -1))
     return np.stack(out)
+
+
+# The last compiled forward pass, reused while the same model extracts again
+# (training then validation images): tracing a backbone costs seconds.
+_LAST_FORWARD: list = []
+
+
+def _forward_function(model, image_size: int):
+    import tensorflow as tf
+
+    if _LAST_FORWARD:
+        ref, size, forward = _LAST_FORWARD[0]
+        if ref() is model and size == image_size:
+            return forward
+    extractor = feature_model(model)
+    spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8)
+    # A plain compiled call: Keras's predict() costs twice as much here (per-batch overhead).
+    forward = tf.function(lambda x: tf.cast(extractor(x, training=False), tf.float32), input_signature=[spec])
+    _LAST_FORWARD[:] = [(weakref.ref(model), image_size, forward)]
+    return forward
 
 
 def _load(path: Path, description: dict) -> np.ndarray | None:

@@ -158,8 +158,8 @@ def describe(kind: str | None) -> str:
     """A short human name for a ``sniff`` result.
 
     Example:
-        >>> describe("heic"), describe("html"), describe(None)
-        ('HEIC/HEIF (iPhone photo)', 'an HTML page (often an error page saved instead of the image)', 'unrecognised data')
+        >>> describe("heic"), describe(None)
+        ('HEIC/HEIF (iPhone photo)', 'unrecognised data')
     """
     if kind is None:
         return "unrecognised data"

@@ -24,6 +24,7 @@ The file form::
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -62,12 +63,19 @@ class Stage:
     patience: int = 0
 
     def __post_init__(self):
+        if not (isinstance(self.name, str) and self.name.strip()):
+            raise TransferError(f"A stage has name={self.name!r}.", fix='Give every stage a name such as "head".')
         if not _TRAINABLE.match(str(self.trainable)):
             raise TransferError(
                 f"Stage {self.name!r} has trainable={self.trainable!r}.",
                 fix='Use "head", "all", "top:N" (N backbone blocks) or "from:LAYER_NAME".',
             )
-        if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
+        if not (
+            isinstance(self.learning_rate, (int, float))
+            and not isinstance(self.learning_rate, bool)
+            and math.isfinite(self.learning_rate)
+            and self.learning_rate > 0
+        ):
             raise TransferError(
                 f"Stage {self.name!r} has learning_rate={self.learning_rate!r}.",
                 fix="Use a positive number such as 0.001.",
@@ -189,6 +197,8 @@ class Recipe:
             )
         kwargs = dict(data)
         if "stages" in kwargs:
+            if not isinstance(kwargs["stages"], list):
+                raise TransferError(f"{origin}: stages must be a list of tables.", fix="Use [[stages]] tables.")
             stage_keys = {f.name for f in dataclasses.fields(Stage)}
             stages = []
             for i, raw in enumerate(kwargs["stages"]):

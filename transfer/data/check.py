@@ -41,12 +41,12 @@ import shutil
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from transfer import imagesize
-from transfer.data.findings import PROBLEMS, Finding, finding
+from transfer.data.findings import Finding, finding
 from transfer.data.samples import DataSplit, Samples
 from transfer.errors import TransferError
 
@@ -66,6 +66,7 @@ IMBALANCE_RATIO = 10
 FEW_IMAGES = 5
 DEFAULT_IMAGE_SIZE = 224
 _TABLE_ROWS_PER_CODE = 20
+_MAX_CACHE = 500_000
 _MAX_BUCKET = 2000
 
 
@@ -102,8 +103,9 @@ class ImageInfo:
         return self.error is None
 
 
-# Inspections of files, keyed by (path, size, mtime, max_pixels): the quick check
-# before `transfer train` and train()'s drop_unreadable share the work.
+# Inspections keyed by (path, size, mtime, max_pixels) for files and by a hash for
+# in-memory bytes (TFDS): the quick check before `transfer train` and train()'s
+# drop_unreadable share the work.
 _CACHE: dict[tuple, ImageInfo] = {}
 
 
@@ -126,26 +128,32 @@ def inspect_image(source: str, data: bytes | None = None, *, max_pixels: int = D
         >>> inspect_image("data/cat/cut.jpg").error
         ('truncated', 'JPEG data ends early ...')
     """
-    if data is None:
-        try:
-            stat = os.stat(source)
-        except FileNotFoundError:
-            return ImageInfo(source, error=("missing_file", "the file does not exist"))
-        except OSError as e:
-            return ImageInfo(source, error=("undecodable", f"cannot read the file: {e.strerror or e}"))
-        key = (source, stat.st_size, stat.st_mtime_ns, max_pixels)
+    if data is not None:
+        data = bytes(data)
+        key = ("bytes", source, len(data), hashlib.blake2b(data, digest_size=16).digest(), max_pixels)
         cached = _CACHE.get(key)
-        if cached is not None:
-            return cached
-        try:
-            with open(source, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            return ImageInfo(source, error=("undecodable", f"cannot read the file: {e.strerror or e}"))
-        info = _inspect_bytes(source, data, max_pixels)
-        _CACHE[key] = info
-        return info
-    return _inspect_bytes(source, bytes(data), max_pixels)
+        if cached is None:
+            cached = _CACHE[key] = _inspect_bytes(source, data, max_pixels)
+        return cached
+    try:
+        stat = os.stat(source)
+    except FileNotFoundError:
+        return ImageInfo(source, error=("missing_file", "the file does not exist"))
+    except OSError as e:
+        return ImageInfo(source, error=("undecodable", f"cannot read the file: {e.strerror or e}"))
+    key = (source, stat.st_size, stat.st_mtime_ns, max_pixels)
+    cached = _CACHE.get(key)
+    if cached is not None:
+        return cached
+    try:
+        with open(source, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        return ImageInfo(source, error=("undecodable", f"cannot read the file: {e.strerror or e}"))
+    if len(_CACHE) > _MAX_CACHE:
+        _CACHE.clear()  # a long-lived process checking many datasets: start over rather than grow
+    info = _CACHE[key] = _inspect_bytes(source, data, max_pixels)
+    return info
 
 
 def _inspect_bytes(source: str, data: bytes, max_pixels: int) -> ImageInfo:
@@ -190,7 +198,7 @@ def _pil_facts(data: bytes, header: imagesize.ImageHeader) -> dict[str, Any]:
     """Mode, EXIF orientation and animation from PIL (which only reads headers here)."""
     from PIL import Image
 
-    if header.pixels > Image.MAX_IMAGE_PIXELS:
+    if Image.MAX_IMAGE_PIXELS and header.pixels > Image.MAX_IMAGE_PIXELS:
         return {}  # PIL would warn or refuse (its own bomb guard); the header facts suffice
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -517,7 +525,6 @@ class DataReport:
     class_counts: dict[str, int]
     findings: list[Finding]
     seconds: float
-    checks: dict[str, Any] = field(default_factory=dict)
 
     @property
     def skipped(self) -> list[str]:
@@ -660,8 +667,6 @@ def run_checks(
 
 
 def _with_error(info: ImageInfo, code: str) -> ImageInfo:
-    from dataclasses import replace
-
     return replace(info, error=(code, "skipped"))
 
 

@@ -73,6 +73,7 @@ class CsvRow:
     path: str
     labels: tuple[str, ...]
     split: str | None = None
+    written: str = ""  # the path as the CSV writes it, for messages
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,9 @@ def list_csv(csv_path: str | os.PathLike, *, allow_outside_root: bool = False) -
             fix="Save the CSV as UTF-8 (spreadsheets offer 'CSV UTF-8').",
         ) from None
     except csv.Error as e:
-        raise _error(csv_path, f"the file is not a valid CSV file ({e}).", fix="Check its quotes and line endings.") from None
+        raise _error(
+            csv_path, f"the file is not a valid CSV file ({e}).", fix="Check its quotes and line endings."
+        ) from None
     found = ",".join(columns) or "(none)"
     if "label" in columns and "labels" in columns:
         raise _error(
@@ -212,7 +215,7 @@ def list_csv(csv_path: str | os.PathLike, *, allow_outside_root: bool = False) -
         if not os.path.isfile(full):
             bad("csv_missing_file", line, f"image file not found: {full}", related=full)
             continue
-        parsed.append(CsvRow(line, full, tuple(names), split))
+        parsed.append(CsvRow(line, full, tuple(names), split, rel))
 
     rows = _drop_repeats(parsed, csv_path, findings)
     findings += _label_warnings(rows, csv_path)
@@ -234,13 +237,14 @@ def _drop_repeats(rows: list[CsvRow], csv_path: Path, findings: list[Finding]) -
         elif seen.labels == row.labels:
             findings.append(finding(
                 str(csv_path), "csv_duplicate_row",
-                f"'{row.path}' repeats line {seen.line}; only the first line is used.", line=row.line, related=row.path,
+                f"'{row.written}' repeats line {seen.line}; only the first line is used.", line=row.line,
+                related=row.path,
             ))
         else:
             conflicted.add(key)
             findings.append(finding(
                 str(csv_path), "csv_conflicting_labels",
-                f"'{row.path}' is labelled {';'.join(row.labels)!r} here but {';'.join(seen.labels)!r} "
+                f"'{row.written}' is labelled {';'.join(row.labels)!r} here but {';'.join(seen.labels)!r} "
                 f"on line {seen.line}.", line=row.line, related=row.path,
             ))
     return [row for key, row in first.items() if key not in conflicted]

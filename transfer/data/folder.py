@@ -149,7 +149,9 @@ def read_class_folders(root: str | os.PathLike) -> Samples:
     empty = []
     for f in listing.findings:
         if f.code == "empty_class":
-            others = sum(1 for g in listing.findings if g.code == "ignored_file" and Path(g.path).is_relative_to(f.path))
+            others = sum(
+                1 for g in listing.findings if g.code == "ignored_file" and Path(g.path).is_relative_to(f.path)
+            )
             empty.append(f"'{Path(f.path).name}' (0 images, {others} other files)")
     if empty:
         raise TransferError(

@@ -31,16 +31,22 @@ def targets_array(samples: Samples) -> np.ndarray:
 
 def decoded_images(samples: Samples, image_size: int) -> tf.data.Dataset:
     """Unbatched uint8 images in sample order, decoded and resized in parallel."""
-    if samples.encoded is not None:
-        encoded = tf.data.Dataset.from_tensor_slices(list(samples.encoded))
-    else:
-        encoded = tf.data.Dataset.from_tensor_slices(list(samples.sources)).map(
-            tf.io.read_file, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-        )
-    return encoded.map(
-        lambda data: decode_and_resize(data, image_size),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
+    return _decoded(samples, image_size, targets=None)
+
+
+def _decoded(samples: Samples, image_size: int, targets: np.ndarray | None) -> tf.data.Dataset:
+    """Images, or ``(image, target)`` pairs sliced together so that a skipped
+    image can never shift the pairing."""
+    items = list(samples.encoded) if samples.encoded is not None else list(samples.sources)
+    read = (lambda data: data) if samples.encoded is not None else tf.io.read_file
+
+    def load(item, *target):
+        image = decode_and_resize(read(item), image_size)
+        return (image, *target) if target else image
+
+    slices = items if targets is None else (items, targets)
+    return tf.data.Dataset.from_tensor_slices(slices).map(
+        load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
 
 
@@ -57,8 +63,11 @@ def make_dataset(
     """Batched ``(images, targets)``; shuffled and augmented only when ``training``."""
     if len(samples) == 0:
         raise ValueError("Cannot build a dataset from 0 samples.")
-    images = decoded_images(samples, image_size)
-    ds = tf.data.Dataset.zip((images, tf.data.Dataset.from_tensor_slices(targets_array(samples))))
+    ds = _decoded(samples, image_size, targets=targets_array(samples))
+    if training:
+        # Last line of defence: train() drops unreadable files up front, but a
+        # file changed or removed since then is skipped (and logged), not fatal.
+        ds = ds.ignore_errors(log_warning=True)
     if cache:
         ds = ds.cache()
     if training:
