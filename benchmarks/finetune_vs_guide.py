@@ -181,8 +181,8 @@ class Candidate:
 
     Stage 1 "head" (trainable = "head"): the head is trained on cached
     features of ``head_cache_views`` views per image (view 0 plain, the others
-    augmented). Stage 2 "finetune": ``finetune_trainable`` layers train
-    through the whole model with augmentation, linear warmup for
+    augmented). Then the ``finetune`` stages train their layers through the
+    whole model with augmentation, each with a linear warmup for
     ``warmup_epochs`` then cosine decay. ``batchnorm``: "frozen" (inference
     mode, nothing trains), "affine" (inference mode with the ImageNet
     statistics, but scale and offset train) or "train" (batch statistics).
@@ -191,9 +191,9 @@ class Candidate:
     head_epochs: int = 20
     head_learning_rate: float = 3e-3
     head_cache_views: int = 1
-    finetune_trainable: str = "all"
-    finetune_learning_rate: float = 1e-3
-    finetune_epochs: int = 8
+    # The stages after the head, comma-separated "trainable@learning_rate@epochs"
+    # (e.g. "top:7@0.001@3,all@0.0005@5" unfreezes gradually by named blocks).
+    finetune: str = "all@0.001@8"
     warmup_epochs: float = 1.0
     optimizer: str = "adamw"
     weight_decay: float = 0.05
@@ -202,6 +202,15 @@ class Candidate:
     augment: str = "flip,zoom"  # comma-separated, as the recipe's augment list
     batchnorm: str = "frozen"  # frozen | affine (scale/offset train, statistics frozen) | train
     early_stopping_patience: int = 0  # 0: off
+    validate_each_epoch: bool = True  # False: only after each stage (saves a val pass per epoch)
+
+    def finetune_stages(self) -> list[Stage]:
+        stages = []
+        for i, item in enumerate(s for s in self.finetune.split(",") if s.strip()):
+            trainable, lr, epochs = item.strip().split("@")
+            stages.append(Stage(f"finetune{i + 1}" if "," in self.finetune else "finetune", trainable,
+                                float(lr), int(epochs)))
+        return stages
 
     def recipe_toml(self, batch_size: int, seed: int) -> str:
         """The candidate in recipe TOML form (new fields marked)."""
@@ -217,6 +226,7 @@ class Candidate:
             f"warmup_epochs = {self.warmup_epochs}           # new",
             f'batchnorm = "{self.batchnorm}"     # new',
             f"early_stopping_patience = {self.early_stopping_patience}  # new",
+            f"validate_each_epoch = {str(self.validate_each_epoch).lower()}  # new",
             "",
             "[[stages]]",
             'name = "head"',
@@ -224,11 +234,10 @@ class Candidate:
             f"learning_rate = {self.head_learning_rate}",
             f"epochs = {self.head_epochs}",
             "",
-            "[[stages]]",
-            'name = "finetune"',
-            f'trainable = "{self.finetune_trainable}"',
-            f"learning_rate = {self.finetune_learning_rate}",
-            f"epochs = {self.finetune_epochs}",
+        ] + [
+            line for st in self.finetune_stages() for line in (
+                "", "[[stages]]", f'name = "{st.name}"', f'trainable = "{st.trainable}"',
+                f"learning_rate = {st.learning_rate}", f"epochs = {st.epochs}")
         ])
 
 
@@ -269,28 +278,37 @@ def run_transfer_modules(split, args, c: Candidate) -> RunResult:
                 label_smoothing=c.label_smoothing, validation=(val_feats, y_val), seed=args.seed,
             )
             curve = head.history["val_accuracy"]
-    if c.head_epochs:
-        stages.append(_stage("head (cached)", c.head_epochs, t.seconds, curve))
-    with _Timer() as t:
-        train_ds = make_dataset(split.train, args.image_size, args.batch_size, training=True,
-                                augment=augment, seed=args.seed)
-        val_ds = make_dataset(split.val, args.image_size, args.batch_size, training=False)
-        set_trainable(model, spec, Stage("finetune", c.finetune_trainable, c.finetune_learning_rate,
-                                         c.finetune_epochs), freeze_batchnorm=c.batchnorm != "train")
-        if c.batchnorm == "affine":
-            _train_batchnorm_affine(model.get_layer("backbone"))
-        total = steps * c.finetune_epochs
-        schedule = warmup_cosine(c.finetune_learning_rate, total, warmup_steps_for(steps, c.warmup_epochs, total))
-        loss, metrics = loss_and_metrics(False, c.label_smoothing)
-        model.compile(optimizer=make_optimizer(c.optimizer, schedule, weight_decay=c.weight_decay, model=model),
-                      loss=loss, metrics=metrics, jit_compile=args.xla)
-        callbacks = []
-        if c.early_stopping_patience:
-            callbacks.append(keras.callbacks.EarlyStopping(
-                "val_accuracy", patience=c.early_stopping_patience, restore_best_weights=True))
-        tune = model.fit(train_ds, validation_data=val_ds, epochs=c.finetune_epochs, verbose=args.verbose,
-                         callbacks=callbacks)
-    stages.append(_stage("finetune", len(tune.epoch), t.seconds, tune.history["val_accuracy"]))
+        else:
+            curve = [0.0]  # no head stage: only the model build is timed here
+    stages.append(_stage("head (cached)" if c.head_epochs else "build", c.head_epochs, t.seconds, curve))
+    train_ds = make_dataset(split.train, args.image_size, args.batch_size, training=True,
+                            augment=augment, seed=args.seed)
+    val_ds = make_dataset(split.val, args.image_size, args.batch_size, training=False)
+    loss, _ = loss_and_metrics(False, c.label_smoothing)
+    epoch = 0
+    for stage in c.finetune_stages():
+        with _Timer() as t:
+            set_trainable(model, spec, stage, freeze_batchnorm=c.batchnorm != "train")
+            if c.batchnorm == "affine":
+                _train_batchnorm_affine(model.get_layer("backbone"))
+            total = steps * stage.epochs
+            schedule = warmup_cosine(stage.learning_rate, total, warmup_steps_for(steps, c.warmup_epochs, total))
+            _, metrics = loss_and_metrics(False, c.label_smoothing)
+            model.compile(optimizer=make_optimizer(c.optimizer, schedule, weight_decay=c.weight_decay, model=model),
+                          loss=loss, metrics=metrics, jit_compile=args.xla)
+            callbacks = []
+            if c.early_stopping_patience and c.validate_each_epoch:
+                callbacks.append(keras.callbacks.EarlyStopping(
+                    "val_accuracy", patience=c.early_stopping_patience, restore_best_weights=True))
+            tune = model.fit(train_ds, validation_data=val_ds if c.validate_each_epoch else None,
+                             epochs=epoch + stage.epochs, initial_epoch=epoch, verbose=args.verbose,
+                             callbacks=callbacks)
+            if c.validate_each_epoch:
+                curve = tune.history["val_accuracy"]
+            else:
+                curve = [model.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"]]
+        epoch += stage.epochs
+        stages.append(_stage(f"{stage.name} {stage.trainable}", len(tune.epoch), t.seconds, curve))
     settings = {"engine": "modules", "recipe_toml": c.recipe_toml(args.batch_size, args.seed),
                 "precision": args.precision, "xla": args.xla}
     return RunResult("transfer", stages, settings)

@@ -127,6 +127,16 @@ def test_a_damaged_or_foreign_cache_file_is_recomputed(model, samples, tmp_path)
     np.testing.assert_allclose(extract_features(model, samples, SIZE, cache_dir=tmp_path), good)
 
 
+def test_identical_models_built_twice_share_the_cache_key(samples):
+    # Keras numbers unnamed layers by build order ("input_layer_3"): the key must not depend on it.
+    first = feature_cache_key(pretrained_like_classifier(3, SIZE, seed=0), samples, SIZE)[0]
+    assert feature_cache_key(pretrained_like_classifier(3, SIZE, seed=0), samples, SIZE)[0] == first
+
+
+def test_views_without_augmentation_are_one_view(model, samples):
+    assert extract_features(model, samples, SIZE, views=4).shape[0] == 1
+
+
 def test_bad_views_is_a_clear_error(model, samples):
     with pytest.raises(TransferError, match="views"):
         extract_features(model, samples, SIZE, views=0)
@@ -180,7 +190,7 @@ def test_classifier_saves_and_reloads_after_head_training(model, samples, tmp_pa
                                atol=1e-6)
 
 
-def test_head_fit_learns_and_callbacks_see_the_classifier(model, samples):
+def test_head_fit_learns_and_callbacks_see_the_classifier(model, samples, tmp_path):
     features = extract_features(model, samples, SIZE, views=2, augment=("flip",))
     y = targets_array(samples)
     seen = []
@@ -189,10 +199,16 @@ def test_head_fit_learns_and_callbacks_see_the_classifier(model, samples):
         def on_epoch_end(self, epoch, logs=None):
             seen.append((self.model, epoch, dict(logs)))
 
+    # The callbacks train() passes: a checkpoint of the whole classifier and TensorBoard.
+    checkpoint = keras.callbacks.ModelCheckpoint(tmp_path / "best.keras", monitor="val_accuracy",
+                                                 save_best_only=True)
+    board = keras.callbacks.TensorBoard(log_dir=str(tmp_path / "logs"), write_graph=False)
     history = fit_head_on_features(model, features, y, epochs=3, initial_epoch=2, batch_size=4,
                                    optimizer=keras.optimizers.Adam(1e-2), validation=(features[0], y),
-                                   callbacks=[Spy()])
+                                   callbacks=[Spy(), checkpoint, board])
     assert history.epoch == [2, 3, 4]
+    assert keras.models.load_model(tmp_path / "best.keras").get_layer("backbone") is not None
+    assert any((tmp_path / "logs").rglob("events.out.tfevents*"))
     assert [e for _, e, _ in seen] == [2, 3, 4]
     assert all(m is model for m, _, _ in seen)
     assert "val_accuracy" in seen[-1][2]

@@ -108,6 +108,7 @@ def feature_cache_key(
 
     extractor = feature_model(model)
     augmented = views > 1 and bool(augment)
+    views = views if augmented else 1
     description = {
         "format": CACHE_FORMAT,
         "transfer": transfer.__version__,
@@ -143,7 +144,7 @@ def extract_features(
 
     View 0 is each image as validation sees it; views 1.. are random
     augmentations (``augment`` names as in ``transfer.data.pipeline.Augmenter``),
-    reproducible for a ``seed``. ``model`` is a classifier or a feature model
+    reproducible for a ``seed``. Without ``augment`` there is one view. ``model`` is a classifier or a feature model
     (see ``feature_model``); it runs in inference mode. With ``cache_dir`` the
     result is read from / written to ``cache_dir`` (see the module doc).
 
@@ -155,6 +156,8 @@ def extract_features(
         raise TransferError(f"views={views!r} is not a whole number >= 1.", fix="Use 1 (no augmentation) or more.")
     if len(samples) == 0:
         raise ValueError("Cannot extract features of 0 samples.")
+    if not augment:
+        views = 1  # without augmentation every view would be the plain image
     path = description = None
     if cache_dir is not None:
         key, description = feature_cache_key(model, samples, image_size, views=views, augment=augment, seed=seed)
@@ -212,7 +215,8 @@ def fit_head_on_features(
     features [N, D] or [1, N, D], val targets)``: its metrics equal those of
     the whole classifier on those images, since the frozen backbone adds
     nothing. ``callbacks`` see the whole classifier as ``self.model``, so a
-    checkpoint callback saves the classifier, not the head alone.
+    checkpoint callback saves the classifier, not the head alone (with
+    callbacks, the classifier is compiled with ``optimizer``).
 
     Example:
         >>> fit_head_on_features(model, feats, y, epochs=30, optimizer=make_optimizer(
@@ -233,9 +237,15 @@ def fit_head_on_features(
         )
     head = head_model(model)
     multi_label = model.get_layer(HEAD_LAYERS[-1]).activation.__name__ == "sigmoid"
+    optimizer = optimizer or keras.optimizers.Adam(1e-3)
+    if callbacks:
+        # Callbacks see the classifier; some (TensorBoard) read its optimizer's
+        # step count, so it is compiled with the very optimizer the head uses.
+        loss, metrics = loss_and_metrics(multi_label, label_smoothing)
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     loss, metrics = loss_and_metrics(multi_label, label_smoothing)
     head.compile(
-        optimizer=optimizer or keras.optimizers.Adam(1e-3),
+        optimizer=optimizer,
         loss=loss,
         metrics=metrics,
         # A step on a [32, D] batch takes microseconds; running many per call
