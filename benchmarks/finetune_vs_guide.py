@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import platform
 import sys
@@ -105,13 +104,17 @@ class _Timer:
 def guide_datasets(split, image_size: int, batch_size: int, seed: int):
     """Plain tf.data from the split's files: decode, resize, cache, shuffle, batch."""
 
-    def load(path, label):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    def load(data, label):
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
         image = tf.image.resize(image, (image_size, image_size))
         return image, label
 
     def make(samples, training):
-        ds = tf.data.Dataset.from_tensor_slices((list(samples.sources), list(samples.targets)))
+        if samples.encoded is not None:  # in-memory sources (tfds:...)
+            files = tf.data.Dataset.from_tensor_slices(list(samples.encoded))
+        else:
+            files = tf.data.Dataset.from_tensor_slices(list(samples.sources)).map(tf.io.read_file)
+        ds = tf.data.Dataset.zip((files, tf.data.Dataset.from_tensor_slices(list(samples.targets))))
         ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).cache()
         if training:
             ds = ds.shuffle(len(samples), seed=seed)
@@ -203,6 +206,7 @@ class Candidate:
     batchnorm: str = "frozen"  # frozen | affine (scale/offset train, statistics frozen) | train
     early_stopping_patience: int = 0  # 0: off
     validate_each_epoch: bool = True  # False: only after each stage (saves a val pass per epoch)
+    translate: float = 0.0  # experimental: random shifts up to this fraction of the side (reflect padding)
 
     def finetune_stages(self) -> list[Stage]:
         stages = []
@@ -227,6 +231,7 @@ class Candidate:
             f'batchnorm = "{self.batchnorm}"     # new',
             f"early_stopping_patience = {self.early_stopping_patience}  # new",
             f"validate_each_epoch = {str(self.validate_each_epoch).lower()}  # new",
+            *([f"translate = {self.translate}  # new, experimental"] if self.translate else []),
             "",
             "[[stages]]",
             'name = "head"',
@@ -283,6 +288,11 @@ def run_transfer_modules(split, args, c: Candidate) -> RunResult:
     stages.append(_stage("head (cached)" if c.head_epochs else "build", c.head_epochs, t.seconds, curve))
     train_ds = make_dataset(split.train, args.image_size, args.batch_size, training=True,
                             augment=augment, seed=args.seed)
+    if c.translate:
+        # Shifts keep the objects' scale as validation sees it (zoom crops enlarge them).
+        shift = keras.layers.RandomTranslation(c.translate, c.translate, fill_mode="reflect", seed=args.seed)
+        train_ds = train_ds.map(lambda x, y: (tf.cast(tf.round(shift(tf.cast(x, "float32"), training=True)),
+                                                      tf.uint8), y), num_parallel_calls=tf.data.AUTOTUNE)
     val_ds = make_dataset(split.val, args.image_size, args.batch_size, training=False)
     loss, _ = loss_and_metrics(False, c.label_smoothing)
     epoch = 0

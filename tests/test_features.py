@@ -200,7 +200,7 @@ def test_head_fit_learns_and_callbacks_see_the_classifier(model, samples, tmp_pa
             seen.append((self.model, epoch, dict(logs)))
 
     # The callbacks train() passes: a checkpoint of the whole classifier and TensorBoard.
-    checkpoint = keras.callbacks.ModelCheckpoint(tmp_path / "best.keras", monitor="val_accuracy",
+    checkpoint = keras.callbacks.ModelCheckpoint(tmp_path / "best.keras", monitor="val_accuracy", mode="max",
                                                  save_best_only=True)
     board = keras.callbacks.TensorBoard(log_dir=str(tmp_path / "logs"), write_graph=False)
     history = fit_head_on_features(model, features, y, epochs=3, initial_epoch=2, batch_size=4,

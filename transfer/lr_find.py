@@ -64,9 +64,13 @@ def find_learning_rate(
             fix="Use 0 < min_lr < max_lr, e.g. 1e-6 and 1.",
         )
     if not (isinstance(steps, int) and steps >= 5):
-        raise TransferError(f"steps={steps!r} is too few for a learning-rate sweep.", fix="Use 5 or more (100 is typical).")
+        raise TransferError(
+            f"steps={steps!r} is too few for a learning-rate sweep.", fix="Use 5 or more (100 is typical)."
+        )
     if not model.trainable_variables:
-        raise TransferError("Nothing in the model is trainable.", fix="Make the head (or a stage's layers) trainable first.")
+        raise TransferError(
+            "Nothing in the model is trainable.", fix="Make the head (or a stage's layers) trainable first."
+        )
     loss_fn = loss or getattr(model, "loss", None) or keras.losses.CategoricalCrossentropy()
     if isinstance(loss_fn, str):
         loss_fn = keras.losses.get(loss_fn)

@@ -64,10 +64,6 @@ def make_dataset(
     if len(samples) == 0:
         raise ValueError("Cannot build a dataset from 0 samples.")
     ds = _decoded(samples, image_size, targets=targets_array(samples))
-    if training:
-        # Last line of defence: train() drops unreadable files up front, but a
-        # file changed or removed since then is skipped (and logged), not fatal.
-        ds = ds.ignore_errors(log_warning=True)
     if cache:
         ds = ds.cache()
     if training:
