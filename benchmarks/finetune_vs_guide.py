@@ -191,7 +191,7 @@ class Candidate:
     statistics, but scale and offset train) or "train" (batch statistics).
     """
 
-    head_epochs: int = 20
+    head_epochs: int = 10
     head_learning_rate: float = 3e-3
     head_cache_views: int = 1
     # The stages after the head, comma-separated "trainable@learning_rate@epochs"
@@ -267,10 +267,13 @@ def run_transfer_modules(split, args, c: Candidate) -> RunResult:
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="transfer-features-")
     stages = []
     with _Timer() as t:
-        model, _ = build_classifier(
-            spec, split.train.num_classes, args.image_size, weights=args.weights, dropout=c.dropout,
-            freeze_batchnorm=c.batchnorm != "train",
-        )
+        model, info = build_classifier(spec, split.train.num_classes, args.image_size, weights=args.weights,
+                                       dropout=c.dropout)
+        # Random weights have no statistics to keep: their BatchNorm trains (as in transfer.train).
+        freeze_batchnorm = info.source != "random" and c.batchnorm != "train"
+        if not freeze_batchnorm:
+            model, _ = build_classifier(spec, split.train.num_classes, args.image_size, weights=args.weights,
+                                        dropout=c.dropout, freeze_batchnorm=False)
         if c.head_epochs:
             feats = extract_features(model, split.train, args.image_size, 64, views=c.head_cache_views,
                                      augment=augment, seed=args.seed, cache_dir=cache_dir)
@@ -298,7 +301,7 @@ def run_transfer_modules(split, args, c: Candidate) -> RunResult:
     epoch = 0
     for stage in c.finetune_stages():
         with _Timer() as t:
-            set_trainable(model, spec, stage, freeze_batchnorm=c.batchnorm != "train")
+            set_trainable(model, spec, stage, freeze_batchnorm=freeze_batchnorm)
             if c.batchnorm == "affine":
                 _train_batchnorm_affine(model.get_layer("backbone"))
             total = steps * stage.epochs

@@ -7,7 +7,7 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 from transfer.errors import TransferError  # noqa: E402
-from transfer.lr_find import find_learning_rate, plot_lr_find  # noqa: E402
+from transfer.lr_find import find_learning_rate, plot_lr_find, suggest_learning_rate  # noqa: E402
 
 SIZE = 32
 
@@ -66,3 +66,17 @@ def test_bad_ranges_are_clear_errors(model_and_data):
         find_learning_rate(model, data, min_lr=1.0, max_lr=0.1)
     with pytest.raises(TransferError, match="steps"):
         find_learning_rate(model, data, steps=2)
+
+
+def test_suggestion_for_a_falling_curve_is_a_tenth_of_the_minimum():
+    lrs = np.geomspace(1e-6, 1, 61)
+    losses = 2 - np.exp(-((np.log10(lrs) + 2) ** 2))  # lowest at 1e-2
+    assert suggest_learning_rate(lrs, losses) == pytest.approx(1e-3)
+
+
+def test_suggestion_for_a_flat_then_rising_curve_stays_below_the_rise():
+    # Fine-tuning with a trained head: flat until 3e-4, then the loss climbs.
+    lrs = np.geomspace(1e-6, 1e-1, 100)
+    losses = 1.0 + np.where(lrs > 3e-4, np.log10(lrs / 3e-4), 0.0) + 0.005 * np.sin(np.arange(100))
+    suggestion = suggest_learning_rate(lrs, losses)
+    assert 2e-4 <= suggestion <= 6e-4

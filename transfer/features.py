@@ -144,9 +144,10 @@ def extract_features(
 
     View 0 is each image as validation sees it; views 1.. are random
     augmentations (``augment`` names as in ``transfer.data.pipeline.Augmenter``),
-    reproducible for a ``seed``. Without ``augment`` there is one view. ``model`` is a classifier or a feature model
-    (see ``feature_model``); it runs in inference mode. With ``cache_dir`` the
-    result is read from / written to ``cache_dir`` (see the module doc).
+    reproducible for a ``seed``; without ``augment`` there is one view.
+    ``model`` is a classifier or a feature model (see ``feature_model``); it
+    runs in inference mode. With ``cache_dir`` the result is read from /
+    written to ``cache_dir`` (see the module doc).
 
     Example:
         >>> extract_features(model, split.val, 128).shape
@@ -265,6 +266,7 @@ def fit_head_on_features(
         validation_data=val_data,
         callbacks=[_OnModel(c, model) for c in callbacks],
         verbose=verbose,
+        shuffle=False,  # the sampler shuffles
     )
 
 

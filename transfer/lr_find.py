@@ -47,8 +47,8 @@ def find_learning_rate(
     is what is trainable in ``model`` now (set a stage's layers first). The
     loss defaults to the model's compiled loss, else categorical
     cross-entropy. Returns ``(learning rates, smoothed losses, suggested
-    rate)``; the suggestion is a tenth of the rate at the lowest loss. The
-    model's weights (BatchNorm statistics included) are restored on return.
+    rate)`` (see ``suggest_learning_rate``). The model's weights (BatchNorm
+    statistics included) are restored on return.
 
     Example:
         >>> lrs, losses, lr = find_learning_rate(model, train_ds, min_lr=1e-6, max_lr=1, steps=100)
@@ -121,11 +121,36 @@ def find_learning_rate(
             fix=f"Lower min_lr (now {min_lr:g}) or check the data and targets.",
         )
     lrs_array, losses_array = np.asarray(lrs), np.asarray(losses)
-    suggestion = float(lrs_array[int(np.argmin(losses_array))] / 10.0)
-    suggestion = max(suggestion, min_lr)
-    log.info("lr-find: %d steps, lowest loss %.4f at %.3g, suggested %.3g", len(lrs), best,
-             lrs_array[int(np.argmin(losses_array))], suggestion)
+    suggestion = max(suggest_learning_rate(lrs_array, losses_array), min_lr)
+    log.info("lr-find: %d steps, lowest loss %.4f, suggested %.3g", len(lrs), best, suggestion)
     return lrs_array, losses_array, suggestion
+
+
+def suggest_learning_rate(lrs, losses) -> float:
+    """A peak learning rate read off a finder curve.
+
+    When the loss clearly falls (by 10% or more: a new head, training from scratch), a tenth
+    of the rate at the lowest loss (the classic rule: the minimum itself is
+    already at the edge of divergence). When it stays flat and then rises
+    (fine-tuning a pretrained network whose head is trained: no rate makes
+    the loss fall within a few steps), the largest rate before the loss rises
+    10% above its lowest value. The first tenth of the curve is skipped: the
+    smoothed loss is still noisy there.
+
+    Example:
+        >>> lrs = np.geomspace(1e-6, 1, 61)
+        >>> losses = 2 - np.exp(-((np.log10(lrs) + 2) ** 2))   # lowest at 1e-2
+        >>> f"{suggest_learning_rate(lrs, losses):.0e}"
+        '1e-03'
+    """
+    lrs, losses = np.asarray(lrs, float), np.asarray(losses, float)
+    start = len(losses) // 10
+    lowest = start + int(np.argmin(losses[start:]))
+    if losses[lowest] < 0.9 * losses[start]:
+        return float(lrs[lowest] / 10.0)
+    above = np.nonzero(losses[lowest:] > 1.1 * losses[lowest])[0]
+    rise = lowest + int(above[0]) if above.size else len(losses)
+    return float(lrs[max(rise - 1, lowest)])
 
 
 def plot_lr_find(lrs, losses, suggestion: float | None, path: str | os.PathLike):
