@@ -264,7 +264,9 @@ def run_transfer_modules(split, args, c: Candidate) -> RunResult:
     augment = tuple(a for a in c.augment.split(",") if a)
     y_train, y_val = targets_array(split.train), targets_array(split.val)
     steps = steps_per_epoch(split.train, args.batch_size)
-    cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="transfer-features-")
+    # A fresh folder by default, so the head stage is timed with a cold cache.
+    scratch = None if args.cache_dir else tempfile.TemporaryDirectory(prefix="transfer-features-")
+    cache_dir = args.cache_dir or scratch.name
     stages = []
     with _Timer() as t:
         model, info = build_classifier(spec, split.train.num_classes, args.image_size, weights=args.weights,
@@ -322,6 +324,8 @@ def run_transfer_modules(split, args, c: Candidate) -> RunResult:
                 curve = [model.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"]]
         epoch += stage.epochs
         stages.append(_stage(f"{stage.name} {stage.trainable}", len(tune.epoch), t.seconds, curve))
+    if scratch is not None:
+        scratch.cleanup()
     settings = {"engine": "modules", "recipe_toml": c.recipe_toml(args.batch_size, args.seed),
                 "precision": args.precision, "xla": args.xla}
     return RunResult("transfer", stages, settings)

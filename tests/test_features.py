@@ -199,6 +199,11 @@ def test_head_fit_learns_and_callbacks_see_the_classifier(model, samples, tmp_pa
         def on_epoch_end(self, epoch, logs=None):
             seen.append((self.model, epoch, dict(logs)))
 
+    # As in train()'s head stage: the backbone is frozen, so the checkpoint's
+    # optimizer state matches the classifier's trainable weights on reload.
+    backbone = model.get_layer("backbone")
+    flags = [layer.trainable for layer in backbone.layers]
+    backbone.trainable = False
     # The callbacks train() passes: a checkpoint of the whole classifier and TensorBoard.
     checkpoint = keras.callbacks.ModelCheckpoint(tmp_path / "best.keras", monitor="val_accuracy", mode="max",
                                                  save_best_only=True)
@@ -206,6 +211,9 @@ def test_head_fit_learns_and_callbacks_see_the_classifier(model, samples, tmp_pa
     history = fit_head_on_features(model, features, y, epochs=3, initial_epoch=2, batch_size=4,
                                    optimizer=keras.optimizers.Adam(1e-2), validation=(features[0], y),
                                    callbacks=[Spy(), checkpoint, board])
+    backbone.trainable = True
+    for layer, flag in zip(backbone.layers, flags):
+        layer.trainable = flag
     assert history.epoch == [2, 3, 4]
     assert keras.models.load_model(tmp_path / "best.keras").get_layer("backbone") is not None
     assert any((tmp_path / "logs").rglob("events.out.tfevents*"))

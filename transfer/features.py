@@ -77,11 +77,13 @@ def feature_model(model):
         (None, 256)
     """
     names = {layer.name for layer in model.layers}
+    # A single input as a tensor, not a list, so the model is called with a plain batch.
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     if POOL_LAYER in names:
-        return keras.Model(model.inputs, model.get_layer(POOL_LAYER).output, name=f"{model.name}_features")
+        return keras.Model(inputs, model.get_layer(POOL_LAYER).output, name=f"{model.name}_features")
     if len(model.output.shape) == 4:
         pooled = keras.layers.GlobalAveragePooling2D()(model.output)
-        return keras.Model(model.inputs, pooled, name=f"{model.name}_features")
+        return keras.Model(inputs, pooled, name=f"{model.name}_features")
     if len(model.output.shape) != 2:
         raise ValueError(
             "Expected a classifier with a 'pool' layer or a model with [H, W, C] or [D] outputs. "

@@ -129,13 +129,13 @@ def find_learning_rate(
 def suggest_learning_rate(lrs, losses) -> float:
     """A peak learning rate read off a finder curve.
 
-    When the loss clearly falls (by 10% or more: a new head, training from scratch), a tenth
-    of the rate at the lowest loss (the classic rule: the minimum itself is
-    already at the edge of divergence). When it stays flat and then rises
-    (fine-tuning a pretrained network whose head is trained: no rate makes
-    the loss fall within a few steps), the largest rate before the loss rises
-    10% above its lowest value. The first tenth of the curve is skipped: the
-    smoothed loss is still noisy there.
+    When the loss clearly falls (by 10% or more: a new head, training from
+    scratch), a tenth of the rate at the lowest loss (the classic rule: the
+    minimum itself is already at the edge of divergence). When it stays flat
+    and then rises (fine-tuning a pretrained network whose head is trained:
+    no rate makes the loss fall within a few steps), the largest rate before
+    the loss rises 10% above its lowest value. The first tenth of the curve
+    is skipped: the smoothed loss is still noisy there.
 
     Example:
         >>> lrs = np.geomspace(1e-6, 1, 61)
