@@ -129,11 +129,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     Example:
         >>> atomic_write_bytes("out/cat.png", png_bytes)
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(path.parent, path.name)
-    tmp = _sibling(path, TMP_MARK)
-    try:
+    def write(tmp: Path) -> None:
         # os.open with 0o666 (not tempfile.mkstemp, which forces 0o600) so the file
         # gets the same permissions as any normally written file under the umask.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
@@ -141,6 +137,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+
+    return _write_then_replace(Path(path), write)
+
+
+def _write_then_replace(path: Path, write, suffix: str = "") -> Path:
+    """Run ``write(tmp)`` on a staging sibling of ``path``, then rename it over ``path``.
+
+    On any failure the staging file is removed and ``path`` is left as it was.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(path.parent, path.name)
+    tmp = _sibling(path, TMP_MARK, suffix=suffix)
+    try:
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -285,15 +295,5 @@ def atomic_save_keras(model, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"A Keras model file must end in '.keras'. Received: path='{path}'")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(path.parent, path.name)
-    tmp = _sibling(path, TMP_MARK, suffix=".keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
-    return path
+    # Keras picks the format from the suffix, so the staging name ends in .keras too.
+    return _write_then_replace(path, model.save, suffix=".keras")
