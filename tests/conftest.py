@@ -20,3 +20,11 @@ def fixtures_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"Real fixtures folder {path} not found; set TRANSFER_FIXTURES")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_feature_cache(tmp_path_factory):
+    """Feature caches go to a per-session folder, never the user's ~/.cache."""
+    if "TRANSFER_CACHE_DIR" not in os.environ:
+        os.environ["TRANSFER_CACHE_DIR"] = str(tmp_path_factory.mktemp("feature-cache"))
+    yield

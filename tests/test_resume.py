@@ -43,7 +43,9 @@ def test_killed_run_resumes_without_losing_epochs(tmp_path):
 
     before = history(run_dir)
     done = json.loads(state.read_text())["epoch"]
-    assert done >= 5 and len(before) == done
+    # history.csv is written just before state.json, so a kill between the two
+    # leaves it one row ahead; the state is what the resume trusts.
+    assert done >= 5 and len(before) in (done, done + 1)
     assert json.loads((run_dir / "run.json").read_text())["status"] == "training"
 
     result = subprocess.run([sys.executable, "-m", "transfer", "train", "--resume", str(run_dir)], env=env,
@@ -54,7 +56,7 @@ def test_killed_run_resumes_without_losing_epochs(tmp_path):
     after = history(run_dir)
     assert [int(r["epoch"]) for r in after] == list(range(1, 11))
     assert [r["stage"] for r in after] == ["head"] * 4 + ["all"] * 6
-    assert after[:done] == before  # the finished epochs are kept as they were
+    assert after[:done] == before[:done]  # the finished epochs are kept as they were
     config = json.loads((run_dir / "run.json").read_text())
     assert config["status"] == "done"
     assert (run_dir / "checkpoints" / "best.keras").is_file()

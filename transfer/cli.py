@@ -179,6 +179,22 @@ def train_command(
     allow_outside_root: bool = typer.Option(
         False, "--allow-outside-root", help="Let CSV paths point outside the CSV's folder (trusted CSVs only)."
     ),
+    precision: str = typer.Option(
+        "float32", "--precision",
+        help="float32, mixed (float16 on a GPU, bfloat16 on a CPU with native support, else float32), "
+             "float16 or bfloat16.",
+    ),
+    xla: Optional[bool] = typer.Option(
+        None, "--xla/--no-xla", help="Compile training steps with XLA (default: on for GPUs, off on CPUs)."
+    ),
+    feature_cache: Optional[Path] = typer.Option(
+        None, "--feature-cache",
+        help="Folder for cached backbone features of head stages (default: $TRANSFER_CACHE_DIR or "
+             "~/.cache/transfer/features).",
+    ),
+    no_feature_cache: bool = typer.Option(
+        False, "--no-feature-cache", help="Keep head-stage features in memory only."
+    ),
 ):
     """Fine-tune a backbone on your images; writes checkpoints, history and metrics to --out.
 
@@ -191,7 +207,8 @@ def train_command(
 
     verbose = 1 if sys.stdout.isatty() else 2
     if resume is not None:
-        if data is not None or out is not None or recipe is not None or epochs is not None:
+        if (data is not None or out is not None or recipe is not None or epochs is not None
+                or precision != "float32" or xla is not None or feature_cache is not None or no_feature_cache):
             raise TransferError(
                 "--resume continues a run with its own data, recipe and settings.",
                 fix="Pass only --resume RUN_DIR.",
@@ -216,7 +233,8 @@ def train_command(
     typer.echo(check_split(split, image_size=image_size, source=data).summary())
     result = train(
         split, out, backbone=backbone, weights=_parse_weights(weights), image_size=image_size,
-        recipe=chosen, data_source=data, verbose=verbose,
+        recipe=chosen, data_source=data, verbose=verbose, precision=precision, xla=xla,
+        feature_cache=False if no_feature_cache else (feature_cache or True),
     )
     typer.echo(f"Done in {result.seconds:.0f}s. Best val accuracy {result.best_metrics['accuracy']:.4f} "
                f"(epoch {result.best_epoch}). Next: transfer evaluate {result.run_dir}")
@@ -333,6 +351,140 @@ def predict_command(
             typer.echo(f"{r['file']}: {shown}")
     if failed and len(failed) == len(results):
         raise typer.Exit(EXIT_USER_ERROR)
+
+
+@app.command("lr-find")
+@user_errors
+def lr_find_command(
+    ctx: typer.Context,
+    data: str = typer.Option(..., "--data", help="Class folders (optionally train/ val/), a CSV, or tfds:NAME."),
+    backbone: str = typer.Option("mobilenet_0.25", "--backbone", help="See `transfer backbones`."),
+    weights: str = typer.Option("imagenet", "--weights", help='"imagenet", "none", or a weights file.'),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Input side in pixels."),
+    recipe: Optional[Path] = typer.Option(
+        None, "--recipe", help="Recipe TOML file: its batch size, augment, dropout, label smoothing and optimizer."
+    ),
+    stage: Optional[str] = typer.Option(
+        None, "--stage", help="The recipe stage whose layers train, by name or number (default: the first)."
+    ),
+    min_lr: float = typer.Option(1e-6, "--min-lr", help="Learning rate of the first step."),
+    max_lr: float = typer.Option(1.0, "--max-lr", help="Learning rate of the last step."),
+    steps: int = typer.Option(100, "--steps", help="Training steps (batches) in the sweep, 5 or more."),
+    out: Path = typer.Option(
+        Path("lr_find.png"), "--out", help="The loss-vs-learning-rate plot (PNG); a folder gets lr_find.png."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", help="Used when the data has no val split."),
+    allow_outside_root: bool = typer.Option(
+        False, "--allow-outside-root", help="Let CSV paths point outside the CSV's folder (trusted CSVs only)."
+    ),
+):
+    """Learning-rate range test: train a few steps at a growing rate, plot the loss, suggest a peak rate.
+
+    The model, data pipeline and trainable layers are those `transfer train`
+    would use for the chosen stage; the weights are thrown away afterwards.
+    Progress goes to stderr, results to stdout.
+    """
+    import keras
+
+    from transfer.backbones import get_backbone
+    from transfer.data import load_data
+    from transfer.data.check import drop_unreadable
+    from transfer.data.pipeline import make_dataset
+    from transfer.lr_find import check_sweep, find_learning_rate, plot_lr_find
+    from transfer.recipe import Recipe
+    from transfer.tasks.classify import build_classifier, loss_and_metrics
+    from transfer.train import class_weights, set_trainable
+
+    def say(message: str) -> None:
+        typer.echo(message, err=True)
+
+    # Everything cheap is checked before data is read or a model is built.
+    check_sweep(min_lr, max_lr, steps)
+    chosen = Recipe.load(recipe) if recipe else Recipe()
+    names = [s.name for s in chosen.stages]
+    if stage is None:
+        index = 0
+    elif stage in names:
+        index = names.index(stage)
+    elif [n.lower() for n in names].count(stage.strip().lower()) == 1:
+        index = [n.lower() for n in names].index(stage.strip().lower())
+    elif stage.strip().isdigit() and 1 <= int(stage) <= len(names):
+        index = int(stage) - 1
+    else:
+        listing = ", ".join(f"{i} {n!r}" for i, n in enumerate(names, 1))
+        raise TransferError(f"The recipe has no stage {stage!r}; its stages are {listing}.",
+                            fix="Pass --stage with one of those names or numbers.")
+    chosen_stage = chosen.stages[index]
+    spec = get_backbone(backbone)
+    image_size = int(image_size or spec.default_size)
+    if image_size < spec.min_size:
+        raise TransferError(f"Image size {image_size} is too small for {spec.name} (minimum {spec.min_size}).",
+                            fix=f"Pass --image-size {spec.min_size} or more.")
+    if out.is_dir():
+        out = out / "lr_find.png"
+
+    split = load_data(data, val_fraction=val_fraction, seed=chosen.seed, allow_outside_root=allow_outside_root)
+    say(f"Data: {len(split.train)} train images, {len(split.class_names)} classes ({split.origin})")
+    split = drop_unreadable(split, echo=say)
+    keras.utils.set_random_seed(chosen.seed)
+    model, weights_info = build_classifier(
+        spec, split.train.num_classes, image_size, weights=_parse_weights(weights), multi_label=split.multi_label,
+        dropout=chosen.dropout,
+    )
+    say(f"Backbone {spec.name}: {weights_info.message}")
+    trainable_layers = set_trainable(model, spec, chosen_stage, freeze_batchnorm=weights_info.source != "random")
+    say(f"Stage {index + 1}/{len(names)} {chosen_stage.name!r}: trainable={chosen_stage.trainable} "
+        f"({trainable_layers} backbone layers), optimizer {chosen.optimizer}, batch size {chosen.batch_size}; "
+        f"{steps} steps from lr {min_lr:g} to {max_lr:g}")
+    if index > 0:
+        say("Note: the sweep starts from an untrained head, not from where the earlier stages leave the model; "
+            "read its suggestion as an upper bound for this stage.")
+    train_ds = make_dataset(split.train, image_size, chosen.batch_size, training=True, augment=chosen.augment,
+                            seed=chosen.seed)
+    sweep = dict(
+        min_lr=min_lr, max_lr=max_lr, steps=steps, optimizer=chosen.optimizer, weight_decay=chosen.weight_decay,
+        loss=loss_and_metrics(split.multi_label, chosen.label_smoothing)[0],
+        class_weight=class_weights(split.train, chosen.class_weight),
+    )
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        columns = (TextColumn("lr-find"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("lr {task.fields[lr]:.1e}  loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
+        with Progress(*columns, console=Console(stderr=True)) as bar:
+            task = bar.add_task("lr-find", total=steps, lr=min_lr, loss=float("nan"))
+            lrs, losses, suggestion = find_learning_rate(
+                model, train_ds, **sweep,
+                progress=lambda step, total, lr, loss: bar.update(task, completed=step, lr=lr, loss=loss),
+            )
+    else:  # logs: a line every tenth of the sweep
+        every = max(steps // 10, 1)
+
+        def report(step: int, total: int, lr: float, loss: float) -> None:
+            if step % every == 0 or step == total:
+                say(f"lr-find step {step}/{total}: lr {lr:.2e}, loss {loss:.4f}")
+
+        lrs, losses, suggestion = find_learning_rate(model, train_ds, **sweep, progress=report)
+    if len(lrs) < steps:
+        say(f"Stopped after {len(lrs)} of {steps} steps: the loss diverged at lr {lrs[-1]:.2e}.")
+    if float(losses.max() - losses.min()) < 0.01 * float(losses.max()):
+        say(f"Warning: the loss stayed flat ({losses.min():.4f}..{losses.max():.4f}) over the whole sweep, so the "
+            "suggestion means little. Try more --steps or a wider range; with random weights "
+            '(--weights none) the backbone must train (trainable = "all").')
+    path = plot_lr_find(lrs, losses, suggestion, out)
+    if as_json:
+        typer.echo(json.dumps({
+            "suggested_learning_rate": suggestion, "plot": str(path), "stage": chosen_stage.name,
+            "learning_rates": [float(v) for v in lrs], "losses": [float(v) for v in losses],
+        }))
+        return
+    typer.echo(f"Suggested learning rate: {suggestion:.2g}")
+    typer.echo(f"Plot: {path}")
+    where = recipe or "your recipe TOML (see README, Recipes)"
+    typer.echo(f'Next: set learning_rate = {suggestion:.2g} for stage "{chosen_stage.name}" in {where} '
+               "and pass it to transfer train --recipe.")
 
 
 @app.command("demo")

@@ -141,6 +141,7 @@ def extract_features(
     augment: Sequence[str] = (),
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
+    verbose: int = 0,
 ) -> np.ndarray:
     """Pooled features ``float32 [views, N, D]`` of ``samples``, from the cache when it holds them.
 
@@ -149,7 +150,9 @@ def extract_features(
     reproducible for a ``seed``; without ``augment`` there is one view.
     ``model`` is a classifier or a feature model (see ``feature_model``); it
     runs in inference mode. With ``cache_dir`` the result is read from /
-    written to ``cache_dir`` (see the module doc).
+    written to ``cache_dir`` (see the module doc), which is then pruned to
+    ``$TRANSFER_CACHE_MAX_MB`` (default 2048) by dropping the least recently
+    used files. ``verbose=1`` shows a progress bar while computing.
 
     Example:
         >>> extract_features(model, split.val, 128).shape
@@ -169,11 +172,52 @@ def extract_features(
         if cached is not None:
             log.info("Features of %d images x %d views read from %s", len(samples), views, path)
             return cached
-    features = _compute(model, samples, image_size, batch_size, views, tuple(augment), seed)
+    features = _compute(model, samples, image_size, batch_size, views, tuple(augment), seed, verbose)
     if path is not None:
         _save(path, features, description)
         log.info("Features of %d images x %d views cached in %s", len(samples), views, path)
+        prune_cache(path.parent, keep=path)
     return features
+
+
+def prune_cache(cache_dir: str | os.PathLike, max_bytes: int | None = None, *, keep: Path | None = None) -> list[Path]:
+    """Delete the least recently used feature files until ``cache_dir`` holds at most ``max_bytes``.
+
+    ``max_bytes`` defaults to ``$TRANSFER_CACHE_MAX_MB`` megabytes (2048).
+    ``keep`` is never deleted (the file just written). Returns what was deleted.
+
+    Example:
+        >>> prune_cache(default_cache_dir(), max_bytes=500 * 2**20)
+        []
+    """
+    if max_bytes is None:
+        try:
+            max_bytes = int(float(os.environ.get("TRANSFER_CACHE_MAX_MB", "2048")) * 2**20)
+        except ValueError:
+            raise TransferError(
+                f"TRANSFER_CACHE_MAX_MB={os.environ['TRANSFER_CACHE_MAX_MB']!r} is not a number.",
+                fix="Set it to a size in megabytes, e.g. 2048.",
+            ) from None
+    files = []
+    for path in Path(cache_dir).glob("features-*.npz"):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue  # removed by another process meanwhile
+        files.append((stat.st_mtime, stat.st_size, path))
+    total = sum(size for _, size, _ in files)
+    deleted = []
+    for _, size, path in sorted(files, key=lambda item: item[0]):  # oldest use first
+        if total <= max_bytes:
+            break
+        if keep is not None and path == keep:
+            continue
+        path.unlink(missing_ok=True)
+        total -= size
+        deleted.append(path)
+    if deleted:
+        log.info("Feature cache %s: removed %d least recently used file(s)", cache_dir, len(deleted))
+    return deleted
 
 
 def head_model(model):
@@ -207,6 +251,7 @@ def fit_head_on_features(
     initial_epoch: int = 0,
     seed: int = 0,
     verbose: int = 0,
+    class_weight: dict[int, float] | None = None,
 ):
     """Train ``model``'s head on cached ``features``; returns the Keras ``History``.
 
@@ -219,7 +264,9 @@ def fit_head_on_features(
     the whole classifier on those images, since the frozen backbone adds
     nothing. ``callbacks`` see the whole classifier as ``self.model``, so a
     checkpoint callback saves the classifier, not the head alone (with
-    callbacks, the classifier is compiled with ``optimizer``).
+    callbacks, the classifier is compiled with ``optimizer``), and a callback
+    that stops the classifier's training (early stopping) stops the head's.
+    ``class_weight`` is Keras's ``{class index: weight}``.
 
     Example:
         >>> fit_head_on_features(model, feats, y, epochs=30, optimizer=make_optimizer(
@@ -269,6 +316,7 @@ def fit_head_on_features(
         callbacks=[_OnModel(c, model) for c in callbacks],
         verbose=verbose,
         shuffle=False,  # the sampler shuffles
+        class_weight=class_weight,
     )
 
 
@@ -289,7 +337,7 @@ def _view_sampler(features: np.ndarray, targets: np.ndarray, batch_size: int, se
     return tf.data.Dataset.zip((order, seeds)).map(gather).prefetch(2)
 
 
-def _compute(model, samples, image_size, batch_size, views, augment, seed) -> np.ndarray:
+def _compute(model, samples, image_size, batch_size, views, augment, seed, verbose=0) -> np.ndarray:
     import tensorflow as tf
 
     from transfer.data.pipeline import Augmenter, decoded_images
@@ -298,6 +346,8 @@ def _compute(model, samples, image_size, batch_size, views, augment, seed) -> np
     # Decoded once (uint8, in memory) and reused by every view.
     images = decoded_images(samples, image_size).cache()
     out = []
+    batches = -(-len(samples) // batch_size)
+    progress = keras.utils.Progbar(batches * views, unit_name="batch") if verbose else None
     for view in range(views):
         ds = images
         if view > 0 and augment:
@@ -308,7 +358,12 @@ def _compute(model, samples, image_size, batch_size, views, augment, seed) -> np
                 lambda sample, pair: augmenter(sample, pair)[0], num_parallel_calls=tf.data.AUTOTUNE
             )
         ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-        out.append(np.concatenate([forward(batch).numpy() for batch in ds]).reshape(len(samples), -1))
+        rows = []
+        for batch in ds:
+            rows.append(forward(batch).numpy())
+            if progress is not None:
+                progress.add(1)
+        out.append(np.concatenate(rows).reshape(len(samples), -1))
     return np.stack(out)
 
 
@@ -341,7 +396,9 @@ def _load(path: Path, description: dict) -> np.ndarray | None:
             if stored != json.loads(json.dumps(description, sort_keys=True)):
                 log.warning("Feature cache %s belongs to other inputs; recomputing.", path)
                 return None
-            return data["features"]
+            features = data["features"]
+        os.utime(path)  # marks it recently used, for prune_cache
+        return features
     except (OSError, ValueError, KeyError) as error:
         # A damaged cache file is only a cache miss.
         log.warning("Feature cache %s is unreadable (%s); recomputing.", path, error)
@@ -419,11 +476,18 @@ class _OnModel(keras.callbacks.Callback):
         self._callback = callback
         self._classifier = model
         for name in dir(keras.callbacks.Callback):
-            if name.startswith("on_"):
+            if name.startswith("on_") and name != "on_epoch_end":
                 setattr(self, name, getattr(callback, name))
 
     def set_model(self, model):
+        self._head = model
         self._callback.set_model(self._classifier)
 
     def set_params(self, params):
         self._callback.set_params(params)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._callback.on_epoch_end(epoch, logs)
+        # Keras checks the model being fitted (the head) for a stop request.
+        if getattr(self._classifier, "stop_training", False):
+            self._head.stop_training = True

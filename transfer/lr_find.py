@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from typing import Callable
 
 import numpy as np
 
@@ -39,6 +40,9 @@ def find_learning_rate(
     steps: int = 100,
     loss=None,
     optimizer: str = "adam",
+    weight_decay: float | None = None,
+    class_weight: dict[int, float] | None = None,
+    progress: Callable[[int, int, float, float], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Sweep the learning rate from ``min_lr`` to ``max_lr`` over ``steps`` training steps.
 
@@ -46,7 +50,15 @@ def find_learning_rate(
     training=True)``; it is repeated if shorter than ``steps``). What trains
     is what is trainable in ``model`` now (set a stage's layers first). The
     loss defaults to the model's compiled loss, else categorical
-    cross-entropy. Returns ``(learning rates, smoothed losses, suggested
+    cross-entropy. ``optimizer`` is ``"adam"``, ``"adamw"`` or ``"sgd"``
+    (momentum 0.9, as training uses); ``weight_decay`` is AdamW's (default:
+    Keras's), never applied to biases and normalization weights, as in
+    training. ``class_weight`` (``{class index:
+    weight}``, single-label targets) weighs each example's loss as Keras
+    ``fit(class_weight=...)`` does. ``progress``, if given, is called after
+    every step with ``(step, steps, learning rate, smoothed loss)``, step
+    counting from 1; a sweep that stops early (divergence) stops calling it
+    before ``steps``. Returns ``(learning rates, smoothed losses, suggested
     rate)`` (see ``suggest_learning_rate``). The model's weights (BatchNorm
     statistics included) are restored on return.
 
@@ -58,15 +70,7 @@ def find_learning_rate(
     import keras
     import tensorflow as tf
 
-    if not (0 < min_lr < max_lr):
-        raise TransferError(
-            f"Learning-rate range {min_lr!r}..{max_lr!r} is empty or not positive.",
-            fix="Use 0 < min_lr < max_lr, e.g. 1e-6 and 1.",
-        )
-    if not (isinstance(steps, int) and steps >= 5):
-        raise TransferError(
-            f"steps={steps!r} is too few for a learning-rate sweep.", fix="Use 5 or more (100 is typical)."
-        )
+    check_sweep(min_lr, max_lr, steps)
     if not model.trainable_variables:
         raise TransferError(
             "Nothing in the model is trainable.", fix="Make the head (or a stage's layers) trainable first."
@@ -80,17 +84,38 @@ def find_learning_rate(
     if opt is None:
         raise TransferError(f"Unknown optimizer {optimizer!r}.", fix="Use adam, adamw or sgd.")
     # A callable rate is read at every step, so one compiled step serves the whole sweep.
-    opt = opt(learning_rate=lambda: lr_variable)
+    # SGD with momentum 0.9, like training's (transfer.train.make_optimizer).
+    extra = {"sgd": {"momentum": 0.9}, "adamw": {} if weight_decay is None else {"weight_decay": weight_decay}}
+    opt = opt(learning_rate=lambda: lr_variable, **extra.get(optimizer, {}))
+    if optimizer == "adamw":
+        opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     mixed16 = model.dtype_policy.name == "mixed_float16" or any(
         layer.dtype_policy.name == "mixed_float16" for layer in model.layers
     )
     if mixed16:
         opt = keras.optimizers.LossScaleOptimizer(opt)
 
+    weights_per_class = None
+    if class_weight:
+        num_classes = int(model.output_shape[-1])
+        weights_per_class = tf.constant([float(class_weight.get(i, 1.0)) for i in range(num_classes)], tf.float32)
+
+    def weighted_loss(y, scores, sample_weight):
+        if isinstance(loss_fn, keras.losses.Loss):
+            return loss_fn(y, scores, sample_weight=sample_weight)
+        # A plain loss function returns per-example losses and takes no sample_weight.
+        return tf.reduce_mean(tf.cast(loss_fn(y, scores), tf.float32) * sample_weight)
+
     @tf.function
     def train_step(x, y):
         with tf.GradientTape() as tape:
-            value = tf.cast(loss_fn(y, model(x, training=True)), tf.float32)
+            scores = model(x, training=True)
+            if weights_per_class is None:
+                value = loss_fn(y, scores)
+            else:
+                # Keras fit's class_weight: each example's loss weighs its class's weight.
+                value = weighted_loss(y, scores, tf.gather(weights_per_class, tf.argmax(y, -1)))
+            value = tf.cast(value, tf.float32)
             scaled = opt.scale_loss(value) if mixed16 else value
         grads = tape.gradient(scaled, model.trainable_variables)
         opt.apply_gradients(zip(grads, model.trainable_variables))
@@ -111,6 +136,8 @@ def find_learning_rate(
             lrs.append(lr)
             losses.append(debiased)
             best = min(best, debiased)
+            if progress is not None:
+                progress(step + 1, steps, lr, debiased)
             if step > 5 and debiased > DIVERGENCE_FACTOR * best:
                 break
     finally:
@@ -124,6 +151,26 @@ def find_learning_rate(
     suggestion = max(suggest_learning_rate(lrs_array, losses_array), min_lr)
     log.info("lr-find: %d steps, lowest loss %.4f, suggested %.3g", len(lrs), best, suggestion)
     return lrs_array, losses_array, suggestion
+
+
+def check_sweep(min_lr: float, max_lr: float, steps: int) -> None:
+    """Raise ``TransferError`` unless ``0 < min_lr < max_lr`` and ``steps >= 5`` (checked before any work).
+
+    Example:
+        >>> check_sweep(1e-6, 1.0, 100)
+    """
+    if not (
+        isinstance(min_lr, (int, float)) and isinstance(max_lr, (int, float))
+        and math.isfinite(min_lr) and math.isfinite(max_lr) and 0 < min_lr < max_lr
+    ):
+        raise TransferError(
+            f"Learning-rate range {min_lr!r}..{max_lr!r} is empty or not positive.",
+            fix="Use 0 < min_lr < max_lr, e.g. 1e-6 and 1.",
+        )
+    if not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 5):
+        raise TransferError(
+            f"steps={steps!r} is too few for a learning-rate sweep.", fix="Use 5 or more (100 is typical)."
+        )
 
 
 def suggest_learning_rate(lrs, losses) -> float:

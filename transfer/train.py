@@ -28,8 +28,10 @@ from transfer.data.pipeline import make_dataset, steps_per_epoch
 from transfer.data.samples import DataSplit, Samples
 from transfer.errors import TransferError
 from transfer.evaluate import evaluate_model, write_evaluation
+from transfer.precision import dtype_policy, resolve_precision, with_loss_scaling
 from transfer.recipe import Recipe, Stage
 from transfer.run import RunDir
+from transfer.schedules import make_optimizer, no_decay_variables, warmup_cosine, warmup_steps_for
 from transfer.tasks.classify import BACKBONE_LAYER, build_classifier, freeze_batchnorm_layers, loss_and_metrics
 
 log = logging.getLogger(__name__)
@@ -98,19 +100,31 @@ def class_weights(samples: Samples, mode: str) -> dict[int, float] | None:
     return {i: total / (num_classes * max(counts[name], 1)) for i, name in enumerate(samples.class_names)}
 
 
-def make_optimizer(recipe: Recipe, stage: Stage, steps: int):
-    """The stage's optimizer with a cosine-decayed learning rate over its steps."""
-    schedule = keras.optimizers.schedules.CosineDecay(
-        stage.learning_rate, decay_steps=max(steps, 1), alpha=0.01
-    )
-    if recipe.optimizer == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=0.9)
-    if recipe.optimizer == "adamw":
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay)
-        # Decay conv/dense kernels only: decaying BatchNorm scales and biases hurts.
-        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-        return optimizer
-    return keras.optimizers.Adam(schedule)
+def stage_optimizer(recipe: Recipe, stage: Stage, steps_per_epoch: int, model):
+    """The stage's optimizer: warmup (stages that train backbone layers) then cosine decay.
+
+    A new head has nothing to protect, so ``"head"`` stages skip the warmup;
+    a freshly unfrozen backbone hit by the full rate at once loses features.
+    AdamW's decay skips ``model``'s biases and normalization weights.
+    """
+    total = steps_per_epoch * stage.epochs
+    warmup = 0 if stage.trainable == "head" else warmup_steps_for(steps_per_epoch, recipe.warmup_epochs, total)
+    return make_optimizer(recipe.optimizer, warmup_cosine(stage.learning_rate, total, warmup),
+                          weight_decay=recipe.weight_decay, model=model)
+
+
+def restore_weight_decay_exclusions(model) -> None:
+    """Keep AdamW's decay off biases and normalization weights after a checkpoint reload.
+
+    Keras saves neither the exclusion list nor lets it be set on a built
+    optimizer (``exclude_from_weight_decay`` refuses), so the list is put back
+    the way that method stores it.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # under a LossScaleOptimizer
+    if isinstance(inner, keras.optimizers.AdamW):
+        inner._exclude_from_weight_decay = {inner._var_key(v) for v in no_decay_variables(model)}
+        inner._exclude_from_weight_decay_cache = {}
 
 
 def train(
@@ -123,6 +137,9 @@ def train(
     recipe: Recipe | None = None,
     data_source: str | None = None,
     verbose: int = 1,
+    precision: str = "float32",
+    xla: bool | None = None,
+    feature_cache: str | Path | bool = True,
 ) -> TrainResult:
     """Train a classifier on ``data`` by ``recipe`` and write a run folder at ``out_dir``.
 
@@ -130,10 +147,16 @@ def train(
     reloaded; file-based data is recorded file by file in split.json. Every
     epoch leaves a checkpoint, so a killed run continues with ``resume``.
     ``verbose``: 0 silent, 1 progress bars, 2 one line per epoch (for logs).
+    ``precision``: ``"float32"``, ``"mixed"``, ``"float16"`` or
+    ``"bfloat16"`` (see ``transfer.precision``). ``xla``: compile training
+    steps with XLA (None: Keras's choice, on for GPUs, off on CPUs).
+    ``feature_cache``: where head stages cache backbone features (True: the
+    user cache, ``transfer.features.default_cache_dir()``; False: memory only).
     """
     started = time.perf_counter()
     recipe = recipe or Recipe()
     spec = get_backbone(backbone)
+    choice = resolve_precision(precision)
     image_size = int(image_size or spec.default_size)
     if image_size < spec.min_size:
         raise TransferError(
@@ -148,11 +171,14 @@ def train(
     _prepare_run_dir(run)
     keras.utils.set_random_seed(recipe.seed)
 
-    model, weights_info = build_classifier(
-        spec, data.train.num_classes, image_size, weights=weights, multi_label=data.multi_label,
-        dropout=recipe.dropout,
-    )
+    with dtype_policy(choice.policy):
+        model, weights_info = build_classifier(
+            spec, data.train.num_classes, image_size, weights=weights, multi_label=data.multi_label,
+            dropout=recipe.dropout,
+        )
     _say(verbose, f"Backbone {spec.name}: {weights_info.message}")
+    if choice.requested != "float32":
+        _say(verbose, f"Precision {choice.requested}: {choice.policy} ({choice.reason})")
     pretrained = weights_info.source != "random"
     config = {
         "task": "classify",
@@ -167,6 +193,9 @@ def train(
         "split": data.origin,
         "num_train": len(data.train),
         "num_val": len(data.val),
+        "precision": choice.policy,
+        "xla": xla,
+        "feature_cache": _feature_cache_dir(feature_cache),
         "transfer_version": _version(),
         "keras_version": keras.__version__,
         "python": platform.python_version(),
@@ -207,6 +236,7 @@ def resume(run_dir: str | Path, *, verbose: int = 1) -> TrainResult:
     # The compiled model comes back with its optimizer state and step count, so
     # a stage resumed mid-way keeps its learning-rate schedule.
     model = keras.saving.load_model(run.root / "checkpoints" / progress.checkpoint)
+    restore_weight_decay_exclusions(model)
     _say(verbose, f"Resuming {run.root} after epoch {progress.epoch} (stage {progress.stage_index + 1}).")
     return _run_stages(run, model, config, recipe, data, progress, started, verbose, resumed=True)
 
@@ -251,31 +281,42 @@ def _run_stages(run, model, config, recipe, data, progress, started, verbose, *,
         done = progress.stage_epochs_done if index == progress.stage_index else 0
         if done >= stage.epochs:
             continue
+        on_cached_features = stage.trainable == "head" and recipe.head_cache_views > 0
         if not (resumed and index == progress.stage_index and done > 0):
             trainable_layers = set_trainable(model, spec, stage, freeze_batchnorm=pretrained)
             # A fresh compile per stage: trainable flags are read at compile time.
             loss, metrics = loss_and_metrics(data.multi_label, recipe.label_smoothing)
-            model.compile(optimizer=make_optimizer(recipe, stage, steps * stage.epochs), loss=loss, metrics=metrics)
+            optimizer = with_loss_scaling(stage_optimizer(recipe, stage, steps, model), model)
+            model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
+                          jit_compile="auto" if config.get("xla") is None else bool(config["xla"]))
             _say(
                 verbose,
                 f"Stage {index + 1}/{len(recipe.stages)} {stage.name!r}: trainable={stage.trainable} "
-                f"({trainable_layers} backbone layers), lr={stage.learning_rate:g}, epochs={stage.epochs}",
+                f"({trainable_layers} backbone layers), lr={stage.learning_rate:g}, epochs={stage.epochs}"
+                + (", on cached backbone features" if on_cached_features else ""),
             )
         checkpoints.stage(index, stage.name, stage_start=progress.epoch - done)
         callbacks = [checkpoints,
                      keras.callbacks.TensorBoard(log_dir=str(run.logs_dir / stage.name), write_graph=False)]
         if stage.patience:
             callbacks.append(keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=stage.patience))
-        fit = model.fit(
-            train_ds,
-            validation_data=val_ds,
-            initial_epoch=progress.epoch,
-            epochs=progress.epoch - done + stage.epochs,
-            verbose=verbose,
-            shuffle=False,  # the tf.data pipeline shuffles
-            class_weight=weights_per_class,
-            callbacks=callbacks,
-        )
+        if on_cached_features:
+            fit = _fit_head_on_cached_features(
+                model, data, image_size, recipe, config, callbacks,
+                initial_epoch=progress.epoch, epochs=stage.epochs - done,
+                class_weight=weights_per_class, verbose=verbose,
+            )
+        else:
+            fit = model.fit(
+                train_ds,
+                validation_data=val_ds,
+                initial_epoch=progress.epoch,
+                epochs=progress.epoch - done + stage.epochs,
+                verbose=verbose,
+                shuffle=False,  # the tf.data pipeline shuffles
+                class_weight=weights_per_class,
+                callbacks=callbacks,
+            )
         if len(fit.epoch) < stage.epochs - done:
             _say(verbose, f"Stage {stage.name!r} stopped early: no better {MONITOR} for {stage.patience} epochs.")
             # Mark the stage finished so a resume moves on to the next one.
@@ -294,6 +335,43 @@ def _run_stages(run, model, config, recipe, data, progress, started, verbose, *,
     _remove_epoch_checkpoints(run)
     _say(verbose, f"Best epoch {progress.best_epoch}: val accuracy {report.accuracy:.4f}. Run saved in {run.root}")
     return TrainResult(run.root, progress.best_epoch, metrics, seconds)
+
+
+def _fit_head_on_cached_features(model, data, image_size, recipe, config, callbacks, *,
+                                 initial_epoch, epochs, class_weight, verbose):
+    """A ``"head"`` stage on backbone features computed once (``transfer.features``).
+
+    The frozen backbone gives the same features every epoch, so it runs once
+    (per view) instead of once per epoch; the classifier's own head layers
+    train, with the compiled optimizer, and the callbacks see the classifier.
+    """
+    from transfer.data.pipeline import targets_array
+    from transfer.features import extract_features, fit_head_on_features
+
+    cache_dir = config.get("feature_cache")
+    _say(verbose, f"Backbone features of {len(data.train)} + {len(data.val)} images "
+                  f"({recipe.head_cache_views} view(s) per training image)"
+                  + (f", cached in {cache_dir}" if cache_dir else ""))
+    train_features = extract_features(
+        model, data.train, image_size, views=recipe.head_cache_views, augment=recipe.augment,
+        seed=recipe.seed, cache_dir=cache_dir, verbose=1 if verbose == 1 else 0,
+    )
+    val_features = extract_features(model, data.val, image_size, cache_dir=cache_dir,
+                                    verbose=1 if verbose == 1 else 0)
+    return fit_head_on_features(
+        model, train_features, targets_array(data.train), epochs=epochs, optimizer=model.optimizer,
+        batch_size=recipe.batch_size, label_smoothing=recipe.label_smoothing,
+        validation=(val_features, targets_array(data.val)), callbacks=callbacks,
+        initial_epoch=initial_epoch, seed=recipe.seed, verbose=verbose, class_weight=class_weight,
+    )
+
+
+def _feature_cache_dir(feature_cache: str | Path | bool) -> str | None:
+    if feature_cache is True:
+        from transfer.features import default_cache_dir
+
+        return str(default_cache_dir())
+    return str(feature_cache) if feature_cache else None
 
 
 def _prepare_run_dir(run: RunDir) -> None:
@@ -343,15 +421,20 @@ class RunCheckpoints(keras.callbacks.Callback):
         self.progress = progress
         self.best_weights = None
         self.stage_index, self.stage_name, self.stage_start = 0, "", 0
+        self.epoch_started = time.perf_counter()
 
     def stage(self, index: int, name: str, stage_start: int) -> None:
         self.stage_index, self.stage_name, self.stage_start = index, name, stage_start
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = time.perf_counter()
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         progress = self.progress
+        seconds = time.perf_counter() - self.epoch_started
         progress.history.append({"epoch": epoch + 1, "stage": self.stage_name,
-                                 **{k: float(v) for k, v in logs.items()}})
+                                 **{k: float(v) for k, v in logs.items()}, "seconds": round(seconds, 3)})
         value = logs.get(MONITOR)
         if value is not None and value > progress.best_value:
             progress.best_value, progress.best_epoch = float(value), epoch + 1
@@ -365,8 +448,10 @@ class RunCheckpoints(keras.callbacks.Callback):
         progress.stage_index = self.stage_index
         progress.stage_epochs_done = epoch + 1 - self.stage_start
         progress.epoch = epoch + 1
-        progress.save(self.run.state_file)
+        # history.csv first: it may run one epoch ahead of state.json after a
+        # kill, never behind (a resume rewrites it from the state).
         _write_history(self.run.history_file, progress.history)
+        progress.save(self.run.state_file)
         if previous and previous != progress.checkpoint:
             (self.run.root / "checkpoints" / previous).unlink(missing_ok=True)
 
