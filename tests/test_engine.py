@@ -43,7 +43,8 @@ def test_head_stage_trains_on_cached_features_and_reuses_the_cache(shapes, tmp_p
     assert json.loads((first.run_dir / "run.json").read_text())["feature_cache"] == str(cache)
 
     stamps = {p: p.stat().st_mtime_ns for p in files}
-    train(load_data(shapes), tmp_path / "b", weights=None, image_size=SIZE, recipe=recipe,
+    head_only = Recipe(stages=recipe.stages[:1], batch_size=8)  # same seed, so the same initial backbone
+    train(load_data(shapes), tmp_path / "b", weights=None, image_size=SIZE, recipe=head_only,
           feature_cache=cache, verbose=0)
     assert sorted(cache.glob("features-*.npz")) == files  # same keys: nothing new computed
     # A cache hit marks the file used (for pruning), it does not rewrite it.
@@ -109,14 +110,17 @@ def test_resume_in_the_middle_of_a_cached_head_stage(shapes, tmp_path, monkeypat
     assert json.loads((run_dir / "run.json").read_text())["status"] == "done"
 
 
-def test_resumed_adamw_keeps_decay_off_biases_and_normalization(shapes, tmp_path):
+def test_resumed_adamw_keeps_decay_off_biases_and_normalization(tmp_path):
     from transfer.schedules import no_decay_variables
-    from transfer.train import restore_weight_decay_exclusions
+    from transfer.train import restore_weight_decay_exclusions, stage_optimizer
 
-    recipe = Recipe(stages=(Stage("all", "all", 1e-3, 1),), batch_size=8)
-    result = train(load_data(shapes), tmp_path / "run", weights=None, image_size=SIZE, recipe=recipe,
-                   verbose=0)
-    model = keras.saving.load_model(result.run_dir / "checkpoints" / "best.keras")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.BatchNormalization(),
+                              keras.layers.Dense(2, name="scores")])
+    model.compile(optimizer=stage_optimizer(Recipe(), Stage("all", "all", 1e-3, 1), 2, model), loss="mse")
+    model.fit(np.ones((4, 4)), np.ones((4, 2)), epochs=1, verbose=0)
+    assert not model.optimizer._use_weight_decay(model.get_layer("scores").bias)
+    model.save(tmp_path / "checkpoint.keras")
+    model = keras.saving.load_model(tmp_path / "checkpoint.keras")
     optimizer = model.optimizer
     bias = model.get_layer("scores").bias
     kernel = model.get_layer("scores").kernel
@@ -141,6 +145,7 @@ def test_finetune_stage_warms_up_then_decays(shapes, tmp_path):
     assert isinstance(finetune, keras.optimizers.AdamW)
 
 
+@pytest.mark.slow  # XLA-compiling a backbone on a 2-core CPU takes ~40 s
 def test_bfloat16_precision_and_xla_train_and_record(shapes, tmp_path):
     recipe = Recipe(stages=(Stage("head", "head", 1e-3, 1), Stage("all", "all", 1e-3, 1)), batch_size=8)
     result = train(load_data(shapes), tmp_path / "run", weights=None, image_size=SIZE, recipe=recipe,
@@ -169,3 +174,26 @@ def test_precision_choices():
     optimizer = keras.optimizers.Adam()
     assert isinstance(with_loss_scaling(optimizer, resolve_precision("float16")), keras.optimizers.LossScaleOptimizer)
     assert with_loss_scaling(optimizer, resolve_precision("bfloat16")) is optimizer
+
+
+def test_best_checkpoint_is_a_link_or_copy_that_outlives_its_source(tmp_path, monkeypatch):
+    import os
+
+    from transfer.atomic import atomic_link_or_copy
+
+    source = tmp_path / "epoch-001.keras"
+    source.write_bytes(b"model bytes")
+    best = atomic_link_or_copy(source, tmp_path / "best.keras")
+    assert os.path.samefile(source, best)
+    source.unlink()
+    assert best.read_bytes() == b"model bytes"
+
+    source.write_bytes(b"other bytes")
+
+    def no_links(*args):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    atomic_link_or_copy(source, best)
+    assert best.read_bytes() == b"other bytes" and not os.path.samefile(source, best)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.keras", "epoch-001.keras"]

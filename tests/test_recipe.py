@@ -6,11 +6,20 @@ from transfer.errors import TransferError
 from transfer.recipe import Recipe, Stage
 
 
-def test_default_recipe_trains_head_then_top_of_backbone():
+def test_default_recipe_is_linear_probe_then_full_finetune():
     recipe = Recipe()
-    assert [s.trainable for s in recipe.stages] == ["head", "top:4"]
-    assert recipe.stages[1].learning_rate < recipe.stages[0].learning_rate
-    assert recipe.total_epochs == 10
+    assert [(s.trainable, s.learning_rate, s.epochs) for s in recipe.stages] == [("head", 3e-3, 10), ("all", 1e-3, 8)]
+    assert (recipe.optimizer, recipe.weight_decay, recipe.label_smoothing) == ("adamw", 0.05, 0.1)
+    assert (recipe.head_cache_views, recipe.warmup_epochs) == (1, 1.0)
+
+
+@pytest.mark.parametrize("toml, key", [("head_cache_views = -1", "head_cache_views"),
+                                        ("head_cache_views = 1.5", "head_cache_views"),
+                                        ("warmup_epochs = -0.5", "warmup_epochs"),
+                                        ('warmup_epochs = "1"', "warmup_epochs")])
+def test_engine_fields_are_validated(toml, key):
+    with pytest.raises(TransferError, match=key):
+        Recipe.from_toml(toml)
 
 
 def test_toml_round_trip_is_exact(tmp_path):

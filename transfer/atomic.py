@@ -283,6 +283,28 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(b))
 
 
+def atomic_link_or_copy(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Make ``path`` an atomic replica of the finished file ``source``: a hard link, else a copy.
+
+    A link costs nothing whatever the file's size, and ``path`` keeps the
+    contents when ``source`` is deleted later.
+
+    Example:
+        >>> atomic_link_or_copy("runs/r/checkpoints/epoch-003.keras", "runs/r/checkpoints/best.keras")
+    """
+    source = Path(source)
+
+    def write(tmp: Path) -> None:
+        try:
+            os.link(source, tmp)
+        except OSError:  # another filesystem, or one without hard links
+            shutil.copyfile(source, tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+
+    return _write_then_replace(Path(path), write)
+
+
 def atomic_save_keras(model, path: str | os.PathLike) -> Path:
     """Save a Keras model to a ``.keras`` file atomically.
 
