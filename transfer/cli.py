@@ -195,6 +195,11 @@ def train_command(
     no_feature_cache: bool = typer.Option(
         False, "--no-feature-cache", help="Keep head-stage features in memory only."
     ),
+    distribute: str = typer.Option(
+        "auto", "--distribute",
+        help="auto (TF_CONFIG with several workers: multi_worker; several GPUs: mirrored; else none), "
+             "none, mirrored or multi_worker. The batch size is global.",
+    ),
 ):
     """Fine-tune a backbone on your images; writes checkpoints, history and metrics to --out.
 
@@ -203,8 +208,11 @@ def train_command(
     from transfer.data import load_data
     from transfer.recipe import Recipe
     from transfer.train import resume as resume_run
+    from transfer.distribute import choose_distribution
     from transfer.train import train
 
+    # First: multi-worker training must set TensorFlow up before any op runs.
+    distribution = choose_distribution(distribute)
     verbose = 1 if sys.stdout.isatty() else 2
     if resume is not None:
         if (data is not None or out is not None or recipe is not None or epochs is not None
@@ -213,7 +221,7 @@ def train_command(
                 "--resume continues a run with its own data, recipe and settings.",
                 fix="Pass only --resume RUN_DIR.",
             )
-        result = resume_run(resume, verbose=verbose)
+        result = resume_run(resume, verbose=verbose, distribution=distribution)
         typer.echo(f"Done. Best val accuracy {result.best_metrics['accuracy']:.4f} (epoch {result.best_epoch}).")
         return
     if data is None or out is None:
@@ -234,8 +242,11 @@ def train_command(
     result = train(
         split, out, backbone=backbone, weights=_parse_weights(weights), image_size=image_size,
         recipe=chosen, data_source=data, verbose=verbose, precision=precision, xla=xla,
-        feature_cache=False if no_feature_cache else (feature_cache or True),
+        feature_cache=False if no_feature_cache else (feature_cache or True), distribution=distribution,
     )
+    if not distribution.is_chief:
+        typer.echo(f"Worker {distribution.worker_index} finished; the chief wrote the run folder.")
+        return
     typer.echo(f"Done in {result.seconds:.0f}s. Best val accuracy {result.best_metrics['accuracy']:.4f} "
                f"(epoch {result.best_epoch}). Next: transfer evaluate {result.run_dir}")
 

@@ -15,6 +15,8 @@ import io
 import json
 import logging
 import platform
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from transfer.atomic import atomic_link_or_copy, atomic_save_keras, atomic_write
 from transfer.backbones import BackboneSpec, get_backbone
 from transfer.data.pipeline import make_dataset, steps_per_epoch
 from transfer.data.samples import DataSplit, Samples
+from transfer.distribute import distribute_dataset
 from transfer.errors import TransferError
 from transfer.evaluate import evaluate_model, write_evaluation
 from transfer.precision import dtype_policy, resolve_precision, with_loss_scaling
@@ -140,6 +143,7 @@ def train(
     precision: str = "float32",
     xla: bool | None = None,
     feature_cache: str | Path | bool = True,
+    distribution=None,
 ) -> TrainResult:
     """Train a classifier on ``data`` by ``recipe`` and write a run folder at ``out_dir``.
 
@@ -152,6 +156,11 @@ def train(
     steps with XLA (None: Keras's choice, on for GPUs, off on CPUs).
     ``feature_cache``: where head stages cache backbone features (True: the
     user cache, ``transfer.features.default_cache_dir()``; False: memory only).
+    ``distribution``: a ``transfer.distribute.Distribution`` (from
+    ``choose_distribution()``, created before anything else touches
+    TensorFlow) to train on several GPUs or machines; only its chief writes
+    ``out_dir``, the other workers keep their files in a temporary folder.
+    ``recipe.batch_size`` is then the global batch, split over the replicas.
     """
     started = time.perf_counter()
     recipe = recipe or Recipe()
@@ -167,11 +176,14 @@ def train(
 
     # Unreadable images are left out (each named) instead of crashing the run mid-epoch.
     data = drop_unreadable(data, echo=(lambda message: _say(verbose, message)) if verbose else None)
-    run = RunDir(out_dir)
+    dist = _distribution(distribution)
+    run = RunDir(out_dir if dist.is_chief else tempfile.mkdtemp(prefix="transfer-worker-"))
     _prepare_run_dir(run)
     keras.utils.set_random_seed(recipe.seed)
+    if dist.kind != "none":
+        _say(verbose, dist.describe())
 
-    with dtype_policy(choice.policy):
+    with dist.scope(), dtype_policy(choice.policy):
         model, weights_info = build_classifier(
             spec, data.train.num_classes, image_size, weights=weights, multi_label=data.multi_label,
             dropout=recipe.dropout,
@@ -204,19 +216,29 @@ def train(
     atomic_write_json(run.config_file, config)
     recipe.save(run.recipe_file)
     atomic_write_json(run.split_file, _split_record(data))
-    return _run_stages(run, model, config, recipe, data, Progress(), started, verbose, resumed=False)
+    return _run_stages(run, model, config, recipe, data, Progress(), started, verbose, dist, resumed=False)
 
 
-def resume(run_dir: str | Path, *, verbose: int = 1) -> TrainResult:
+def resume(run_dir: str | Path, *, verbose: int = 1, distribution=None) -> TrainResult:
     """Continue a killed or interrupted run from its last finished epoch.
 
     The run's own recipe, data split and settings are used; the epoch that was
     running when it stopped is the only work lost.
 
+    ``distribution``: as for ``train``; one machine only (a multi-worker run
+    resumes on its chief's machine, or on all GPUs of one machine).
+
     Example:
         >>> resume("runs/flowers")
     """
     started = time.perf_counter()
+    dist = _distribution(distribution)
+    if dist.kind == "multi_worker":
+        raise TransferError(
+            "Resuming runs on one machine (its run folder is the chief's).",
+            fix=f"Run `transfer train --resume {run_dir}` on the chief's machine without TF_CONFIG "
+                "(or with --distribute mirrored for its GPUs).",
+        )
     run = RunDir(run_dir)
     if not run.config_file.is_file():
         raise TransferError(f"{run.root} holds no training run to resume.",
@@ -235,10 +257,11 @@ def resume(run_dir: str | Path, *, verbose: int = 1) -> TrainResult:
     data = _reload_split(run, config, recipe)
     # The compiled model comes back with its optimizer state and step count, so
     # a stage resumed mid-way keeps its learning-rate schedule.
-    model = keras.saving.load_model(run.root / "checkpoints" / progress.checkpoint)
+    with dist.scope():
+        model = keras.saving.load_model(run.root / "checkpoints" / progress.checkpoint)
     restore_weight_decay_exclusions(model)
     _say(verbose, f"Resuming {run.root} after epoch {progress.epoch} (stage {progress.stage_index + 1}).")
-    return _run_stages(run, model, config, recipe, data, progress, started, verbose, resumed=True)
+    return _run_stages(run, model, config, recipe, data, progress, started, verbose, dist, resumed=True)
 
 
 @dataclass
@@ -264,14 +287,17 @@ class Progress:
         atomic_write_json(path, {**dataclasses.asdict(self), "best_value": str(self.best_value)})
 
 
-def _run_stages(run, model, config, recipe, data, progress, started, verbose, *, resumed) -> TrainResult:
+def _run_stages(run, model, config, recipe, data, progress, started, verbose, dist, *, resumed) -> TrainResult:
     spec = get_backbone(config["backbone"])
     image_size = int(config["image_size"])
     pretrained = config["weights"] != "random"
-    train_ds = make_dataset(
-        data.train, image_size, recipe.batch_size, training=True, augment=recipe.augment, seed=recipe.seed
+    train_ds = distribute_dataset(
+        make_dataset(data.train, image_size, recipe.batch_size, training=True, augment=recipe.augment,
+                     seed=recipe.seed),
+        dist, batch_size=recipe.batch_size, num_examples=len(data.train),
     )
-    val_ds = make_dataset(data.val, image_size, recipe.batch_size, training=False)
+    val_ds = distribute_dataset(make_dataset(data.val, image_size, recipe.batch_size, training=False),
+                                dist, batch_size=recipe.batch_size, num_examples=len(data.val))
     steps = steps_per_epoch(data.train, recipe.batch_size)
     checkpoints = RunCheckpoints(run, progress)
     weights_per_class = class_weights(data.train, recipe.class_weight)
@@ -281,14 +307,17 @@ def _run_stages(run, model, config, recipe, data, progress, started, verbose, *,
         done = progress.stage_epochs_done if index == progress.stage_index else 0
         if done >= stage.epochs:
             continue
-        on_cached_features = stage.trainable == "head" and recipe.head_cache_views > 0
+        # Under a strategy the head stage runs the whole model: every worker
+        # must take part in the same collective steps.
+        on_cached_features = stage.trainable == "head" and recipe.head_cache_views > 0 and dist.kind == "none"
         if not (resumed and index == progress.stage_index and done > 0):
             trainable_layers = set_trainable(model, spec, stage, freeze_batchnorm=pretrained)
             # A fresh compile per stage: trainable flags are read at compile time.
             loss, metrics = loss_and_metrics(data.multi_label, recipe.label_smoothing)
-            optimizer = with_loss_scaling(stage_optimizer(recipe, stage, steps, model), model)
-            model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
-                          jit_compile="auto" if config.get("xla") is None else bool(config["xla"]))
+            with dist.scope():
+                optimizer = with_loss_scaling(stage_optimizer(recipe, stage, steps, model), model)
+                model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
+                              jit_compile="auto" if config.get("xla") is None else bool(config["xla"]))
             _say(
                 verbose,
                 f"Stage {index + 1}/{len(recipe.stages)} {stage.name!r}: trainable={stage.trainable} "
@@ -325,7 +354,15 @@ def _run_stages(run, model, config, recipe, data, progress, started, verbose, *,
 
     if progress.best_epoch == 0:
         raise TransferError("The recipe trained for 0 epochs.", fix="Give at least one stage epochs >= 1.")
-    model.set_weights(checkpoints.best_weights or _weights_of(run.best_checkpoint))
+    if dist.kind != "none":
+        if not dist.is_chief:
+            shutil.rmtree(run.root, ignore_errors=True)  # a worker's files were never the run's
+            _say(verbose, f"Worker {dist.worker_index} done; the chief wrote the run folder.")
+            return TrainResult(run.root, progress.best_epoch, {}, time.perf_counter() - started)
+        # Evaluated by the chief alone, so outside the strategy (its predict would wait for the others).
+        model = keras.saving.load_model(run.best_checkpoint, compile=False)
+    else:
+        model.set_weights(checkpoints.best_weights or _weights_of(run.best_checkpoint))
     report = evaluate_model(model, data.val, image_size, recipe.batch_size)
     write_evaluation(report, run.evaluation_dir)
     seconds = time.perf_counter() - started
@@ -364,6 +401,14 @@ def _fit_head_on_cached_features(model, data, image_size, recipe, config, callba
         validation=(val_features, targets_array(data.val)), callbacks=callbacks,
         initial_epoch=initial_epoch, seed=recipe.seed, verbose=verbose, class_weight=class_weight,
     )
+
+
+def _distribution(distribution):
+    if distribution is not None:
+        return distribution
+    from transfer.distribute import Distribution
+
+    return Distribution("none")
 
 
 def _feature_cache_dir(feature_cache: str | Path | bool) -> str | None:
