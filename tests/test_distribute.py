@@ -159,6 +159,13 @@ def test_describe_multi_worker():
     assert worker.describe() == "MultiWorkerMirroredStrategy: 2 workers x 4 replicas, this is worker 1"
 
 
+def test_steps_per_execution_is_one_with_several_replicas():
+    assert Distribution("none").steps_per_execution(64) == 64
+    assert Distribution("mirrored", None, 1).steps_per_execution(64) == 64
+    assert Distribution("mirrored", None, 2).steps_per_execution(64) == 1
+    assert Distribution("multi_worker", None, 2, 2, 0).steps_per_execution(64) == 1
+
+
 # --- distribute_dataset ----------------------------------------------------------------------
 
 

@@ -18,7 +18,11 @@ Rules measured with Keras 3.15 + TensorFlow 2.21 (see ``choose_distribution``):
   blocks until the others do. ``model.save()`` and ``get_weights()`` are
   local: the chief may call them alone.
 * The batch size is global: each of the ``num_replicas`` replicas gets
-  ``batch_size / num_replicas`` examples of every batch.
+  ``batch_size / num_replicas`` examples of every batch. A batch that leaves
+  a replica empty fails in Keras (train and predict), hence
+  ``distribute_dataset``'s tail rule.
+* ``steps_per_execution > 1`` fails with more than one replica
+  (keras-team/keras#19246): use ``distribution.steps_per_execution(n)``.
 
 Example:
     >>> from transfer.distribute import choose_distribution, distribute_dataset
@@ -98,6 +102,15 @@ class Distribution:
             ...     model = build_model()
         """
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+    def steps_per_execution(self, wanted: int) -> int:
+        """``wanted``, or 1 with several replicas: Keras 3's multi-step loop fails there
+        ("You must feed a value for placeholder tensor 'while/cond/Placeholder'").
+
+        Example:
+            >>> head.compile(optimizer, loss, steps_per_execution=dist.steps_per_execution(64))
+        """
+        return int(wanted) if self.num_replicas <= 1 else 1
 
     def describe(self) -> str:
         """One line for the training log.
