@@ -70,6 +70,9 @@ def find_learning_rate(
     import keras
     import tensorflow as tf
 
+    from transfer.precision import with_loss_scaling
+    from transfer.schedules import make_optimizer
+
     check_sweep(min_lr, max_lr, steps)
     if not model.trainable_variables:
         raise TransferError(
@@ -80,20 +83,13 @@ def find_learning_rate(
         loss_fn = keras.losses.get(loss_fn)
     saved = [np.array(w) for w in model.get_weights()]
     lr_variable = tf.Variable(min_lr, dtype=tf.float32, trainable=False)
-    opt = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD}.get(optimizer)
-    if opt is None:
-        raise TransferError(f"Unknown optimizer {optimizer!r}.", fix="Use adam, adamw or sgd.")
-    # A callable rate is read at every step, so one compiled step serves the whole sweep.
-    # SGD with momentum 0.9, like training's (transfer.train.make_optimizer).
-    extra = {"sgd": {"momentum": 0.9}, "adamw": {} if weight_decay is None else {"weight_decay": weight_decay}}
-    opt = opt(learning_rate=lambda: lr_variable, **extra.get(optimizer, {}))
-    if optimizer == "adamw":
-        opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    mixed16 = model.dtype_policy.name == "mixed_float16" or any(
-        layer.dtype_policy.name == "mixed_float16" for layer in model.layers
-    )
-    if mixed16:
-        opt = keras.optimizers.LossScaleOptimizer(opt)
+    # The optimizer training builds (SGD momentum 0.9; AdamW decay off biases and
+    # normalization weights). A callable rate is read at every step, so one
+    # compiled step serves the whole sweep.
+    opt = make_optimizer(optimizer, lambda: lr_variable,
+                         weight_decay=0.004 if weight_decay is None else weight_decay, model=model)
+    opt = with_loss_scaling(opt, model)
+    mixed16 = isinstance(opt, keras.optimizers.LossScaleOptimizer)
 
     weights_per_class = None
     if class_weight:

@@ -94,7 +94,7 @@ def make_optimizer(name: str, learning_rate, *, weight_decay: float = 0.0, model
 
     For ``"adamw"`` pass ``model`` so exactly its bias and normalization
     variables are kept out of the decay; without it they are recognised by
-    name (``bias``, ``gamma``, ``beta``), as ``transfer.train`` does today.
+    name (``bias``, ``gamma``, ``beta``).
 
     Example:
         >>> opt = make_optimizer("adamw", warmup_cosine(1e-3, 500, 50), weight_decay=0.05, model=model)
