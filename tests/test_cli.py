@@ -151,3 +151,13 @@ def test_train_evaluate_export_predict(runner, shapes, recipe_file, tmp_path):
 
     result = runner.invoke(app, ["predict", str(export_dir), str(images[0])])
     assert result.exit_code == 0 and str(images[0]) in result.output
+
+
+def test_train_speed_and_distribution_options_are_checked_before_any_work(runner, shapes, tmp_path):
+    result = runner.invoke(app, ["train", "--data", str(shapes), "--out", str(tmp_path / "r"),
+                                 "--precision", "half"])
+    assert_user_error(result, "Unknown precision 'half'", "float32, mixed, float16, bfloat16")
+    result = runner.invoke(app, ["train", "--data", str(shapes), "--out", str(tmp_path / "r"),
+                                 "--distribute", "cluster"])
+    assert_user_error(result, "Unknown distribution 'cluster'", "auto, none, mirrored, multi_worker")
+    assert not (tmp_path / "r").exists()

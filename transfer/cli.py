@@ -228,6 +228,9 @@ def train_command(
         missing = " and ".join(name for name, value in (("--data", data), ("--out", out)) if value is None)
         raise TransferError(f"transfer train needs {missing}.",
                             fix="Example: transfer train --data flowers/ --out runs/flowers")
+    from transfer.precision import resolve_precision
+
+    resolve_precision(precision)  # a typo fails now, not after the data check
     chosen = Recipe.load(recipe) if recipe else Recipe()
     if epochs is not None:
         if epochs < 1:
