@@ -23,6 +23,7 @@ def free_ports(count):
     return ports
 
 
+@pytest.mark.slow  # two TensorFlow processes, ~30 s; tests/test_distribute.py covers the library fast
 def test_two_workers_train_one_run_folder(tmp_path):
     data = make_shapes_dataset(tmp_path / "shapes", train_per_class=6, val_per_class=3, size=32)
     recipe = tmp_path / "recipe.toml"

@@ -84,6 +84,7 @@ class _Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow  # ~35 s; the default suite has the SIGKILL resume test
 def test_resume_in_the_middle_of_a_cached_head_stage(shapes, tmp_path, monkeypatch):
     recipe = Recipe(stages=(Stage("head", "head", 3e-3, 5), Stage("finetune", "all", 1e-3, 2)), batch_size=8)
     run_dir = tmp_path / "run"
