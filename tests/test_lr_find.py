@@ -9,6 +9,7 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 from transfer.errors import TransferError  # noqa: E402
+from tests.test_cli import assert_user_error  # noqa: E402
 from transfer.lr_find import find_learning_rate, plot_lr_find, suggest_learning_rate  # noqa: E402
 
 SIZE = 32
@@ -141,13 +142,6 @@ def recipe_file(tmp_path_factory):
     return path
 
 
-def _user_error(result, *needles):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in result.output, result.output
-
-
 def test_cli_lr_find_writes_a_png_and_suggests_a_rate(cli, shapes, recipe_file, tmp_path):
     from PIL import Image
 
@@ -178,12 +172,12 @@ def test_cli_lr_find_json_for_a_stage_by_number(cli, shapes, recipe_file, tmp_pa
 
 def test_cli_lr_find_user_errors(cli, shapes, recipe_file, tmp_path):
     common = ("--weights", "none", "--image-size", SIZE, "--out", tmp_path / "x.png")
-    _user_error(cli("--data", shapes, "--recipe", recipe_file, "--stage", "finetune", *common),
+    assert_user_error(cli("--data", shapes, "--recipe", recipe_file, "--stage", "finetune", *common),
                 "finetune", "'head'", "'top'")
-    _user_error(cli("--data", shapes, "--recipe", recipe_file, "--stage", "3", *common), "'head'", "'top'")
-    _user_error(cli("--data", shapes, "--min-lr", 1, "--max-lr", 0.1, *common), "range", "min_lr < max_lr")
-    _user_error(cli("--data", shapes, "--min-lr", 0.1, "--max-lr", 0.1, *common), "range")
-    _user_error(cli("--data", shapes, "--steps", 4, *common), "steps=4")
-    _user_error(cli("--data", tmp_path / "nowhere", *common), "nowhere")
-    _user_error(cli("--data", shapes, "--backbone", "resnet5O", *common), "Unknown backbone")
+    assert_user_error(cli("--data", shapes, "--recipe", recipe_file, "--stage", "3", *common), "'head'", "'top'")
+    assert_user_error(cli("--data", shapes, "--min-lr", 1, "--max-lr", 0.1, *common), "range", "min_lr < max_lr")
+    assert_user_error(cli("--data", shapes, "--min-lr", 0.1, "--max-lr", 0.1, *common), "range")
+    assert_user_error(cli("--data", shapes, "--steps", 4, *common), "steps=4")
+    assert_user_error(cli("--data", tmp_path / "nowhere", *common), "nowhere")
+    assert_user_error(cli("--data", shapes, "--backbone", "resnet5O", *common), "Unknown backbone")
     assert not (tmp_path / "x.png").exists()

@@ -75,3 +75,10 @@ def test_bad_recipes_name_the_problem(text, needle):
 def test_missing_recipe_file_names_it(tmp_path):
     with pytest.raises(TransferError, match="nope.toml"):
         Recipe.load(tmp_path / "nope.toml")
+
+
+def test_stage_index_by_name_case_or_number():
+    recipe = Recipe()
+    assert [recipe.stage_index(r) for r in (None, "finetune", "FineTune", "2", " 1")] == [0, 1, 1, 1, 0]
+    with pytest.raises(TransferError, match=r"no stage '3'; its stages are 1 'head', 2 'finetune'"):
+        recipe.stage_index("3")

@@ -408,7 +408,7 @@ def lr_find_command(
     from transfer.lr_find import check_sweep, find_learning_rate, plot_lr_find
     from transfer.recipe import Recipe
     from transfer.tasks.classify import build_classifier, loss_and_metrics
-    from transfer.train import class_weights, set_trainable
+    from transfer.train import checked_image_size, class_weights, set_trainable
 
     def say(message: str) -> None:
         typer.echo(message, err=True)
@@ -416,25 +416,10 @@ def lr_find_command(
     # Everything cheap is checked before data is read or a model is built.
     check_sweep(min_lr, max_lr, steps)
     chosen = Recipe.load(recipe) if recipe else Recipe()
-    names = [s.name for s in chosen.stages]
-    if stage is None:
-        index = 0
-    elif stage in names:
-        index = names.index(stage)
-    elif [n.lower() for n in names].count(stage.strip().lower()) == 1:
-        index = [n.lower() for n in names].index(stage.strip().lower())
-    elif stage.strip().isdigit() and 1 <= int(stage) <= len(names):
-        index = int(stage) - 1
-    else:
-        listing = ", ".join(f"{i} {n!r}" for i, n in enumerate(names, 1))
-        raise TransferError(f"The recipe has no stage {stage!r}; its stages are {listing}.",
-                            fix="Pass --stage with one of those names or numbers.")
+    index = chosen.stage_index(stage)
     chosen_stage = chosen.stages[index]
     spec = get_backbone(backbone)
-    image_size = int(image_size or spec.default_size)
-    if image_size < spec.min_size:
-        raise TransferError(f"Image size {image_size} is too small for {spec.name} (minimum {spec.min_size}).",
-                            fix=f"Pass --image-size {spec.min_size} or more.")
+    image_size = checked_image_size(spec, image_size)
     if out.is_dir():
         out = out / "lr_find.png"
 
@@ -448,7 +433,7 @@ def lr_find_command(
     )
     say(f"Backbone {spec.name}: {weights_info.message}")
     trainable_layers = set_trainable(model, spec, chosen_stage, freeze_batchnorm=weights_info.source != "random")
-    say(f"Stage {index + 1}/{len(names)} {chosen_stage.name!r}: trainable={chosen_stage.trainable} "
+    say(f"Stage {index + 1}/{len(chosen.stages)} {chosen_stage.name!r}: trainable={chosen_stage.trainable} "
         f"({trainable_layers} backbone layers), optimizer {chosen.optimizer}, batch size {chosen.batch_size}; "
         f"{steps} steps from lr {min_lr:g} to {max_lr:g}")
     if index > 0:

@@ -41,6 +41,7 @@ import keras
 import numpy as np
 
 from transfer.errors import TransferError
+from transfer.tasks.classify import leaf_layers
 
 log = logging.getLogger(__name__)
 
@@ -417,14 +418,6 @@ def _save(path: Path, features: np.ndarray, description: dict) -> None:
         log.warning("Could not write the feature cache %s: %s", path, error)
 
 
-def _all_layers(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
-        else:
-            yield layer
-
-
 def _architecture_hash(model) -> str:
     """Hash of every layer's class and configuration, without names.
 
@@ -432,7 +425,7 @@ def _architecture_hash(model) -> str:
     built before ("input_layer_3"), which would make the same model miss.
     """
     h = hashlib.sha256()
-    for layer in _all_layers(model):
+    for layer in leaf_layers(model):
         config = {k: v for k, v in layer.get_config().items() if k not in ("name", "trainable")}
         h.update(type(layer).__name__.encode())
         h.update(json.dumps(config, sort_keys=True, default=str).encode())

@@ -101,18 +101,12 @@ def with_loss_scaling(optimizer, choice_or_model) -> object:
     if isinstance(choice_or_model, PrecisionChoice):
         needed = choice_or_model.loss_scaling
     else:
-        needed = any(getattr(layer, "compute_dtype", None) == "float16" for layer in _leaves(choice_or_model))
+        from transfer.tasks.classify import leaf_layers
+
+        needed = any(getattr(layer, "compute_dtype", None) == "float16" for layer in leaf_layers(choice_or_model))
     if needed and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         return keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
-
-
-def _leaves(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers"):
-            yield from _leaves(layer)
-        else:
-            yield layer
 
 
 def _has_gpu() -> bool:

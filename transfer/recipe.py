@@ -184,6 +184,29 @@ class Recipe:
         if unknown:
             raise TransferError(f"Recipe augment has unknown {unknown}.", fix=f"Use any of {AUGMENTATIONS}.")
 
+    def stage_index(self, ref: str | None) -> int:
+        """Index of the stage named ``ref`` (exactly, else case-insensitively) or numbered ``ref`` (1-based).
+
+        None means the first stage.
+
+        Example:
+            >>> Recipe().stage_index("finetune"), Recipe().stage_index("1")
+            (1, 0)
+        """
+        names = [s.name for s in self.stages]
+        if ref is None:
+            return 0
+        if ref in names:
+            return names.index(ref)
+        folded = [n.lower() for n in names]
+        if folded.count(ref.strip().lower()) == 1:
+            return folded.index(ref.strip().lower())
+        if ref.strip().isdigit() and 1 <= int(ref) <= len(names):
+            return int(ref) - 1
+        listing = ", ".join(f"{i} {n!r}" for i, n in enumerate(names, 1))
+        raise TransferError(f"The recipe has no stage {ref!r}; its stages are {listing}.",
+                            fix="Pass --stage with one of those names or numbers.")
+
     @property
     def total_epochs(self) -> int:
         return sum(stage.epochs for stage in self.stages)

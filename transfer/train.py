@@ -76,6 +76,17 @@ def set_trainable(model, spec: BackboneSpec, stage: Stage, *, freeze_batchnorm: 
     return sum(1 for layer in backbone.layers if layer.trainable and layer.weights)
 
 
+def checked_image_size(spec: BackboneSpec, image_size: int | None) -> int:
+    """``image_size``, or the backbone's default; a clear error below the backbone's minimum."""
+    image_size = int(image_size or spec.default_size)
+    if image_size < spec.min_size:
+        raise TransferError(
+            f"Image size {image_size} is too small for {spec.name} (minimum {spec.min_size}).",
+            fix=f"Pass --image-size {spec.min_size} or more.",
+        )
+    return image_size
+
+
 def _block_of(blocks: list[list[str]], name: str) -> int:
     """Index of the block holding the layer ``name`` (or the first layer starting with it)."""
     for exact in (True, False):
@@ -166,12 +177,7 @@ def train(
     recipe = recipe or Recipe()
     spec = get_backbone(backbone)
     choice = resolve_precision(precision)
-    image_size = int(image_size or spec.default_size)
-    if image_size < spec.min_size:
-        raise TransferError(
-            f"Image size {image_size} is too small for {spec.name} (minimum {spec.min_size}).",
-            fix=f"Pass --image-size {spec.min_size} or more.",
-        )
+    image_size = checked_image_size(spec, image_size)
     from transfer.data.check import drop_unreadable
 
     # Unreadable images are left out (each named) instead of crashing the run mid-epoch.

@@ -91,6 +91,20 @@ def _all_layers(model):
             yield from _all_layers(layer)
 
 
+def leaf_layers(model):
+    """Every layer of ``model`` that is not itself a model, nested models walked through.
+
+    Example:
+        >>> {layer.name for layer in leaf_layers(classifier)} >= {"conv1", "scores"}
+        True
+    """
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            yield from leaf_layers(layer)
+        else:
+            yield layer
+
+
 def loss_and_metrics(multi_label: bool, label_smoothing: float = 0.0):
     """The loss and metrics to compile with; targets are one-hot / multi-hot floats."""
     if multi_label:
