@@ -18,6 +18,12 @@ augmentation, seed, and the transfer/Keras/TensorFlow versions), and each
 file stores its key description, which is compared on load. A stale cache is
 never used: any change gives another file name.
 
+Memory: the features array (``views * N * D`` float32: a million images x
+1280 features is 5 GB a view) is the only per-image data held; decoded
+images are cached only when several views reuse them, in memory or on disk
+as ``transfer.data.cache_policy`` decides. ``fit_head_on_features`` holds one
+more copy of the features (a TensorFlow constant it samples batches from).
+
 Example:
     >>> feats = extract_features(model, split.train, 128, views=3, augment=("flip", "zoom"),
     ...                          cache_dir=default_cache_dir())        # [3, N, 256]
@@ -29,7 +35,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -339,33 +344,54 @@ def _view_sampler(features: np.ndarray, targets: np.ndarray, batch_size: int, se
 
 
 def _compute(model, samples, image_size, batch_size, views, augment, seed, verbose=0) -> np.ndarray:
+    """Features ``float32 [views, N, D]``, filled in place batch by batch.
+
+    Memory: the result array (views * N * D * 4 bytes: 1M images x 1280
+    features is 5 GB per view) plus one batch; decoded images are cached
+    only when several views reuse them, in memory or on disk as
+    ``transfer.data.cache_policy`` decides (removed when done).
+    """
+    import shutil
+
     import tensorflow as tf
 
-    from transfer.data.pipeline import Augmenter, decoded_images
+    from transfer.data.cache_policy import choose_image_cache
+    from transfer.data.pipeline import Augmenter, cache_images, decoded_images
 
     forward = _forward_function(model, image_size)
-    # Decoded once (uint8, in memory) and reused by every view.
-    images = decoded_images(samples, image_size).cache()
-    out = []
+    images, folder = decoded_images(samples, image_size), None
+    if views > 1:
+        # Decoded once and reused by every view (where the policy allows).
+        images, folder = cache_images(images, choose_image_cache(len(samples), image_size))
+    out = None
     batches = -(-len(samples) // batch_size)
     progress = keras.utils.Progbar(batches * views, unit_name="batch") if verbose else None
-    for view in range(views):
-        ds = images
-        if view > 0 and augment:
-            # One independent, seeded stream per view.
-            stream = tf.data.Dataset.random(seed=seed * 1009 + view).batch(2)
-            augmenter = Augmenter(augment, image_size)
-            ds = tf.data.Dataset.zip((ds.map(lambda x: (x, 0.0)), stream)).map(
-                lambda sample, pair: augmenter(sample, pair)[0], num_parallel_calls=tf.data.AUTOTUNE
-            )
-        ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-        rows = []
-        for batch in ds:
-            rows.append(forward(batch).numpy())
-            if progress is not None:
-                progress.add(1)
-        out.append(np.concatenate(rows).reshape(len(samples), -1))
-    return np.stack(out)
+    try:
+        for view in range(views):
+            ds = images
+            if view > 0 and augment:
+                # One independent, seeded stream per view.
+                stream = tf.data.Dataset.random(seed=seed * 1009 + view).batch(2)
+                augmenter = Augmenter(augment, image_size)
+                ds = tf.data.Dataset.zip((ds.map(lambda x: (x, 0.0)), stream)).map(
+                    lambda sample, pair: augmenter(sample, pair)[0], num_parallel_calls=tf.data.AUTOTUNE
+                )
+            ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+            row = 0
+            for batch in ds:
+                values = forward(batch).numpy().reshape(len(batch), -1)
+                if out is None:
+                    out = np.empty((views, len(samples), values.shape[1]), np.float32)
+                out[view, row:row + len(values)] = values
+                row += len(values)
+                if progress is not None:
+                    progress.add(1)
+            if row != len(samples):
+                raise ValueError(f"Expected features of {len(samples)} images, got {row}.")
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+    return out
 
 
 # The last compiled forward pass, reused while the same model extracts again
@@ -407,12 +433,14 @@ def _load(path: Path, description: dict) -> np.ndarray | None:
 
 
 def _save(path: Path, features: np.ndarray, description: dict) -> None:
-    from transfer.atomic import atomic_write_bytes
+    from transfer.atomic import _write_then_replace
 
-    buffer = io.BytesIO()
-    np.savez(buffer, features=features, description=np.array(json.dumps(description, sort_keys=True)))
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # streamed: no second copy of the features in memory
+            np.savez(f, features=features, description=np.array(json.dumps(description, sort_keys=True)))
+
     try:
-        atomic_write_bytes(path, buffer.getvalue())
+        _write_then_replace(path, write)
     except OSError as error:
         # Training goes on without the cache; the next run computes again.
         log.warning("Could not write the feature cache %s: %s", path, error)

@@ -26,6 +26,7 @@ import keras
 
 from transfer.atomic import atomic_link_or_copy, atomic_save_keras, atomic_write_json, atomic_write_text
 from transfer.backbones import BackboneSpec, get_backbone
+from transfer.data.cache_policy import choose_image_cache
 from transfer.data.pipeline import make_dataset, steps_per_epoch
 from transfer.data.samples import DataSplit, Samples
 from transfer.distribute import distribute_dataset
@@ -297,12 +298,18 @@ def _run_stages(run, model, config, recipe, data, progress, started, verbose, di
     spec = get_backbone(config["backbone"])
     image_size = int(config["image_size"])
     pretrained = config["weights"] != "random"
+    # Decoded images in memory only when train + val fit the budget; else on disk in the run folder.
+    image_cache = choose_image_cache(len(data.train) + len(data.val), image_size, cache_dir=run.root)
+    _say(verbose, f"Image cache: {image_cache.describe()}")
+    config["image_cache"] = image_cache.to_dict()
+    atomic_write_json(run.config_file, config)
     train_ds = distribute_dataset(
         make_dataset(data.train, image_size, recipe.batch_size, training=True, augment=recipe.augment,
-                     seed=recipe.seed),
+                     seed=recipe.seed, cache=image_cache),
         dist, batch_size=recipe.batch_size, num_examples=len(data.train),
     )
-    val_ds = distribute_dataset(make_dataset(data.val, image_size, recipe.batch_size, training=False),
+    val_ds = distribute_dataset(make_dataset(data.val, image_size, recipe.batch_size, training=False,
+                                             cache=image_cache),
                                 dist, batch_size=recipe.batch_size, num_examples=len(data.val))
     steps = steps_per_epoch(data.train, recipe.batch_size)
     checkpoints = RunCheckpoints(run, progress)

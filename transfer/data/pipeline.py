@@ -3,7 +3,10 @@
 Decoding and resizing use ``transfer.imageops``, the same functions as the
 exported serving graph. Decoded images are cached once (uint8, so 4x smaller
 than floats) and augmentation runs after the cache, so every epoch sees new
-random views without decoding files again.
+random views without decoding files again. The cache is in memory when the
+images fit the memory budget, else in a file on disk, else absent
+(``transfer.data.cache_policy``); memory use is then bounded by the shuffle
+buffer (at most 10,000 images or ~1 GB), whatever the number of images.
 
 Example:
     >>> ds = make_dataset(split.train, image_size=128, batch_size=32, training=True)
@@ -13,10 +16,15 @@ Example:
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from transfer.data.cache_policy import CacheDecision, choose_image_cache
 from transfer.data.samples import Samples
 from transfer.imageops import decode_and_resize
 
@@ -34,11 +42,15 @@ def decoded_images(samples: Samples, image_size: int) -> tf.data.Dataset:
     return _decoded(samples, image_size, targets=None)
 
 
-def _decoded(samples: Samples, image_size: int, targets: np.ndarray | None) -> tf.data.Dataset:
+def _decoded(samples: Samples, image_size: int, targets: np.ndarray | None,
+             order: np.ndarray | None = None) -> tf.data.Dataset:
     """Images, or ``(image, target)`` pairs sliced together so that a skipped
-    image can never shift the pairing."""
+    image can never shift the pairing; in ``order`` (sample indices) when given."""
     items = list(samples.encoded) if samples.encoded is not None else list(samples.sources)
     read = (lambda data: data) if samples.encoded is not None else tf.io.read_file
+    if order is not None:
+        items = [items[i] for i in order]
+        targets = None if targets is None else targets[order]
 
     def load(item, *target):
         image = decode_and_resize(read(item), image_size)
@@ -50,6 +62,31 @@ def _decoded(samples: Samples, image_size: int, targets: np.ndarray | None) -> t
     )
 
 
+SHUFFLE_IMAGES = 10_000
+SHUFFLE_BYTES = 2**30
+
+
+def shuffle_buffer_size(num_images: int, image_size: int) -> int:
+    """Images in the shuffle buffer: all of them up to 10,000, and at most ~1 GB (never under 1,000)."""
+    per_image = image_size * image_size * 3
+    return min(num_images, SHUFFLE_IMAGES, max(1_000, SHUFFLE_BYTES // per_image))
+
+
+def cache_images(ds: tf.data.Dataset, decision: CacheDecision) -> tuple[tf.data.Dataset, Path | None]:
+    """``ds`` cached as ``decision`` says; returns the disk cache's own folder too (None unless "disk").
+
+    The caller removes that folder when done (``make_dataset`` ties it to its dataset's lifetime).
+    """
+    if decision.mode == "memory":
+        return ds.cache(), None
+    if decision.mode == "disk":
+        parent = Path(decision.path or tempfile.gettempdir())
+        parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=".image-cache-", dir=parent))
+        return ds.cache(str(folder / "images")), folder
+    return ds, None
+
+
 def make_dataset(
     samples: Samples,
     image_size: int,
@@ -58,23 +95,41 @@ def make_dataset(
     training: bool,
     augment: tuple[str, ...] = (),
     seed: int = 0,
-    cache: bool = True,
+    cache: "bool | str | CacheDecision" = "auto",
+    cache_dir: str | Path | None = None,
 ) -> tf.data.Dataset:
-    """Batched ``(images, targets)``; shuffled and augmented only when ``training``."""
+    """Batched ``(images, targets)``; shuffled and augmented only when ``training``.
+
+    ``cache``: "auto" (True) caches decoded images in memory when they fit the
+    budget of ``transfer.data.cache_policy``, else on disk in a new
+    ``.image-cache-*`` folder under ``cache_dir`` (default: the temp folder),
+    removed when the returned dataset is garbage collected (or at exit);
+    "memory", "disk", "none" (False) or a ``CacheDecision`` force a mode.
+    A training set larger than the shuffle buffer is put in a seeded random
+    order before caching, so the buffer mixes classes even when the files
+    are listed class by class.
+    """
     if len(samples) == 0:
         raise ValueError("Cannot build a dataset from 0 samples.")
-    ds = _decoded(samples, image_size, targets=targets_array(samples))
-    if cache:
-        ds = ds.cache()
+    decision = choose_image_cache(len(samples), image_size, cache=cache, cache_dir=cache_dir)
+    buffer = shuffle_buffer_size(len(samples), image_size)
+    order = None
+    if training and buffer < len(samples):
+        order = np.random.default_rng(seed).permutation(len(samples))
+    ds = _decoded(samples, image_size, targets=targets_array(samples), order=order)
+    ds, folder = cache_images(ds, decision)
     if training:
-        ds = ds.shuffle(min(len(samples), 10_000), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
         if augment:
             # Stateless ops fed by a seeded random stream: reproducible for a
             # seed, yet new views each epoch (rerandomize_each_iteration).
             seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
             augmenter = Augmenter(augment, image_size)
             ds = tf.data.Dataset.zip((ds, seeds)).map(augmenter, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if folder is not None:
+        weakref.finalize(ds, shutil.rmtree, str(folder), True)
+    return ds
 
 
 def steps_per_epoch(samples: Samples, batch_size: int) -> int:
