@@ -120,6 +120,15 @@ def test_disk_cache_lives_in_its_own_folder_and_is_removed_with_the_dataset(samp
     assert not list(tmp_path.iterdir())
 
 
+def test_a_killed_runs_disk_cache_is_removed_by_the_next_one(samples, tmp_path):
+    dead = tmp_path / ".image-cache-999999999-abc"  # no such process
+    dead.mkdir()
+    (dead / "images.index").write_bytes(b"x")
+    ds = make_dataset(samples, SIZE, 4, training=False, cache="disk", cache_dir=tmp_path)
+    assert not dead.exists() and len(list(tmp_path.glob(".image-cache-*"))) == 1
+    del ds
+
+
 def test_auto_follows_the_budget(samples, tmp_path, monkeypatch):
     monkeypatch.setenv(ENV, "0")
     ds = make_dataset(samples, SIZE, 4, training=False, cache_dir=tmp_path)

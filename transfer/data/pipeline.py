@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import tempfile
 import weakref
@@ -82,9 +83,20 @@ def cache_images(ds: tf.data.Dataset, decision: CacheDecision) -> tuple[tf.data.
     if decision.mode == "disk":
         parent = Path(decision.path or tempfile.gettempdir())
         parent.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix=".image-cache-", dir=parent))
+        _remove_dead_caches(parent)
+        folder = Path(tempfile.mkdtemp(prefix=f".image-cache-{os.getpid()}-", dir=parent))
         return ds.cache(str(folder / "images")), folder
     return ds, None
+
+
+def _remove_dead_caches(parent: Path) -> None:
+    """Remove disk caches left in ``parent`` by processes that no longer run (a killed run)."""
+    from transfer.atomic import _alive
+
+    for folder in parent.glob(".image-cache-*-*"):
+        pid = folder.name.split("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def make_dataset(
