@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from tests.conftest import require_fixture
 from tests.imagefactory import image_array, write_class_images, write_csv, write_image_folder
 from transfer import imagesize
 from transfer.cli import app
@@ -71,10 +72,8 @@ def test_read_header_matches_pil(fmt, mode, options, color, depth, alpha):
     data = encode(RGBA if mode == "RGBA" else RGB.convert(mode), fmt, **options)
     header = imagesize.read_header(data)
     assert (header.width, header.height) == (37, 23) == Image.open(io.BytesIO(data)).size
-    assert header.format == fmt.lower().replace("jpeg", "jpeg") and header.bit_depth == depth
-    assert header.alpha == alpha
-    if color is not None:
-        assert header.color == color
+    assert header.format == fmt.lower() == Image.open(io.BytesIO(data)).format.lower()
+    assert header.bit_depth == depth and header.alpha == alpha and header.color == color
 
 
 def test_read_header_huge_declarations_and_broken_headers():
@@ -298,7 +297,14 @@ def test_csv_outside_root_duplicates_and_conflicts(tmp_path, caplog):
     with pytest.raises(TransferError) as e:
         read_csv_dataset(csv_path)
     assert "2 lines cannot be used: line 7:" in e.value.message and "line 8:" in e.value.message
-    assert "--allow-outside-root" in str(e.value) or "check-data" in e.value.fix
+    assert e.value.message.count("points outside the CSV's folder") == 2
+    assert f"transfer check-data {csv_path}" in e.value.fix  # it lists every problem
+    # One such line alone: the error gives that problem's own fix, the switch that allows it.
+    alone = write_csv(root / "one.csv", ["path", "label"], rows[:4] + rows[5:6])
+    with pytest.raises(TransferError) as e:
+        read_csv_dataset(alone)
+    assert "line 6" in str(e.value) and "points outside the CSV's folder" in e.value.message
+    assert "--allow-outside-root" in e.value.fix
     with caplog.at_level(logging.WARNING):
         split = read_csv_dataset(csv_path, allow_outside_root=True, val_fraction=0.25)
     assert len(split.train) + len(split.val) == 6  # the repeated line 6 is dropped ...
@@ -367,9 +373,7 @@ def test_quick_check_is_cheap_on_flowers5(fixtures_dir):
     """The check `transfer train` runs first, on the 4317-image fixture (seconds, printed for the record)."""
     from transfer.data import load_data
 
-    root = fixtures_dir / "flowers5"
-    if not root.is_dir():
-        pytest.skip(f"{root} not found")
+    root = require_fixture(fixtures_dir / "flowers5")
     doctor._CACHE.clear()
     report = check_split(load_data(root), image_size=128)
     print(f"\nquick check on flowers5: {report.seconds:.1f}s for {report.num_images} images")

@@ -8,8 +8,11 @@ import re
 import time
 from pathlib import Path
 
+import importlib_resources  # noqa: F401  TFDS 4.9 needs it to build datasets; a declared dependency
 import pytest
+import tensorflow_datasets as tfds
 
+from tests.conftest import require_fixture
 from tests.imagefactory import image_array, write_class_images, write_csv, write_image, write_image_folder
 from transfer.data import (
     DataSplit,
@@ -390,18 +393,13 @@ def test_csv_other_errors(tmp_path):
 # --- TFDS ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tfds():
-    return pytest.importorskip("tensorflow_datasets")
-
-
 def decode(image_bytes: bytes):
     import tensorflow as tf
 
     return tf.io.decode_image(image_bytes, channels=3, expand_animations=False).numpy()
 
 
-def test_tfds_mock_data_tf_flowers(tfds):
+def test_tfds_mock_data_tf_flowers():
     with tfds.testing.mock_data(num_examples=20):
         split = read_tfds_dataset("tf_flowers", val_fraction=0.25, seed=0)
         again = load_data("tfds:tf_flowers", val_fraction=0.25, seed=0)
@@ -421,16 +419,9 @@ def test_tfds_mock_data_tf_flowers(tfds):
         assert image.ndim == 3 and image.shape[2] == 3 and image.dtype.name == "uint8"
 
 
-def needs_importlib_resources():
-    # TFDS 4.9.10 needs importlib_resources to prepare (or even look up the downloads of) any
-    # dataset, but declares it only for Python < 3.9.
-    pytest.importorskip("importlib_resources", reason="tensorflow_datasets needs importlib_resources to build datasets")
-
-
 @pytest.fixture(scope="module")
-def prepared_tfds(tfds, tmp_path_factory):
+def prepared_tfds(tmp_path_factory):
     """A real, prepared TFDS dataset on disk with train and validation splits."""
-    needs_importlib_resources()
     data_dir = tmp_path_factory.mktemp("tfds")
     features = tfds.features.FeaturesDict({
         "image": tfds.features.Image(shape=(None, None, 3)),
@@ -461,10 +452,8 @@ def test_tfds_prepared_dataset_uses_its_validation_split(prepared_tfds):
     assert (decode(split.val.encoded[2]) == image_array(0, 102, 12)).all()
 
 
-def test_tfds_not_prepared_offline_fails_fast_with_fix(tfds, tmp_path, monkeypatch):
+def test_tfds_not_prepared_offline_fails_fast_with_fix(tmp_path, monkeypatch):
     import socket
-
-    needs_importlib_resources()
 
     def no_dns(host, *args, **kwargs):
         raise socket.gaierror(-2, "Name or service not known")
@@ -484,7 +473,7 @@ def test_tfds_not_prepared_offline_fails_fast_with_fix(tfds, tmp_path, monkeypat
     assert "tfds build tf_flowers" in e.value.fix and str(tmp_path) in e.value.fix
 
 
-def test_tfds_download_failure_keeps_the_cause(tfds, tmp_path, monkeypatch):
+def test_tfds_download_failure_keeps_the_cause(tmp_path, monkeypatch):
     from transfer.data import tfds_source
 
     def fail(self, *args, **kwargs):
@@ -500,14 +489,14 @@ def test_tfds_download_failure_keeps_the_cause(tfds, tmp_path, monkeypatch):
     assert str(tmp_path) in str(e.value) and "tfds build tf_flowers" in e.value.fix
 
 
-def test_tfds_unknown_dataset(tfds, tmp_path):
+def test_tfds_unknown_dataset(tmp_path):
     with pytest.raises(TransferError) as e:
         read_tfds_dataset("no_such_dataset_xyz", data_dir=tmp_path)
     assert "no dataset named 'no_such_dataset_xyz'" in str(e.value) and str(tmp_path) in str(e.value)
     assert "list_builders" in e.value.fix
 
 
-def test_tfds_feature_discovery(tfds):
+def test_tfds_feature_discovery():
     from transfer.data.tfds_source import find_feature_keys
 
     f = tfds.features
@@ -566,15 +555,8 @@ def test_import_is_light():
 
 
 @pytest.fixture
-def flowers5(request) -> Path:
-    try:  # a shared conftest fixture, when the project has one
-        base = Path(request.getfixturevalue("fixtures_dir"))
-    except pytest.FixtureLookupError:
-        base = Path(os.environ.get("TRANSFER_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
-    root = base / "flowers5"
-    if not root.is_dir():
-        pytest.skip(f"real fixture not found: {root} (set TRANSFER_FIXTURES to the fixtures folder)")
-    return root
+def flowers5(fixtures_dir) -> Path:
+    return require_fixture(fixtures_dir / "flowers5")
 
 
 @pytest.mark.fixtures

@@ -4,15 +4,14 @@ and resuming in the middle of a cached head stage."""
 import csv
 import json
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from transfer.data import load_data  # noqa: E402
-from transfer.demo import make_shapes_dataset  # noqa: E402
-from transfer.recipe import Recipe, Stage  # noqa: E402
-from transfer.train import RunCheckpoints, resume, train  # noqa: E402
+from transfer.data import load_data
+from transfer.demo import make_shapes_dataset
+from transfer.recipe import Recipe, Stage
+from transfer.train import RunCheckpoints, resume, train
 
 SIZE = 32
 
@@ -26,7 +25,17 @@ def rows(run_dir):
     return list(csv.DictReader(open(run_dir / "history.csv")))
 
 
-def test_head_stage_trains_on_cached_features_and_reuses_the_cache(shapes, tmp_path, capsys):
+def test_head_stage_trains_on_cached_features_and_reuses_the_cache(shapes, tmp_path, capsys, monkeypatch):
+    import transfer.features
+
+    computed = []  # the sample counts of each real feature extraction (cache misses)
+    compute = transfer.features._compute
+
+    def counting_compute(model, samples, *args, **kwargs):
+        computed.append(len(samples))
+        return compute(model, samples, *args, **kwargs)
+
+    monkeypatch.setattr(transfer.features, "_compute", counting_compute)
     recipe = Recipe(stages=(Stage("head", "head", 3e-3, 3), Stage("finetune", "all", 1e-3, 1)), batch_size=8)
     cache = tmp_path / "cache"
     first = train(load_data(shapes), tmp_path / "a", weights=None, image_size=SIZE, recipe=recipe,
@@ -42,13 +51,16 @@ def test_head_stage_trains_on_cached_features_and_reuses_the_cache(shapes, tmp_p
     assert max(float(r["seconds"]) for r in history[:3]) < float(history[3]["seconds"])
     assert json.loads((first.run_dir / "run.json").read_text())["feature_cache"] == str(cache)
 
-    stamps = {p: p.stat().st_mtime_ns for p in files}
+    assert sorted(computed) == [9, 18]  # val and train, each extracted once
+
+    before = {p: (p.stat().st_ino, p.read_bytes()) for p in files}
     head_only = Recipe(stages=recipe.stages[:1], batch_size=8)  # same seed, so the same initial backbone
     train(load_data(shapes), tmp_path / "b", weights=None, image_size=SIZE, recipe=head_only,
           feature_cache=cache, verbose=0)
-    assert sorted(cache.glob("features-*.npz")) == files  # same keys: nothing new computed
-    # A cache hit marks the file used (for pruning), it does not rewrite it.
-    assert all(p.stat().st_mtime_ns >= stamps[p] for p in files)
+    assert sorted(computed) == [9, 18]  # same keys: both read from the cache, nothing computed again
+    assert sorted(cache.glob("features-*.npz")) == files
+    # A cache hit marks the file used (for pruning), it does not rewrite it: same file, same bytes.
+    assert {p: (p.stat().st_ino, p.read_bytes()) for p in files} == before
 
 
 def test_cached_head_validation_matches_the_saved_classifier(shapes, tmp_path):

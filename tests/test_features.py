@@ -2,17 +2,16 @@
 
 import os
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from tests.imagefactory import write_image_folder  # noqa: E402
-from tests.modelfactory import pretrained_like_classifier  # noqa: E402
-from transfer.data import read_class_folders  # noqa: E402
-from transfer.data.pipeline import make_dataset, targets_array  # noqa: E402
-from transfer.errors import TransferError  # noqa: E402
-from transfer.features import (  # noqa: E402
+from tests.imagefactory import write_image_folder
+from tests.modelfactory import pretrained_like_classifier
+from transfer.data import read_class_folders
+from transfer.data.pipeline import make_dataset, targets_array
+from transfer.errors import TransferError
+from transfer.features import (
     extract_features,
     feature_cache_key,
     feature_model,

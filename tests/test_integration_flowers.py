@@ -9,6 +9,8 @@ import textwrap
 
 import pytest
 
+from tests.conftest import require_fixture
+
 pytestmark = [pytest.mark.slow, pytest.mark.fixtures]
 
 WEIGHTS_FILE = "weights/mobilenet_2_5_224_tf_no_top.h5"
@@ -22,12 +24,10 @@ def run_cli(args, env, **kwargs):
 
 
 def test_flowers5_import_train_evaluate_export_predict(fixtures_dir, tmp_path):
-    flowers = fixtures_dir / "flowers5"
-    if not flowers.is_dir():
-        pytest.skip(f"{flowers} not found")
+    flowers = require_fixture(fixtures_dir / "flowers5")
     # A private Keras cache: `weights import` then weights="imagenet" works with no network.
     env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras"), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    run_cli(["weights", "import", str(fixtures_dir / WEIGHTS_FILE)], env)
+    run_cli(["weights", "import", str(require_fixture(fixtures_dir / WEIGHTS_FILE))], env)
     run_dir, export_dir = tmp_path / "run", tmp_path / "export"
     run_cli(["train", "--data", str(flowers), "--backbone", "mobilenet_0.25", "--weights", "imagenet",
              "--image-size", "128", "--epochs", "2", "--out", str(run_dir)], env)

@@ -2,15 +2,14 @@
 
 import json
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
-
-from transfer.errors import TransferError  # noqa: E402
-from tests.test_cli import assert_user_error  # noqa: E402
-from transfer.lr_find import find_learning_rate, plot_lr_find, suggest_learning_rate  # noqa: E402
+from tests.test_cli import assert_user_error
+from transfer.errors import TransferError
+from transfer.lr_find import find_learning_rate, plot_lr_find, suggest_learning_rate
 
 SIZE = 32
 

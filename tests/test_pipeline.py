@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
-tf = pytest.importorskip("tensorflow")
-
-from transfer.data.pipeline import make_dataset, targets_array  # noqa: E402
-from transfer.data.samples import Samples  # noqa: E402
-from transfer.imageops import decode_and_resize  # noqa: E402
+from transfer.data.pipeline import make_dataset, targets_array
+from transfer.data.samples import Samples
+from transfer.imageops import decode_and_resize
 
 
 @pytest.fixture()

@@ -1,12 +1,11 @@
 """Warmup + cosine schedule values, serialization, and the AdamW decay exclusions."""
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from transfer.errors import TransferError  # noqa: E402
-from transfer.schedules import make_optimizer, no_decay_variables, warmup_cosine, warmup_steps_for  # noqa: E402
+from transfer.errors import TransferError
+from transfer.schedules import make_optimizer, no_decay_variables, warmup_cosine, warmup_steps_for
 
 
 def values(schedule, steps):

@@ -3,17 +3,16 @@
 import csv
 import json
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from transfer.backbones import get_backbone  # noqa: E402
-from transfer.data import load_data  # noqa: E402
-from transfer.demo import make_shapes_dataset  # noqa: E402
-from transfer.errors import TransferError  # noqa: E402
-from transfer.recipe import Recipe, Stage  # noqa: E402
-from transfer.train import set_trainable, train  # noqa: E402
+from transfer.backbones import get_backbone
+from transfer.data import load_data
+from transfer.demo import make_shapes_dataset
+from transfer.errors import TransferError
+from transfer.recipe import Recipe, Stage
+from transfer.train import set_trainable, train
 
 SIZE = 32
 TINY = Recipe(stages=(Stage("head", "head", 1e-3, 1), Stage("top", "top:2", 1e-4, 1)), batch_size=8)
@@ -48,8 +47,16 @@ def test_run_folder_holds_everything(finished_run):
     assert [(r["epoch"], r["stage"]) for r in rows] == [("1", "head"), ("2", "top")]
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(rows[0])
     metrics = json.loads((root / "metrics.json").read_text())
-    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["num_images"] == 9
-    assert metrics["best_epoch"] in (1, 2)
+    assert metrics["num_images"] == 9
+    # Random weights and two epochs learn nothing reliable, so no bound on the accuracy itself: the
+    # evaluation of the saved best model must agree with what Keras measured during training, and
+    # the best epoch is the first with the highest val accuracy.
+    val_accuracy = [float(r["val_accuracy"]) for r in rows]
+    assert metrics["best_epoch"] == 1 + val_accuracy.index(max(val_accuracy))
+    assert metrics["accuracy"] == pytest.approx(max(val_accuracy), abs=1e-6)
+    confusion = metrics["confusion_matrix"]["matrix"]
+    assert sum(map(sum, confusion)) == 9
+    assert metrics["accuracy"] == pytest.approx(sum(confusion[i][i] for i in range(3)) / 9)
     png = (root / "evaluation" / "confusion_matrix.png").read_bytes()
     assert png.startswith(b"\x89PNG")
     assert any((root / "logs").rglob("events.out.tfevents*"))

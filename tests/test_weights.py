@@ -14,6 +14,7 @@ import urllib.error
 import numpy as np
 import pytest
 
+from tests.conftest import require_fixture
 from transfer.backbones import get_backbone
 from transfer.errors import TransferError
 from transfer.weights import (
@@ -64,10 +65,7 @@ def offline(monkeypatch):
 
 @pytest.fixture(scope="session")
 def fixture_weights(fixtures_dir):
-    path = fixtures_dir / FIXTURE_WEIGHTS
-    if not path.is_file():
-        pytest.skip(f"{path} not found; set TRANSFER_FIXTURES")
-    return path
+    return require_fixture(fixtures_dir / FIXTURE_WEIGHTS)
 
 
 def _tiny_h5(path, value=1.0):
