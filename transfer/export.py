@@ -24,6 +24,10 @@ Signatures (outputs are the same for both):
 
 TF Serving REST: ``{"instances": [{"b64": "<base64 JPEG>"}]}`` (the input name
 ends in ``_bytes`` and is a string tensor, so the server base64-decodes it).
+Both signatures run under ``tf.saved_model.load`` and under graph-mode
+loaders (``saved_model_cli run``, TF Serving's C++ server,
+``tf.compat.v1.saved_model.loader.load``); ``export_model`` checks both ways
+against the Keras model before the export is moved into place.
 
 Example:
     >>> export_model(model, "exports/flowers", class_names=["daisy", "rose"],
@@ -36,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -82,16 +87,34 @@ _PARITY_ATOL = 1e-4
 
 
 class _ServingModule(tf.Module):
-    """What gets saved: the model, the two serving functions, metadata and assets.
+    """What gets saved: the two serving functions, the variables they read, metadata and assets.
 
+    Three separable pieces make up each signature: ``run_model`` (the Keras
+    model: uint8 ``[N, S, S, 3]`` -> scores), ``answer`` (post-processing:
+    scores -> the named outputs) and the input wrappers (``serve_bytes``
+    decodes and resizes encoded images, ``serve_images`` resizes tensors).
     The functions are built as closures in ``__init__`` (rather than decorated
     methods) so each gets a plain ``input_signature`` without ``self``.
+
+    The Keras model itself is deliberately not an attribute. Keras 3 wraps each
+    weight's ``tf.Variable`` in a ``keras.Variable``, and saving a tracked
+    ``keras.Variable`` writes a *copy* of the variable (a new ``tf.Variable``
+    named ``Variable_N``) into the checkpoint, while the traced functions keep
+    reading the original handle (named after the layer, e.g.
+    ``conv_dw_12_bn/gamma``). ``tf.saved_model.load`` rebinds the functions to
+    the restored objects, so Python did not notice; graph-mode loaders
+    (``saved_model_cli run``, TF Serving, ``tf.compat.v1.saved_model.loader``)
+    run the checkpoint's restore op, which fills only the copies, and the
+    signatures failed with "Could not find variable conv_dw_12_bn/gamma". As
+    ``keras.export.ExportArchive`` does, the module tracks exactly the plain
+    ``tf.Variable`` objects the traced functions capture
+    (``ConcreteFunction.variables``): one saved variable per weight, restored
+    under the very handle the graph reads. ``_check_parity`` runs both
+    signatures in a graph-mode session before the export is moved into place.
     """
 
     def __init__(self, model, class_names: Sequence[str], image_size: int, asset_files: Mapping[str, Path]):
         super().__init__(name="transfer_export")
-        # Tracking the model as an attribute saves its variables with the export.
-        self.model = model
         names = tf.constant(list(class_names), dtype=tf.string)
         input_dtype = tf.as_dtype(model.inputs[0].dtype)
         # Non-trainable variables so `loaded.class_names` / `loaded.image_size`
@@ -107,7 +130,7 @@ class _ServingModule(tf.Module):
 
         def run_model(images):
             # training=False: BatchNorm in inference mode and Dropout off.
-            return tf.cast(self.model(tf.cast(images, input_dtype), training=False), tf.float32)
+            return tf.cast(model(tf.cast(images, input_dtype), training=False), tf.float32)
 
         def answer(images):
             # An empty batch skips the model: with oneDNN (TF's default on x86) Conv2D
@@ -143,6 +166,18 @@ class _ServingModule(tf.Module):
         self.serve_images = tf.function(
             serve_images, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")]
         )
+        # Traces both functions (once: the signatures reuse these traces) and
+        # tracks what they read; see the class docstring.
+        self.model_variables = _variables_read_by(self.serve_bytes, self.serve_images)
+
+
+def _variables_read_by(*functions) -> list[tf.Variable]:
+    """The ``tf.Variable`` objects the traced ``functions`` capture, each once, in a stable order."""
+    seen: dict[int, tf.Variable] = {}
+    for fn in functions:
+        for variable in fn.get_concrete_function().variables:
+            seen.setdefault(id(variable), variable)
+    return list(seen.values())
 
 
 def export_model(
@@ -304,22 +339,78 @@ def _metadata(model, class_names, image_size, multi_label, extra) -> dict:
 
 
 def _check_parity(model, export_dir: Path, image_size: int) -> None:
-    """Reload the staged export and compare both signatures with the Keras model."""
+    """Reload the staged export and compare both signatures with the Keras model.
+
+    Twice: through ``tf.saved_model.load`` (what Python callers and
+    ``transfer predict`` use) and through a graph-mode TF1 session (what
+    ``saved_model_cli run`` and TF Serving's C++ server do), which restores the
+    variables from the checkpoint instead of rebinding Python objects.
+    """
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(2, image_size, image_size, 3), dtype=np.uint8)
     expected = np.asarray(model(images, training=False), dtype=np.float32)
-    loaded = tf.saved_model.load(str(export_dir))
-    from_images = loaded.signatures[IMAGES_SIGNATURE](images=tf.constant(images))["scores"].numpy()
     # PNG is lossless, so the bytes signature must decode to these exact pixels.
-    encoded = tf.constant([tf.io.encode_png(img).numpy() for img in images])
-    from_bytes = loaded.signatures[BYTES_SIGNATURE](image_bytes=encoded)["scores"].numpy()
-    for name, got in ((IMAGES_SIGNATURE, from_images), (BYTES_SIGNATURE, from_bytes)):
+    encoded = [tf.io.encode_png(img).numpy() for img in images]
+    loaded = tf.saved_model.load(str(export_dir))
+    results = {
+        IMAGES_SIGNATURE: loaded.signatures[IMAGES_SIGNATURE](images=tf.constant(images))["scores"].numpy(),
+        BYTES_SIGNATURE: loaded.signatures[BYTES_SIGNATURE](image_bytes=tf.constant(encoded))["scores"].numpy(),
+    }
+    try:
+        graph_mode = run_signatures_in_session(
+            export_dir, {IMAGES_SIGNATURE: images, BYTES_SIGNATURE: np.array(encoded, dtype=object)}
+        )
+    except tf.errors.OpError as e:
+        lines = [line.strip() for line in (e.message or str(e)).splitlines()]
+        reason = next((line for line in lines if line and line != "Graph execution error:"), type(e).__name__)
+        raise RuntimeError(
+            "The exported signatures do not run in graph mode (tf.compat.v1 loader, as `saved_model_cli run` "
+            f"and TF Serving load them): {type(e).__name__}: {reason} The export was not written."
+        ) from e
+    results.update({f"{name} (graph mode)": out["scores"] for name, out in graph_mode.items()})
+    for name, got in results.items():
         err = float(np.max(np.abs(got - expected)))
         if not err <= _PARITY_ATOL:
             raise RuntimeError(
                 f"The exported signature {name!r} disagrees with the Keras model "
                 f"(max abs difference {err:.3g} > {_PARITY_ATOL}); the export was not written."
             )
+
+
+def run_signatures_in_session(export_dir: str | os.PathLike, inputs: Mapping[str, Any]) -> dict[str, dict]:
+    """Run signatures the way TF1 graph-mode servers do; ``{signature: {output: array}}``.
+
+    ``inputs`` maps a signature key to the value of its single input. The
+    SavedModel is loaded with ``tf.compat.v1.saved_model.loader.load`` into a
+    fresh graph and session (variables restored by the checkpoint's restore
+    op, as in ``saved_model_cli run`` and TF Serving), then each signature's
+    output tensors are fetched by the names its SignatureDef gives.
+
+    Example:
+        >>> run_signatures_in_session("exports/flowers", {"serving_images": np.zeros((1, 128, 128, 3), np.uint8)})
+        {'serving_images': {'scores': array([[...]], dtype=float32), 'top_class': array([b'daisy'], ...), ...}}
+    """
+    results = {}
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as sess:
+        with _quiet_tensorflow_logger():  # the TF1 loader logs a deprecation warning on every call
+            meta_graph = tf.compat.v1.saved_model.loader.load(sess, [tf.saved_model.SERVING], str(export_dir))
+        for key, value in inputs.items():
+            signature = meta_graph.signature_def[key]
+            (input_info,) = signature.inputs.values()
+            fetches = {name: info.name for name, info in signature.outputs.items()}
+            results[key] = sess.run(fetches, {input_info.name: value})
+    return results
+
+
+@contextlib.contextmanager
+def _quiet_tensorflow_logger():
+    tf_logger = tf.get_logger()
+    level = tf_logger.level
+    tf_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        tf_logger.setLevel(level)
 
 
 def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
