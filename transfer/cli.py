@@ -222,7 +222,7 @@ def train_command(
                 fix="Pass only --resume RUN_DIR.",
             )
         result = resume_run(resume, verbose=verbose, distribution=distribution)
-        typer.echo(f"Done. Best val accuracy {result.best_metrics['accuracy']:.4f} (epoch {result.best_epoch}).")
+        typer.echo(f"Done. {_outcome_text(result)}")
         return
     if data is None or out is None:
         missing = " and ".join(name for name, value in (("--data", data), ("--out", out)) if value is None)
@@ -250,8 +250,16 @@ def train_command(
     if not distribution.is_chief:
         typer.echo(f"Worker {distribution.worker_index} finished; the chief wrote the run folder.")
         return
-    typer.echo(f"Done in {result.seconds:.0f}s. Best val accuracy {result.best_metrics['accuracy']:.4f} "
-               f"(epoch {result.best_epoch}). Next: transfer evaluate {result.run_dir}")
+    typer.echo(f"Done in {result.seconds:.0f}s. {_outcome_text(result)} Next: transfer evaluate {result.run_dir}")
+
+
+def _outcome_text(result) -> str:
+    """``Best val accuracy 0.8012 (epoch 12); last epoch 18: 0.7990.``"""
+    metrics = result.best_metrics
+    text = f"Best val accuracy {metrics['accuracy']:.4f} (epoch {result.best_epoch})"
+    if metrics.get("last_epoch") and metrics["last_epoch"] != result.best_epoch and metrics.get("last_value") is not None:
+        text += f"; last epoch {metrics['last_epoch']}: {metrics['last_value']:.4f}"
+    return text + "."
 
 
 @app.command("check-data")
@@ -307,13 +315,19 @@ def evaluate_command(
 ):
     """Accuracy, per-class precision/recall/F1 and a confusion matrix (JSON + PNG)."""
     from transfer.evaluate import evaluate_run, write_evaluation
+    from transfer.run import RunDir
+    from transfer.summary import training_record, training_text
 
     report = evaluate_run(run_dir, data)
     written = write_evaluation(report, Path(run_dir) / "evaluation")
+    config = RunDir(run_dir).config()
     if as_json:
-        typer.echo(json.dumps({**report.summary(), "files": {k: str(v) for k, v in written.items()}}))
+        typer.echo(json.dumps({**report.summary(), "training": training_record(config),
+                               "files": {k: str(v) for k, v in written.items()}}))
         return
     typer.echo(report.table())
+    if training_text(config):
+        typer.echo(training_text(config))
     for path in written.values():
         typer.echo(f"Wrote {path}")
 

@@ -62,6 +62,11 @@ class Stage:
         epochs: number of passes over the training data.
         patience: stop the stage after this many epochs without a better
             validation accuracy (0: never stop early).
+        backbone_lr_scale: backbone layers train at this fraction of
+            ``learning_rate`` (the head at the full rate); see
+            ``transfer.rates``.
+        layer_decay: each backbone block below the top one trains at this
+            fraction of the rate of the block above it (1: no decay).
     """
 
     name: str
@@ -69,6 +74,8 @@ class Stage:
     learning_rate: float = 1e-3
     epochs: int = 5
     patience: int = 0
+    backbone_lr_scale: float = 1.0
+    layer_decay: float = 1.0
 
     def __post_init__(self):
         if not (isinstance(self.name, str) and self.name.strip()):
@@ -88,6 +95,11 @@ class Stage:
                 f"Stage {self.name!r} has learning_rate={self.learning_rate!r}.",
                 fix="Use a positive number such as 0.001.",
             )
+        for key in ("backbone_lr_scale", "layer_decay"):
+            value = getattr(self, key)
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1):
+                raise TransferError(f"Stage {self.name!r} has {key}={value!r}.",
+                                    fix="Use a number in (0, 1], e.g. 0.1 (1 means the stage's own rate).")
         for key in ("epochs", "patience"):
             value = getattr(self, key)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
@@ -140,6 +152,9 @@ class Recipe:
         warmup_epochs: stages that train backbone layers ramp the learning
             rate up linearly over this many epochs (fractions allowed), then
             decay it along a cosine; 0 for cosine decay only.
+        ema_epochs: stages that train backbone layers validate, checkpoint
+            and keep an exponential moving average of the weights over about
+            this many epochs (0: the raw weights).
     """
 
     stages: tuple[Stage, ...] = field(default_factory=default_stages)
@@ -153,6 +168,7 @@ class Recipe:
     seed: int = 0
     head_cache_views: int = 1
     warmup_epochs: float = 1.0
+    ema_epochs: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -180,6 +196,8 @@ class Recipe:
             )
         if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):
             raise TransferError(f"Recipe warmup_epochs={self.warmup_epochs!r}.", fix="Use a number >= 0 such as 1.")
+        if not (isinstance(self.ema_epochs, (int, float)) and math.isfinite(self.ema_epochs) and self.ema_epochs >= 0):
+            raise TransferError(f"Recipe ema_epochs={self.ema_epochs!r}.", fix="Use a number >= 0 such as 1 (0: off).")
         unknown = [a for a in self.augment if a not in AUGMENTATIONS]
         if unknown:
             raise TransferError(f"Recipe augment has unknown {unknown}.", fix=f"Use any of {AUGMENTATIONS}.")
@@ -299,6 +317,7 @@ _EXPECTED_TYPES = {
     "seed": int,
     "head_cache_views": int,
     "warmup_epochs": (int, float),
+    "ema_epochs": (int, float),
 }
 
 

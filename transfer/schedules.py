@@ -89,24 +89,32 @@ def no_decay_variables(model) -> list:
     return [v for v in model.variables if len(v.shape) < 2]
 
 
-def make_optimizer(name: str, learning_rate, *, weight_decay: float = 0.0, model=None):
+def make_optimizer(name: str, learning_rate, *, weight_decay: float = 0.0, model=None,
+                   per_layer_rates: bool = False, ema_momentum: float | None = None):
     """``"adam"``, ``"adamw"`` or ``"sgd"`` (momentum 0.9) with ``learning_rate`` (a number or schedule).
 
     For ``"adamw"`` pass ``model`` so exactly its bias and normalization
     variables are kept out of the decay; without it they are recognised by
-    name (``bias``, ``gamma``, ``beta``).
+    name (``bias``, ``gamma``, ``beta``). ``per_layer_rates``: the
+    ``transfer.rates`` class, whose per-variable scales are bound after
+    compiling (``transfer.rates.bind_rate_scales``). ``ema_momentum``: keep an
+    exponential moving average of the weights (Keras's ``use_ema``).
 
     Example:
         >>> opt = make_optimizer("adamw", warmup_cosine(1e-3, 500, 50), weight_decay=0.05, model=model)
     """
     import keras
 
+    from transfer import rates
+
+    ema = {"use_ema": True, "ema_momentum": float(ema_momentum)} if ema_momentum else {}
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=0.9)
+        return (rates.ScaledSGD if per_layer_rates else keras.optimizers.SGD)(learning_rate, momentum=0.9, **ema)
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate)
+        return (rates.ScaledAdam if per_layer_rates else keras.optimizers.Adam)(learning_rate, **ema)
     if name == "adamw":
-        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=float(weight_decay))
+        optimizer = (rates.ScaledAdamW if per_layer_rates else keras.optimizers.AdamW)(
+            learning_rate, weight_decay=float(weight_decay), **ema)
         if model is not None:
             optimizer.exclude_from_weight_decay(var_list=no_decay_variables(model))
         else:

@@ -33,8 +33,10 @@ from transfer.distribute import distribute_dataset
 from transfer.errors import TransferError
 from transfer.evaluate import evaluate_model, write_evaluation
 from transfer.precision import dtype_policy, resolve_precision, with_loss_scaling
+from transfer.rates import bind_rate_scales, rate_scales
 from transfer.recipe import Recipe, Stage
 from transfer.run import RunDir
+from transfer.summary import describe_stage, final_line, stage_regression, stage_summaries
 from transfer.schedules import make_optimizer, no_decay_variables, warmup_cosine, warmup_steps_for
 from transfer.tasks.classify import BACKBONE_LAYER, build_classifier, freeze_batchnorm_layers, loss_and_metrics
 
@@ -118,14 +120,50 @@ def class_weights(samples: Samples, mode: str) -> dict[int, float] | None:
 def stage_optimizer(recipe: Recipe, stage: Stage, steps_per_epoch: int, model):
     """The stage's optimizer: warmup (stages that train backbone layers) then cosine decay.
 
-    A new head has nothing to protect, so ``"head"`` stages skip the warmup;
-    a freshly unfrozen backbone hit by the full rate at once loses features.
-    AdamW's decay skips ``model``'s biases and normalization weights.
+    A new head has nothing to protect, so ``"head"`` stages skip the warmup
+    and the weight average; a freshly unfrozen backbone hit by the full rate
+    at once loses features. AdamW's decay skips ``model``'s biases and
+    normalization weights. Per-layer rates are bound after compiling
+    (``transfer.rates.bind_rate_scales``).
     """
     total = steps_per_epoch * stage.epochs
-    warmup = 0 if stage.trainable == "head" else warmup_steps_for(steps_per_epoch, recipe.warmup_epochs, total)
+    head_only = stage.trainable == "head"
+    warmup = 0 if head_only else warmup_steps_for(steps_per_epoch, recipe.warmup_epochs, total)
     return make_optimizer(recipe.optimizer, warmup_cosine(stage.learning_rate, total, warmup),
-                          weight_decay=recipe.weight_decay, model=model)
+                          weight_decay=recipe.weight_decay, model=model,
+                          per_layer_rates=(stage.backbone_lr_scale, stage.layer_decay) != (1.0, 1.0),
+                          ema_momentum=None if head_only else ema_momentum(recipe.ema_epochs, steps_per_epoch))
+
+
+def ema_momentum(ema_epochs: float, steps_per_epoch: int) -> float | None:
+    """The per-step momentum of a weight average over about ``ema_epochs`` epochs (None: off).
+
+    Example:
+        >>> round(ema_momentum(1.0, 100), 4)
+        0.99
+    """
+    if ema_epochs <= 0:
+        return None
+    return min(max(1.0 - 1.0 / (ema_epochs * max(steps_per_epoch, 1)), 0.5), 0.9999)
+
+
+def uses_ema(model) -> bool:
+    optimizer = getattr(model, "optimizer", None)
+    return bool(getattr(getattr(optimizer, "inner_optimizer", optimizer), "use_ema", False))
+
+
+def swap_ema_weights(model) -> None:
+    """Swap the model's weights with its optimizer's moving averages.
+
+    A checkpoint is written while the averages are in the model (that is what
+    validation and the best model use); a resume swaps them back so training
+    goes on from the raw weights, as if never stopped.
+    """
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    for variable, average in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average):
+        raw = variable.numpy()
+        variable.assign(average)
+        average.assign(raw)
 
 
 def restore_weight_decay_exclusions(model) -> None:
@@ -267,6 +305,10 @@ def resume(run_dir: str | Path, *, verbose: int = 1, distribution=None) -> Train
     with dist.scope():
         model = keras.saving.load_model(run.root / "checkpoints" / progress.checkpoint)
     restore_weight_decay_exclusions(model)
+    bind_rate_scales(model, rate_scales(model, get_backbone(config["backbone"]),
+                                        recipe.stages[min(progress.stage_index, len(recipe.stages) - 1)]))
+    if uses_ema(model):
+        swap_ema_weights(model)
     _say(verbose, f"Resuming {run.root} after epoch {progress.epoch} (stage {progress.stage_index + 1}).")
     return _run_stages(run, model, config, recipe, data, progress, started, verbose, dist, resumed=True)
 
@@ -331,15 +373,15 @@ def _run_stages(run, model, config, recipe, data, progress, started, verbose, di
                 optimizer = with_loss_scaling(stage_optimizer(recipe, stage, steps, model), model)
                 model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
                               jit_compile="auto" if config.get("xla") is None else bool(config["xla"]))
-            _say(
-                verbose,
-                f"Stage {index + 1}/{len(recipe.stages)} {stage.name!r}: trainable={stage.trainable} "
-                f"({trainable_layers} backbone layers), lr={stage.learning_rate:g}, epochs={stage.epochs}"
-                + (", on cached backbone features" if on_cached_features else ""),
-            )
+            bind_rate_scales(model, rate_scales(model, spec, stage))
+            _say(verbose, describe_stage(index, len(recipe.stages), stage, trainable_layers,
+                                         cached=on_cached_features, ema_epochs=recipe.ema_epochs))
         checkpoints.stage(index, stage.name, stage_start=progress.epoch - done)
         callbacks = [checkpoints,
                      keras.callbacks.TensorBoard(log_dir=str(run.logs_dir / stage.name), write_graph=False)]
+        if uses_ema(model) and not on_cached_features:
+            # First, so validation, checkpoints and the best model all see the averaged weights.
+            callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
         if stage.patience:
             callbacks.append(keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=stage.patience))
         if on_cached_features:
@@ -364,6 +406,9 @@ def _run_stages(run, model, config, recipe, data, progress, started, verbose, di
             # Mark the stage finished so a resume moves on to the next one.
             progress.stage_index, progress.stage_epochs_done = index, stage.epochs
             progress.save(run.state_file)
+        note = stage_regression(progress.history, stage.name, MONITOR, next_lr=stage.learning_rate)
+        if note:
+            _say(verbose, note)
 
     if progress.best_epoch == 0:
         raise TransferError("The recipe trained for 0 epochs.", fix="Give at least one stage epochs >= 1.")
@@ -379,12 +424,33 @@ def _run_stages(run, model, config, recipe, data, progress, started, verbose, di
     report = evaluate_model(model, data.val, image_size, recipe.batch_size)
     write_evaluation(report, run.evaluation_dir)
     seconds = time.perf_counter() - started
-    metrics = {**report.summary(), "best_epoch": progress.best_epoch, "train_seconds": round(seconds, 2)}
+    outcome = _outcome(progress, recipe)
+    metrics = {**report.summary(), **outcome, "train_seconds": round(seconds, 2)}
     atomic_write_json(run.metrics_file, metrics)
-    atomic_write_json(run.config_file, {**config, "status": "done", "best_epoch": progress.best_epoch})
+    atomic_write_json(run.config_file, {**config, "status": "done", **outcome})
     _remove_epoch_checkpoints(run)
-    _say(verbose, f"Best epoch {progress.best_epoch}: val accuracy {report.accuracy:.4f}. Run saved in {run.root}")
+    _say(verbose, final_line(progress.history, MONITOR, progress.best_epoch, run.root))
     return TrainResult(run.root, progress.best_epoch, metrics, seconds)
+
+
+def _outcome(progress: Progress, recipe: Recipe) -> dict[str, Any]:
+    """Best and last epoch, per-stage summaries and the stages that lost ground, for run.json."""
+    last = progress.history[-1] if progress.history else {}
+    notes = []
+    for index, stage in enumerate(recipe.stages):
+        rows = [r for r in progress.history if r["stage"] in {s.name for s in recipe.stages[:index + 1]}]
+        note = stage_regression(rows, stage.name, MONITOR, next_lr=stage.learning_rate)
+        if note:
+            notes.append(note)
+    return {
+        "monitor": MONITOR,
+        "best_epoch": progress.best_epoch,
+        "best_value": progress.best_value,
+        "last_epoch": int(last.get("epoch", 0)),
+        "last_value": float(last[MONITOR]) if MONITOR in last else None,
+        "stages": stage_summaries(progress.history, MONITOR),
+        "notes": notes,
+    }
 
 
 def _fit_head_on_cached_features(model, data, image_size, recipe, config, callbacks, *,

@@ -1,0 +1,116 @@
+"""Plain-language summaries of a run: each stage's last and best epoch, and what went wrong.
+
+A run keeps its best checkpoint across stages, so a fine-tuning stage that
+made things worse would hide behind the head stage's epoch. These helpers
+say so in one line with the numbers and what to try, and give ``run.json``
+and ``metrics.json`` the last epoch next to the best one.
+
+Example:
+    >>> rows = [{"epoch": 1, "stage": "head", "val_accuracy": 0.67},
+    ...         {"epoch": 2, "stage": "finetune", "val_accuracy": 0.62}]
+    >>> stage_regression(rows, "finetune", "val_accuracy", next_lr=1e-3)
+    "Stage 'finetune' ended at val accuracy 0.6200, below the 0.6700 of stage 'head' (epoch 1): ..."
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def metric_label(monitor: str) -> str:
+    """``"val_accuracy"`` -> ``"val accuracy"``."""
+    return monitor.replace("_", " ")
+
+
+def stage_summaries(history: list[dict[str, Any]], monitor: str) -> list[dict[str, Any]]:
+    """Per stage, in order: epochs run, the last epoch's value and the best epoch's.
+
+    Example:
+        >>> stage_summaries([{"epoch": 1, "stage": "head", "val_accuracy": 0.5}], "val_accuracy")
+        [{'stage': 'head', 'epochs': 1, 'last_epoch': 1, 'last': 0.5, 'best_epoch': 1, 'best': 0.5}]
+    """
+    out: list[dict[str, Any]] = []
+    for row in history:
+        if monitor not in row:
+            continue
+        value, epoch = float(row[monitor]), int(row["epoch"])
+        if not out or out[-1]["stage"] != row["stage"]:
+            out.append({"stage": row["stage"], "epochs": 0, "last_epoch": epoch, "last": value,
+                        "best_epoch": epoch, "best": value})
+        current = out[-1]
+        current["epochs"] += 1
+        current["last_epoch"], current["last"] = epoch, value
+        if value > current["best"]:
+            current["best_epoch"], current["best"] = epoch, value
+    return out
+
+
+def stage_regression(history: list[dict[str, Any]], stage: str, monitor: str, *, next_lr: float) -> str | None:
+    """One line when ``stage`` (the latest) ended below the best epoch of an earlier stage, else None."""
+    stages = stage_summaries(history, monitor)
+    if len(stages) < 2 or stages[-1]["stage"] != stage:
+        return None
+    last = stages[-1]
+    earlier = max(stages[:-1], key=lambda s: s["best"])
+    if last["last"] >= earlier["best"]:
+        return None
+    label = metric_label(monitor)
+    return (f"Stage {stage!r} ended at {label} {last['last']:.4f}, below the {earlier['best']:.4f} of stage "
+            f"{earlier['stage']!r} (epoch {earlier['best_epoch']}): it lost ground, and the run keeps the best "
+            f"epoch's weights. Try a lower learning_rate for {stage!r} (e.g. {next_lr / 3:.2g}) or a smaller "
+            f"backbone_lr_scale.")
+
+
+def final_line(history: list[dict[str, Any]], monitor: str, best_epoch: int, run_root) -> str:
+    """``Best epoch 12 ('finetune'): val accuracy 0.8012; last epoch 18: 0.7990. Run saved in ...``"""
+    by_epoch = {int(r["epoch"]): r for r in history if monitor in r}
+    best, last = by_epoch.get(best_epoch), history[-1] if history else None
+    label = metric_label(monitor)
+    text = f"Best epoch {best_epoch}"
+    if best is not None:
+        text += f" ({best['stage']!r}): {label} {float(best[monitor]):.4f}"
+    if last is not None and monitor in last and int(last["epoch"]) != best_epoch:
+        text += f"; last epoch {int(last['epoch'])}: {float(last[monitor]):.4f}"
+    return text + f". Run saved in {run_root}"
+
+
+def describe_stage(index: int, total: int, stage, trainable_layers: int, *, cached: bool, ema_epochs: float) -> str:
+    """The line printed when a stage starts."""
+    rate = f"lr={stage.learning_rate:g}"
+    if stage.trainable != "head" and (stage.backbone_lr_scale, stage.layer_decay) != (1.0, 1.0):
+        rate += f" (backbone x{stage.backbone_lr_scale:g}" + (
+            f", x{stage.layer_decay:g} per block down)" if stage.layer_decay != 1.0 else ")")
+    text = (f"Stage {index + 1}/{total} {stage.name!r}: trainable={stage.trainable} "
+            f"({trainable_layers} backbone layers), {rate}, epochs={stage.epochs}")
+    if cached:
+        text += ", on cached backbone features"
+    elif stage.trainable != "head" and ema_epochs > 0:
+        text += f", validated on a weight average over ~{ema_epochs:g} epoch(s)"
+    return text
+
+
+TRAINING_KEYS = ("monitor", "best_epoch", "best_value", "last_epoch", "last_value", "stages", "notes")
+
+
+def training_record(config: dict[str, Any]) -> dict[str, Any]:
+    """The best/last-epoch part of a finished run's ``run.json`` (empty for runs that predate it)."""
+    return {key: config[key] for key in TRAINING_KEYS if key in config}
+
+
+def training_text(config: dict[str, Any]) -> str:
+    """Lines for ``transfer evaluate``: which epoch the checkpoint is, the last epoch, any lost ground.
+
+    Example:
+        >>> print(training_text({"monitor": "val_accuracy", "best_epoch": 12, "best_value": 0.8,
+        ...                      "last_epoch": 18, "last_value": 0.79, "notes": []}))
+        Checkpoint: best epoch 12 of 18 (val accuracy 0.8000); last epoch: 0.7900
+    """
+    record = training_record(config)
+    if "last_epoch" not in record:
+        return ""
+    label = metric_label(record.get("monitor", "val_accuracy"))
+    line = (f"Checkpoint: best epoch {record['best_epoch']} of {record['last_epoch']} "
+            f"({label} {float(record['best_value']):.4f})")
+    if record.get("last_value") is not None:
+        line += f"; last epoch: {float(record['last_value']):.4f}"
+    return "\n".join([line, *record.get("notes", [])])
