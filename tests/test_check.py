@@ -299,6 +299,7 @@ def test_csv_outside_root_duplicates_and_conflicts(tmp_path, caplog):
     assert "2 lines cannot be used: line 7:" in e.value.message and "line 8:" in e.value.message
     assert e.value.message.count("points outside the CSV's folder") == 2
     assert f"transfer check-data {csv_path}" in e.value.fix  # it lists every problem
+    assert "--allow-outside-root" in e.value.fix  # and the switch that allows such lines
     # One such line alone: the error gives that problem's own fix, the switch that allows it.
     alone = write_csv(root / "one.csv", ["path", "label"], rows[:4] + rows[5:6])
     with pytest.raises(TransferError) as e:

@@ -366,12 +366,12 @@ def _raise_for_stops(listing: CsvListing) -> None:
         for f in stops[:_MAX_LINES_LISTED]
     )
     listed += f"; and {more} more" if more > 0 else ""
-    raise _error(
-        csv_path,
-        f"{len(stops)} lines cannot be used: {listed}.",
-        fix=f"Fix or remove those lines (`transfer check-data {csv_path}` lists every problem). "
-        f"Paths are read relative to the CSV's folder '{base}'.",
-    )
+    fix = (f"Fix or remove those lines (`transfer check-data {csv_path}` lists every problem). "
+           f"Paths are read relative to the CSV's folder '{base}'.")
+    if any(f.code == "csv_outside_root" for f in stops):
+        fix += (" Paths outside that folder are allowed with --allow-outside-root (allow_outside_root=True "
+                "in Python) if you trust this CSV.")
+    raise _error(csv_path, f"{len(stops)} lines cannot be used: {listed}.", fix=fix)
 
 
 def _row_fix(detail: str) -> str:
