@@ -8,7 +8,8 @@ from transfer.recipe import Recipe, Stage
 
 def test_default_recipe_is_linear_probe_then_full_finetune():
     recipe = Recipe()
-    assert [(s.trainable, s.learning_rate, s.epochs) for s in recipe.stages] == [("head", 3e-3, 10), ("all", 1e-3, 8)]
+    assert [(s.trainable, s.learning_rate, s.epochs) for s in recipe.stages] == [("head", 3e-3, 30), ("all", 1e-3, 8)]
+    assert recipe.stages[1].backbone_lr_scale == 0.3 and recipe.ema_epochs == 1.0
     assert (recipe.optimizer, recipe.weight_decay, recipe.label_smoothing) == ("adamw", 0.05, 0.1)
     assert (recipe.head_cache_views, recipe.warmup_epochs) == (1, 1.0)
 
