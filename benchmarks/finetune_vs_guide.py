@@ -455,8 +455,9 @@ def main(argv=None) -> int:
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--only", choices=("guide", "transfer", "both", "speed"), default="both",
                         help="which side to run ('speed': only the float32/mixed/XLA epoch timing)")
-    parser.add_argument("--engine", choices=("modules", "train"), default="modules",
-                        help="how to run transfer's recipe: its engine modules or transfer.train()")
+    parser.add_argument("--engine", choices=("modules", "train"), default="train",
+                        help="how to run transfer's recipe: transfer.train() (the default Recipe() or --recipe), "
+                             "or the engine modules with the --set candidate (the pre-panel recipe, for experiments)")
     parser.add_argument("--recipe", help="recipe TOML for --engine train (default: transfer's default)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a field of the --engine modules recipe (repeatable); "
