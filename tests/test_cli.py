@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from transfer.cli import app
+from transfer.errors import TransferError
 from transfer.demo import make_shapes_dataset
 
 SIZE = "32"
@@ -148,7 +149,7 @@ def test_train_evaluate_export_predict(runner, shapes, recipe_file, tmp_path):
     images = sorted((shapes / "val").glob("*/*.png"))[:2]
     missing = tmp_path / "missing.jpg"
     result = runner.invoke(app, ["predict", str(export_dir), *map(str, images), str(missing), "--top-k", "2", "--json"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # some files failed: 1 (the others are still answered)
     document = json.loads(result.output)
     by_file = {r["file"]: r for r in document["results"]}
     assert set(by_file) == {*map(str, images), str(missing)}
@@ -162,6 +163,20 @@ def test_train_evaluate_export_predict(runner, shapes, recipe_file, tmp_path):
 
     result = runner.invoke(app, ["predict", str(export_dir), str(images[0])])
     assert result.exit_code == 0 and str(images[0]) in result.output
+    result = runner.invoke(app, ["predict", str(export_dir), str(images[0]), str(missing)])
+    assert result.exit_code == 1 and str(images[0]) in result.output and "ERROR" in result.output
+    assert "1 of 2 file(s) failed" in result.output
+    result = runner.invoke(app, ["predict", str(export_dir), str(missing)])
+    assert result.exit_code == 1, result.output  # every file failed: still 1, not a usage error
+
+    # A folder stands for its images; one holding only subfolders says to use a glob.
+    folder = shapes / "val" / "circle"
+    result = runner.invoke(app, ["predict", str(export_dir), str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    answered = [r["file"] for r in json.loads(result.output)["results"]]
+    assert answered == sorted(str(p) for p in folder.glob("*.png")) and len(answered) == 3
+    assert_user_error(runner.invoke(app, ["predict", str(export_dir), str(shapes / "val")]),
+                      "holds no image files", f"{shapes / 'val'}/*/*.jpg")
 
 
 def test_train_speed_and_distribution_options_are_checked_before_any_work(runner, shapes, tmp_path):
@@ -172,3 +187,55 @@ def test_train_speed_and_distribution_options_are_checked_before_any_work(runner
                                  "--distribute", "cluster"])
     assert_user_error(result, "Unknown distribution 'cluster'", "auto, none, mirrored, multi_worker")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--backbone", "resnet5O"], ["Unknown backbone", "transfer backbones"]),
+    (["--image-size", "8"], ["Image size 8 is too small", "--image-size"]),
+    (["--recipe", "BAD_RECIPE"], ["batchsize"]),
+    (["--out", "EXISTING_RUN"], ["already holds a training run"]),
+])
+def test_train_cheap_mistakes_fail_before_the_data_scan(runner, shapes, tmp_path, monkeypatch, args, needles):
+    import transfer.data
+
+    def scanned(*args, **kwargs):
+        raise AssertionError("the data was read before a cheap mistake was reported")
+
+    monkeypatch.setattr(transfer.data, "load_data", scanned)
+    (tmp_path / "old" / "run.json").parent.mkdir()
+    (tmp_path / "old" / "run.json").write_text('{"status": "done"}')
+    (tmp_path / "bad.toml").write_text("batchsize = 3\n")
+    replace = {"BAD_RECIPE": str(tmp_path / "bad.toml"), "EXISTING_RUN": str(tmp_path / "old")}
+    args = [replace.get(a, a) for a in args]
+    out = [] if "--out" in args else ["--out", str(tmp_path / "r")]
+    result = runner.invoke(app, ["train", "--data", str(shapes), *out, *args])
+    assert_user_error(result, *needles)
+    assert "Data:" not in result.output and not (tmp_path / "r").exists()
+
+
+def test_train_says_its_image_size_and_warns_when_images_are_much_smaller(runner, shapes, tmp_path, monkeypatch):
+    import transfer.data.check
+    import transfer.train
+
+    def stop(*args, **kwargs):
+        raise TransferError("stopped before training (test)")
+
+    inspected = []
+    inspect = transfer.data.check.inspect_images
+
+    def counting(sources, *args, **kwargs):
+        inspected.append(len(sources))
+        return inspect(sources, *args, **kwargs)
+
+    monkeypatch.setattr(transfer.train, "train", stop)
+    monkeypatch.setattr(transfer.data.check, "inspect_images", counting)
+    result = runner.invoke(app, ["train", "--data", str(shapes), "--out", str(tmp_path / "r")])
+    assert_user_error(result, "stopped before training")
+    assert "Image size: 224 px, the default of mobilenet_0.25" in result.output
+    # The shapes are 32 px: at 224 each is upsampled 7x, ~49x the compute of --image-size 32.
+    assert "median short side 32 px, upsampled 7.0x" in result.output and "Consider --image-size 32" in result.output
+    assert sorted(inspected) == [9, 18]  # the sizes come from the data check's one pass over the images
+
+    result = runner.invoke(app, ["train", "--data", str(shapes), "--out", str(tmp_path / "r"), "--image-size", SIZE])
+    assert_user_error(result, "stopped before training")
+    assert "Image size: 32 px (--image-size)." in result.output and "Warning" not in result.output

@@ -9,7 +9,9 @@ issue 9). Every check runs in a fresh process, as a server would.
 
 Two exports: single-label MobileNet 0.25 (random weights, calibrated
 BatchNorm, 32 px: the real backbone whose ``conv_dw_*_bn`` variables failed)
-and the tiny multi-label (sigmoid) classifier of ``test_export_predict``.
+and the tiny multi-label (sigmoid) classifier of ``test_export_predict``, whose
+signatures also answer ``above_threshold`` (bool ``[N, C]``) and ``labels``
+(string ``[N, C]``, empty under the threshold).
 """
 
 from __future__ import annotations
@@ -72,7 +74,11 @@ def case(request, tmp_path_factory):
     # Guard against a vacuous comparison: the inputs must get clearly different scores.
     for scores in expected.values():
         assert np.ptp(scores, axis=0).max() > 1e-3
-    return {"dir": export_dir, "folder": folder, "names": names, "expected": expected}
+    if multi_label:
+        # Guard against a vacuous label check: some scores on each side of the threshold.
+        scores = np.concatenate(list(expected.values()))
+        assert (scores >= 0.5).any() and (scores < 0.5).any(), scores
+    return {"dir": export_dir, "folder": folder, "names": names, "expected": expected, "multi_label": multi_label}
 
 
 def clean_env():
@@ -100,13 +106,19 @@ def printed_floats(text: str, shape) -> np.ndarray:
     return np.array([float(n) for n in numbers], dtype=np.float32).reshape(shape)
 
 
-def check_printed(stdout, expected, names):
+def check_printed(stdout, expected, names, multi_label=False):
     outputs = printed_outputs(stdout)
-    assert set(outputs) == {"scores", "class_names", "top_class", "top_score"}, stdout
+    keys = {"scores", "class_names", "top_class", "top_score"}
+    assert set(outputs) == (keys | {"above_threshold", "labels"} if multi_label else keys), stdout
     np.testing.assert_allclose(printed_floats(outputs["scores"], expected.shape), expected, atol=1e-5)
     np.testing.assert_allclose(printed_floats(outputs["top_score"], (len(expected),)), expected.max(1), atol=1e-5)
     printed_top = re.findall(r"b'([^']*)'", outputs["top_class"])
     assert printed_top == [names[i] for i in expected.argmax(1)]
+    if multi_label:
+        above = expected >= 0.5
+        assert re.findall(r"True|False", outputs["above_threshold"]) == [str(v) for v in above.ravel()]
+        printed_labels = re.findall(r"b'([^']*)'", outputs["labels"])
+        assert printed_labels == [names[j] if above[i, j] else "" for i in range(len(above)) for j in range(len(names))]
 
 
 def test_saved_model_cli_run_serving_images(case):
@@ -115,7 +127,7 @@ def test_saved_model_cli_run_serving_images(case):
     # (`--inputs images=FILE.npy` works too; serving_default below uses it.)
     images = np.load(case["folder"] / "images.npy")
     stdout = saved_model_cli_run(case["dir"], "serving_images", "--input_exprs", f"images={images.tolist()}")
-    check_printed(stdout, case["expected"]["serving_images"], case["names"])
+    check_printed(stdout, case["expected"]["serving_images"], case["names"], case["multi_label"])
 
 
 def test_saved_model_cli_run_serving_default(case):
@@ -123,7 +135,7 @@ def test_saved_model_cli_run_serving_default(case):
     stdout = saved_model_cli_run(
         case["dir"], "serving_default", "--inputs", f"image_bytes={case['folder'] / 'image_bytes.npy'}"
     )
-    check_printed(stdout, case["expected"]["serving_default"], case["names"])
+    check_printed(stdout, case["expected"]["serving_default"], case["names"], case["multi_label"])
 
 
 V1_SESSION_SCRIPT = (
@@ -152,7 +164,11 @@ with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as sess
             "scores": out["scores"].tolist(),
             "top_class": [c.decode() for c in out["top_class"]],
             "class_names": [[c.decode() for c in row] for row in out["class_names"]],
+            "outputs": sorted(out),
         }
+        if "labels" in out:
+            result[key]["above_threshold"] = out["above_threshold"].tolist()
+            result[key]["labels"] = [[c.decode() for c in row] for row in out["labels"]]
 result["loaded_modules"] = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
 print(json.dumps(result))
 """
@@ -177,6 +193,12 @@ def test_tf_compat_v1_session_load(case):
         np.testing.assert_allclose(np.array(got["scores"]), expected, atol=1e-5)
         assert got["top_class"] == [names[i] for i in expected.argmax(1)]
         assert got["class_names"] == [names] * len(expected)
+        if case["multi_label"]:
+            above = expected >= 0.5
+            assert got["above_threshold"] == above.tolist()
+            assert got["labels"] == [[n if a else "" for n, a in zip(names, row)] for row in above]
+        else:
+            assert got["outputs"] == ["class_names", "scores", "top_class", "top_score"]
 
 
 def test_export_refuses_a_graph_that_graph_mode_cannot_run(tmp_path, monkeypatch):

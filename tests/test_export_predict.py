@@ -515,6 +515,18 @@ def test_multi_label_export(tmp_path, images):
     scores = keras_scores(model, [images["gif"][1]])[0]
     assert result["labels"] == [names[i] for i in np.argsort(-scores) if scores[i] >= 0.5]
     assert len(result["predictions"]) == max(1, len(result["labels"]))
+    # The export itself answers the decision: every score, which labels pass the threshold and their names.
+    meta = json.loads((out / "assets" / "transfer.json").read_text())
+    assert meta["threshold"] == 0.5 and clf.threshold == 0.5
+    assert {"above_threshold", "labels"} <= set(meta["signatures"]["serving_default"]["outputs"])
+    serve = tf.saved_model.load(str(out)).signatures["serving_default"]
+    answer = serve(image_bytes=tf.constant([images["gif"][1], images["png"][1]]))
+    got_scores = answer["scores"].numpy()
+    above = got_scores >= 0.5
+    assert answer["above_threshold"].numpy().tolist() == above.tolist()
+    assert [[v.decode() for v in row] for row in answer["labels"].numpy()] == [
+        [n if a else "" for n, a in zip(names, row)] for row in above]
+    assert {"scores", "class_names", "top_class", "top_score"} <= set(answer)
 
 
 def test_export_of_build_classifier(tmp_path, images):

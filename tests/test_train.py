@@ -156,7 +156,11 @@ def test_random_weights_train_their_batchnorm():
     assert np.abs(backbone_out(images, training=True).numpy()).mean() > 1e-3
 
 
-def test_multi_label_csv_trains_evaluates_and_exports(shapes, tmp_path):
+def test_multi_label_csv_trains_evaluates_and_exports(shapes, tmp_path, capsys):
+    import tensorflow as tf
+    from typer.testing import CliRunner
+
+    from transfer.cli import _outcome_text, app
     from transfer.evaluate import evaluate_run
     from transfer.export import export_run
     from transfer.predict import ExportedClassifier
@@ -171,10 +175,29 @@ def test_multi_label_csv_trains_evaluates_and_exports(shapes, tmp_path):
 
     split = load_data(csv_file)
     assert split.multi_label and split.class_names == ("corners", "four", "round", "three")
-    result = train(split, tmp_path / "run", weights=None, image_size=SIZE, recipe=TINY, verbose=0)
+    result = train(split, tmp_path / "run", weights=None, image_size=SIZE, recipe=TINY, verbose=2)
+    out = capsys.readouterr().out
+    assert "Multi-label: 4 labels" in out and "val macro F1" in out  # train says what it is and what it picks by
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert "exact_match" in metrics and set(metrics["per_class"]) == set(split.class_names)
-    assert evaluate_run(result.run_dir).multi_label
+    # The best epoch is chosen by macro F1 (per-label accuracy flatters: 0.75 here for predicting no label).
+    config = json.loads((result.run_dir / "run.json").read_text())
+    assert config["monitor"] == metrics["monitor"] == "val_macro_f1"
+    rows = list(csv.DictReader(open(result.run_dir / "history.csv")))
+    assert {"val_macro_f1", "val_accuracy", "macro_f1"} <= set(rows[0])
+    f1 = [float(r["val_macro_f1"]) for r in rows]
+    assert config["best_epoch"] == 1 + f1.index(max(f1)) and config["best_value"] == pytest.approx(max(f1))
+    # The evaluation of the best checkpoint agrees with the F1 Keras logged (the same >= 0.5 rule).
+    assert metrics["macro_f1"] == pytest.approx(max(f1), abs=1e-4)
+    assert metrics["no_label_accuracy"] == pytest.approx(7 / 12)  # 5/3 of 4 labels per image on average
+    headline = _outcome_text(result)
+    assert headline.startswith(f"Best val macro F1 {metrics['macro_f1']:.4f} (epoch {config['best_epoch']})")
+    assert "exact match" in headline and "no label at all would score 0.5833" in headline
+    report = evaluate_run(result.run_dir)
+    assert report.multi_label
+    table = report.table()
+    assert table.splitlines()[0].startswith("label ") and "exact match" in table and "macro F1" in table
+    assert all(name in table for name in split.class_names) and "predicting no label at all" in table
 
     export_dir = export_run(result.run_dir, tmp_path / "export")
     classifier = ExportedClassifier.load(export_dir)
@@ -183,6 +206,18 @@ def test_multi_label_csv_trains_evaluates_and_exports(shapes, tmp_path):
     assert len(answer["predictions"]) >= 2 and "labels" in answer
     scores = [p["score"] for p in answer["predictions"]]
     assert all(0.0 <= s <= 1.0 for s in scores)
+    # The export answers all scores and the names over the threshold (empty strings for the others).
+    served = tf.saved_model.load(str(export_dir)).signatures["serving_default"](
+        image_bytes=tf.constant([open(split.val.sources[0], "rb").read()]))
+    all_scores = served["scores"].numpy()[0]
+    assert all_scores.shape == (4,)
+    assert [v.decode() for v in served["labels"].numpy()[0]] == [
+        n if s >= 0.5 else "" for n, s in zip(classifier.class_names, all_scores)]
+    assert sorted(answer["labels"]) == sorted(n for n, s in zip(classifier.class_names, all_scores) if s >= 0.5)
+    text = CliRunner().invoke(app, ["predict", str(export_dir), split.val.sources[0]])
+    assert text.exit_code == 0, text.output
+    shown = ", ".join(answer["labels"]) or "(none)"
+    assert f"labels {shown} (score >= 0.5)" in text.output
 
 
 def test_from_layer_unfreezes_its_block_and_above(model_and_spec):

@@ -36,6 +36,7 @@ weights_app = typer.Typer(help="Manage pretrained weight files (offline use).", 
 app.add_typer(weights_app, name="weights")
 
 EXIT_USER_ERROR = 2
+EXIT_SOME_FAILED = 1  # predict: some files failed (check-data: some files would be skipped)
 
 
 def _import_tensorflow_quietly() -> None:
@@ -228,20 +229,32 @@ def train_command(
         missing = " and ".join(name for name, value in (("--data", data), ("--out", out)) if value is None)
         raise TransferError(f"transfer train needs {missing}.",
                             fix="Example: transfer train --data flowers/ --out runs/flowers")
+    from transfer.backbones import get_backbone
     from transfer.precision import resolve_precision
+    from transfer.train import check_out_dir, checked_image_size, image_size_line, upsampling_warning
 
-    resolve_precision(precision)  # a typo fails now, not after the data check
+    # Cheap mistakes fail now, not after the data scan: a typo'd precision or backbone,
+    # an --out that already holds a run, a size below the backbone's minimum, a bad recipe.
+    resolve_precision(precision)
+    spec = get_backbone(backbone)
+    size = checked_image_size(spec, image_size)
+    check_out_dir(out)
     chosen = Recipe.load(recipe) if recipe else Recipe()
     if epochs is not None:
         if epochs < 1:
             raise TransferError(f"--epochs {epochs} is not positive.", fix="Pass --epochs 1 or more.")
         chosen = chosen.with_epochs(epochs)
+    typer.echo(image_size_line(spec, image_size))
     split = load_data(data, val_fraction=val_fraction, seed=chosen.seed, allow_outside_root=allow_outside_root)
-    typer.echo(f"Data: {len(split.train)} train / {len(split.val)} val images, "
-               f"{len(split.class_names)} classes ({split.origin})")
+    kind = f"{len(split.class_names)} labels, multi-label" if split.multi_label else f"{len(split.class_names)} classes"
+    typer.echo(f"Data: {len(split.train)} train / {len(split.val)} val images, {kind} ({split.origin})")
     from transfer.data.check import check_split
 
-    typer.echo(check_split(split, image_size=image_size, source=data).summary())
+    report = check_split(split, image_size=size, source=data)
+    typer.echo(report.summary())
+    warning = upsampling_warning(spec, size, report.median_side)
+    if warning:
+        typer.echo(warning)
     result = train(
         split, out, backbone=backbone, weights=_parse_weights(weights), image_size=image_size,
         recipe=chosen, data_source=data, verbose=verbose, precision=precision, xla=xla,
@@ -254,11 +267,20 @@ def train_command(
 
 
 def _outcome_text(result) -> str:
-    """``Best val accuracy 0.8012 (epoch 12); last epoch 18: 0.7990.``"""
+    """``Best val accuracy 0.8012 (epoch 12); last epoch 18: 0.7990.``
+
+    Multi-label runs lead with macro F1 (what picked the epoch), then exact
+    match and the per-label accuracy next to what predicting no label scores.
+    """
     metrics = result.best_metrics
-    text = f"Best val accuracy {metrics['accuracy']:.4f} (epoch {result.best_epoch})"
+    multi_label = "macro_f1" in metrics
+    name, value = ("macro F1", metrics["macro_f1"]) if multi_label else ("accuracy", metrics["accuracy"])
+    text = f"Best val {name} {value:.4f} (epoch {result.best_epoch})"
     if metrics.get("last_epoch") and metrics["last_epoch"] != result.best_epoch and metrics.get("last_value") is not None:
         text += f"; last epoch {metrics['last_epoch']}: {metrics['last_value']:.4f}"
+    if multi_label:
+        text += (f"; exact match {metrics.get('exact_match') or 0.0:.4f}, per-label accuracy "
+                 f"{metrics['accuracy']:.4f} (no label at all would score {metrics.get('no_label_accuracy') or 0:.4f})")
     return text + "."
 
 
@@ -352,7 +374,7 @@ def export_command(
 def predict_command(
     ctx: typer.Context,
     export_dir: Path = typer.Argument(..., help="An export folder from `transfer export`."),
-    images: List[Path] = typer.Argument(..., help="Image files."),
+    images: List[Path] = typer.Argument(..., help="Image files, or folders (their images, not subfolders)."),
     top_k: int = typer.Option(3, "--top-k", min=1, help="How many classes to show per image."),
     max_megapixels: float = typer.Option(
         40.0, "--max-megapixels", min=0.000064, help="Refuse images whose header declares more pixels."
@@ -360,13 +382,19 @@ def predict_command(
     max_megabytes: float = typer.Option(100.0, "--max-megabytes", min=0.000001, help="Refuse larger files."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ):
-    """Classify image files with an exported model (no training code involved)."""
+    """Classify image files with an exported model (no training code involved).
+
+    Exit code 0: every file answered; 1: some files failed (each named, the others
+    still answered); 2: usage error. Multi-label exports print the labels at or
+    over the export's threshold first.
+    """
     from transfer.predict import ExportedClassifier
 
+    files = _expand_image_arguments(images)
     classifier = ExportedClassifier.load(
         export_dir, max_pixels=int(max_megapixels * 1e6), max_bytes=int(max_megabytes * 1e6)
     )
-    results = classifier.predict_files([str(p) for p in images], top_k=top_k)
+    results = classifier.predict_files(files, top_k=top_k)
     failed = [r for r in results if "error" in r]
     if as_json:
         typer.echo(json.dumps({"export": str(export_dir), "results": results}, indent=2))
@@ -376,9 +404,36 @@ def predict_command(
                 typer.echo(f"{r['file']}: ERROR {r['error']}")
                 continue
             shown = ", ".join(f"{p['class']} {p['score']:.3f}" for p in r["predictions"])
+            if classifier.multi_label:
+                labels = ", ".join(r["labels"]) or "(none)"
+                shown = f"labels {labels} (score >= {classifier.threshold:g}); scores {shown}"
             typer.echo(f"{r['file']}: {shown}")
-    if failed and len(failed) == len(results):
-        raise typer.Exit(EXIT_USER_ERROR)
+        if failed:
+            typer.echo(f"{len(failed)} of {len(results)} file(s) failed.", err=True)
+    if failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _expand_image_arguments(paths: List[Path]) -> List[str]:
+    """``paths`` as files: a folder becomes its image files (sorted); one without any is an error."""
+    from transfer.imagesize import EXTENSIONS
+
+    suffixes = tuple(ext for exts in EXTENSIONS.values() for ext in exts)
+    files: List[str] = []
+    for path in paths:
+        if not path.is_dir():
+            files.append(str(path))  # a missing or bad file is answered with an error of its own
+            continue
+        found = sorted(p for p in path.iterdir()
+                       if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
+        if not found:
+            raise TransferError(
+                f"The folder {path} holds no image files ({', '.join(suffixes)}).",
+                fix=f"Pass image files; for the images in its subfolders use a glob, e.g. "
+                    f"transfer predict EXPORT {path}/*/*.jpg",
+            )
+        files.extend(map(str, found))
+    return files
 
 
 @app.command("lr-find")

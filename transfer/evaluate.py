@@ -29,8 +29,10 @@ class EvalReport:
 
     ``confusion[i][j]`` counts images of true class i predicted as class j
     (single-label). For multi-label data it is ``None`` and ``accuracy`` is the
-    mean per-label accuracy at threshold 0.5; ``exact_match`` is the share of
-    images with every label right.
+    mean per-label accuracy at threshold 0.5, which flatters: ``no_label_accuracy``
+    is what predicting no label at all would score. The multi-label headline is
+    ``macro_f1`` (the mean of the labels' F1, what picked the best epoch);
+    ``exact_match`` is the share of images with every label right.
     """
 
     class_names: tuple[str, ...]
@@ -41,10 +43,24 @@ class EvalReport:
     confusion: list[list[int]] | None = None
     exact_match: float | None = None
     worst: list[dict[str, Any]] = field(default_factory=list)
+    no_label_accuracy: float | None = None
+
+    @property
+    def macro_f1(self) -> float:
+        """The mean over classes (labels) of their F1."""
+        return float(np.mean([m["f1"] for m in self.per_class.values()])) if self.per_class else 0.0
+
+    def headline(self) -> tuple[str, float]:
+        """``("accuracy", value)``, or ``("macro F1", value)`` for multi-label data."""
+        return ("macro F1", self.macro_f1) if self.multi_label else ("accuracy", self.accuracy)
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready dict with an ``accuracy`` key first."""
         out: dict[str, Any] = {"accuracy": self.accuracy, "num_images": self.num_images}
+        if self.multi_label:
+            out["macro_f1"] = self.macro_f1
+            out["threshold"] = MULTI_LABEL_THRESHOLD
+            out["no_label_accuracy"] = self.no_label_accuracy
         if self.exact_match is not None:
             out["exact_match"] = self.exact_match
         macro = {
@@ -58,15 +74,25 @@ class EvalReport:
         return out
 
     def table(self) -> str:
-        """A plain-text per-class table."""
-        width = max(len("class"), *(len(n) for n in self.class_names))
-        lines = [f"{'class':<{width}}  precision  recall     f1  support"]
+        """A plain-text per-class (per-label) table and the headline numbers."""
+        kind = "label" if self.multi_label else "class"
+        width = max(len(kind), *(len(n) for n in self.class_names))
+        lines = [f"{kind:<{width}}  precision  recall     f1  support"]
         for name in self.class_names:
             m = self.per_class[name]
             lines.append(
                 f"{name:<{width}}  {m['precision']:9.3f}  {m['recall']:6.3f}  {m['f1']:5.3f}  {m['support']:7d}"
             )
-        lines.append(f"accuracy {self.accuracy:.4f} on {self.num_images} images")
+        if not self.multi_label:
+            lines.append(f"accuracy {self.accuracy:.4f} on {self.num_images} images")
+            return "\n".join(lines)
+        lines.append(f"macro F1 {self.macro_f1:.4f} on {self.num_images} images (multi-label: a label counts "
+                     f"at a score >= {MULTI_LABEL_THRESHOLD:g})")
+        lines.append(f"exact match {self.exact_match or 0.0:.4f} (images with every label right)")
+        line = f"per-label accuracy {self.accuracy:.4f}"
+        if self.no_label_accuracy is not None:
+            line += f" (predicting no label at all scores {self.no_label_accuracy:.4f})"
+        lines.append(line)
         return "\n".join(lines)
 
 
@@ -84,6 +110,7 @@ def compute_report(
         fn = (~predicted & truth).sum(0)
         accuracy = float((predicted == truth).mean()) if n else 0.0
         exact = float((predicted == truth).all(1).mean()) if n else 0.0
+        no_label = float((~truth).mean()) if n else 0.0
         confusion = None
         support = truth.sum(0)
         # Per image loss: binary cross-entropy summed over labels.
@@ -98,7 +125,7 @@ def compute_report(
         fp = matrix.sum(0) - tp
         fn = matrix.sum(1) - tp
         accuracy = float((y_true == y_pred).mean()) if n else 0.0
-        exact = None
+        exact = no_label = None
         confusion = matrix.tolist()
         support = matrix.sum(1)
         losses = -np.log(scores[np.arange(n), y_true] + 1e-7)
@@ -119,7 +146,7 @@ def compute_report(
             entry["predicted"] = class_names[int(scores[i].argmax())]
             entry["score"] = float(scores[i].max())
         worst.append(entry)
-    return EvalReport(class_names, accuracy, per_class, n, multi_label, confusion, exact, worst)
+    return EvalReport(class_names, accuracy, per_class, n, multi_label, confusion, exact, worst, no_label)
 
 
 def evaluate_model(model, samples: Samples, image_size: int, batch_size: int = 32) -> EvalReport:

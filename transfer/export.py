@@ -21,6 +21,11 @@ Signatures (outputs are the same for both):
 - outputs: ``scores`` float32 ``[N, C]`` (softmax, or sigmoid for
   multi-label), ``class_names`` string ``[N, C]`` (aligned with ``scores``),
   ``top_class`` string ``[N]``, ``top_score`` float32 ``[N]``.
+- multi-label exports add the decision at ``threshold`` (0.5, recorded in
+  ``transfer.json``): ``above_threshold`` bool ``[N, C]`` (score >=
+  threshold) and ``labels`` string ``[N, C]``, the class name where
+  ``above_threshold`` and ``""`` elsewhere (fixed shapes, no ragged tensors,
+  so graph-mode runners and TF Serving return them as they are).
 
 TF Serving REST: ``{"instances": [{"b64": "<base64 JPEG>"}]}`` (the input name
 ends in ``_bytes`` and is a string tensor, so the server base64-decodes it).
@@ -71,15 +76,29 @@ OUTPUTS = {
     "top_class": "string [N]",
     "top_score": "float32 [N]",
 }
+MULTI_LABEL_OUTPUTS = {
+    **OUTPUTS,
+    "above_threshold": "bool [N, C] (score >= threshold)",
+    "labels": "string [N, C] (the class name where above_threshold, else empty)",
+}
+MULTI_LABEL_THRESHOLD = 0.5
 SIGNATURES = {
     BYTES_SIGNATURE: {"inputs": {"image_bytes": "string [N] (encoded JPEG/PNG/GIF/BMP)"}, "outputs": OUTPUTS},
     IMAGES_SIGNATURE: {"inputs": {"images": "uint8 [N, H, W, 3] (any size)"}, "outputs": OUTPUTS},
 }
+
+
+def signatures_for(multi_label: bool) -> dict[str, dict]:
+    """The signatures' inputs and outputs, as ``transfer.json`` records them."""
+    if not multi_label:
+        return SIGNATURES
+    return {key: {**value, "outputs": MULTI_LABEL_OUTPUTS} for key, value in SIGNATURES.items()}
+
 # Keys export_model fills itself; caller metadata may not override them.
 _RESERVED = frozenset(
     {
         "format", "format_version", "task", "class_names", "num_classes", "image_size", "multi_label",
-        "preprocessing", "resize", "signatures", "files", "transfer_version", "tensorflow_version",
+        "threshold", "preprocessing", "resize", "signatures", "files", "transfer_version", "tensorflow_version",
         "keras_version", "created",
     }
 )  # fmt: skip
@@ -113,7 +132,8 @@ class _ServingModule(tf.Module):
     signatures in a graph-mode session before the export is moved into place.
     """
 
-    def __init__(self, model, class_names: Sequence[str], image_size: int, asset_files: Mapping[str, Path]):
+    def __init__(self, model, class_names: Sequence[str], image_size: int, asset_files: Mapping[str, Path],
+                 multi_label: bool = False, threshold: float = MULTI_LABEL_THRESHOLD):
         super().__init__(name="transfer_export")
         names = tf.constant(list(class_names), dtype=tf.string)
         input_dtype = tf.as_dtype(model.inputs[0].dtype)
@@ -141,12 +161,18 @@ class _ServingModule(tf.Module):
                 lambda: tf.zeros([0, num_classes], tf.float32),
             )
             top = tf.argmax(scores, axis=-1, output_type=tf.int32)
-            return {
+            tiled_names = tf.tile(names[tf.newaxis], [tf.shape(scores)[0], 1])
+            outputs = {
                 "scores": scores,
-                "class_names": tf.tile(names[tf.newaxis], [tf.shape(scores)[0], 1]),
+                "class_names": tiled_names,
                 "top_class": tf.gather(names, top),
                 "top_score": tf.reduce_max(scores, axis=-1),
             }
+            if multi_label:
+                above = scores >= tf.constant(threshold, tf.float32)
+                outputs["above_threshold"] = above
+                outputs["labels"] = tf.where(above, tiled_names, tf.fill(tf.shape(tiled_names), ""))
+            return outputs
 
         def serve_bytes(image_bytes):
             # The very function the training pipeline maps over its files.
@@ -233,7 +259,7 @@ def export_model(
             asset_paths[name] = Path(sources) / name
             asset_paths[name].write_text(text, encoding="utf-8")
 
-        module = _ServingModule(model, class_names, image_size, asset_paths)
+        module = _ServingModule(model, class_names, image_size, asset_paths, multi_label=bool(multi_label))
         tf.saved_model.save(
             module,
             str(staging),
@@ -316,10 +342,11 @@ def _metadata(model, class_names, image_size, multi_label, extra) -> dict:
         "num_classes": len(class_names),
         "image_size": image_size,
         "multi_label": bool(multi_label),
+        **({"threshold": MULTI_LABEL_THRESHOLD} if multi_label else {}),
         "backbone": None,
         "preprocessing": _preprocessing_mode(model),
         "resize": {"method": RESIZE_METHOD, "antialias": True},
-        "signatures": SIGNATURES,
+        "signatures": signatures_for(bool(multi_label)),
         "files": {
             "keras_model": KERAS_FILE,
             "class_names": f"assets/{CLASS_NAMES_FILE}",

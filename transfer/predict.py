@@ -79,6 +79,8 @@ class ExportedClassifier:
         self.class_names: list[str] = list(metadata["class_names"])
         self.image_size: int = int(metadata["image_size"])
         self.multi_label: bool = bool(metadata.get("multi_label", False))
+        # The export's own decision threshold (its ``labels`` output); older exports: 0.5.
+        self.threshold: float = float(metadata.get("threshold", MULTI_LABEL_THRESHOLD))
         self._loaded = loaded  # keeps the variables the signature reads alive
         self._serve = loaded.signatures[SIGNATURE]
 
@@ -174,12 +176,12 @@ class ExportedClassifier:
         paths: Sequence[str | os.PathLike],
         top_k: int | None = 5,
         batch_size: int = 32,
-        threshold: float = MULTI_LABEL_THRESHOLD,
+        threshold: float | None = None,
     ) -> list[dict[str, Any]]:
         """One result dict per file, in input order (see the module docstring).
 
         ``top_k=None`` lists every class. ``threshold`` only matters for
-        multi-label exports.
+        multi-label exports (default: the export's, as its ``labels`` output uses).
 
         Example:
             >>> clf.predict_files(["rose.jpg", "missing.jpg"], top_k=1)
@@ -189,6 +191,7 @@ class ExportedClassifier:
         if top_k is not None:
             _check_positive("top_k", top_k)
         _check_positive("batch_size", batch_size)
+        threshold = self.threshold if threshold is None else float(threshold)
         results: list[dict[str, Any]] = []
         good: list[tuple[int, bytes]] = []
         for path in paths:

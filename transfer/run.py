@@ -5,8 +5,10 @@ Layout::
     RUN_DIR/
       run.json               what was trained: backbone, weights, image size, data, classes
       recipe.toml            the exact recipe used
-      split.json             the validation files (so evaluation uses the same split)
-      checkpoints/best.keras the best model on the validation metric, across all stages
+      split.json             both lists, train and val files with their targets (so a resume and
+                             the evaluation use the same split)
+      checkpoints/best.keras the best model on the run's validation metric (run.json "monitor":
+                             val_accuracy, or val_macro_f1 for multi-label), across all stages
       checkpoints/epoch-N.keras, state.json   the last epoch, while training (for --resume)
       history.csv            one row per epoch, with its stage
       metrics.json           validation metrics of the best model

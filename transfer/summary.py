@@ -18,8 +18,9 @@ from typing import Any
 
 
 def metric_label(monitor: str) -> str:
-    """``"val_accuracy"`` -> ``"val accuracy"``."""
-    return monitor.replace("_", " ")
+    """``"val_accuracy"`` -> ``"val accuracy"``, ``"val_macro_f1"`` -> ``"val macro F1"``."""
+    words = monitor.split("_")
+    return " ".join("F1" if word == "f1" else word for word in words)
 
 
 def stage_summaries(history: list[dict[str, Any]], monitor: str) -> list[dict[str, Any]]:

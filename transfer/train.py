@@ -36,13 +36,26 @@ from transfer.precision import dtype_policy, resolve_precision, with_loss_scalin
 from transfer.rates import bind_rate_scales, rate_scales
 from transfer.recipe import Recipe, Stage
 from transfer.run import RunDir
-from transfer.summary import describe_stage, final_line, stage_regression, stage_summaries
+from transfer.summary import describe_stage, final_line, metric_label, stage_regression, stage_summaries
 from transfer.schedules import make_optimizer, no_decay_variables, warmup_cosine, warmup_steps_for
-from transfer.tasks.classify import BACKBONE_LAYER, build_classifier, freeze_batchnorm_layers, loss_and_metrics
+from transfer.tasks.classify import (BACKBONE_LAYER, MULTI_LABEL_THRESHOLD, build_classifier,
+                                     freeze_batchnorm_layers, loss_and_metrics, monitor_for)
 
 log = logging.getLogger(__name__)
 
+# What picked the best epoch of runs whose run.json has no "monitor" (older runs, all
+# compiled without macro_f1). A run's own monitor: ``run_monitor(config)``.
 MONITOR = "val_accuracy"
+
+
+def run_monitor(config: dict[str, Any]) -> str:
+    """The validation metric a run picks its best epoch by (run.json ``"monitor"``).
+
+    Example:
+        >>> run_monitor({"multi_label": True, "monitor": "val_macro_f1"})
+        'val_macro_f1'
+    """
+    return str(config.get("monitor") or MONITOR)
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,55 @@ def checked_image_size(spec: BackboneSpec, image_size: int | None) -> int:
             fix=f"Pass --image-size {spec.min_size} or more.",
         )
     return image_size
+
+
+def image_size_line(spec: BackboneSpec, image_size: int | None) -> str:
+    """One line saying which input size a run uses and why.
+
+    Example:
+        >>> image_size_line(get_backbone("mobilenet_0.25"), None)
+        'Image size: 224 px, the default of mobilenet_0.25 (its ImageNet size); pass --image-size to match ...'
+    """
+    size = checked_image_size(spec, image_size)
+    if image_size:
+        return f"Image size: {size} px (--image-size)."
+    return (f"Image size: {size} px, the default of {spec.name} (its ImageNet size); pass --image-size to match "
+            f"your images (compute grows with its square).")
+
+
+# Images whose typical short side is upsampled more than this to the input size: a warning.
+UPSAMPLE_WARNING = 1.5
+
+
+def upsampling_warning(spec: BackboneSpec, image_size: int, median_side: int | None) -> str | None:
+    """A warning when the images (median short side, from the data check) are much smaller than
+    ``image_size``: upsampled pixels add compute, not detail. None otherwise.
+
+    Example:
+        >>> upsampling_warning(get_backbone("mobilenet_0.25"), 224, 128)
+        'Warning: the images are small for 224 px (median short side 128 px, upsampled 1.8x): ...'
+    """
+    if not median_side:
+        return None
+    suggested = max(int(median_side), spec.min_size)
+    if median_side * UPSAMPLE_WARNING >= image_size or suggested >= image_size:
+        return None
+    cost = (image_size / suggested) ** 2
+    return (f"Warning: the images are small for {image_size} px (median short side {median_side} px, upsampled "
+            f"{image_size / median_side:.1f}x): each step costs ~{cost:.{0 if cost >= 10 else 1}f}x what it "
+            f"would at --image-size {suggested}, for pixels that add no detail. Consider --image-size {suggested}.")
+
+
+def check_out_dir(out_dir: str | Path) -> None:
+    """A ``TransferError`` when ``out_dir`` already holds a training run or is a file (checked before any work)."""
+    run = RunDir(out_dir)
+    if run.config_file.exists():
+        raise TransferError(
+            f"{run.root} already holds a training run.",
+            fix="Choose a new --out folder (or delete the old run first).",
+        )
+    if run.root.exists() and not run.root.is_dir():
+        raise TransferError(f"--out {run.root} is a file, not a folder.", fix="Choose a folder path.")
 
 
 def _block_of(blocks: list[list[str]], name: str) -> int:
@@ -246,6 +308,7 @@ def train(
         "image_size": image_size,
         "class_names": list(data.class_names),
         "multi_label": data.multi_label,
+        "monitor": monitor_for(data.multi_label),
         "data_source": data_source,
         "split": data.origin,
         "num_train": len(data.train),
@@ -261,6 +324,10 @@ def train(
     atomic_write_json(run.config_file, config)
     recipe.save(run.recipe_file)
     atomic_write_json(run.split_file, _split_record(data))
+    if data.multi_label:
+        _say(verbose, f"Multi-label: {data.train.num_classes} labels, each scored on its own (sigmoid), "
+                      f"present at a score >= {MULTI_LABEL_THRESHOLD:g}; the best epoch is the one with the best "
+                      f"{metric_label(config['monitor'])} (the mean over labels of each label's F1).")
     return _run_stages(run, model, config, recipe, data, Progress(), started, verbose, dist, resumed=False)
 
 
@@ -340,6 +407,7 @@ def _run_stages(run, model, config, recipe, data, progress, started, verbose, di
     spec = get_backbone(config["backbone"])
     image_size = int(config["image_size"])
     pretrained = config["weights"] != "random"
+    monitor = run_monitor(config)
     # Decoded images in memory only when train + val fit the budget; else on disk in the run folder.
     image_cache = choose_image_cache(len(data.train) + len(data.val), image_size, cache_dir=run.root)
     _say(verbose, f"Image cache: {image_cache.describe()}")
@@ -354,7 +422,7 @@ def _run_stages(run, model, config, recipe, data, progress, started, verbose, di
                                              cache=image_cache),
                                 dist, batch_size=recipe.batch_size, num_examples=len(data.val))
     steps = steps_per_epoch(data.train, recipe.batch_size)
-    checkpoints = RunCheckpoints(run, progress)
+    checkpoints = RunCheckpoints(run, progress, monitor=monitor)
     weights_per_class = class_weights(data.train, recipe.class_weight)
 
     for index in range(progress.stage_index, len(recipe.stages)):
@@ -383,7 +451,7 @@ def _run_stages(run, model, config, recipe, data, progress, started, verbose, di
             # First, so validation, checkpoints and the best model all see the averaged weights.
             callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
         if stage.patience:
-            callbacks.append(keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=stage.patience))
+            callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=stage.patience))
         if on_cached_features:
             fit = _fit_head_on_cached_features(
                 model, data, image_size, recipe, config, callbacks,
@@ -402,11 +470,12 @@ def _run_stages(run, model, config, recipe, data, progress, started, verbose, di
                 callbacks=callbacks,
             )
         if len(fit.epoch) < stage.epochs - done:
-            _say(verbose, f"Stage {stage.name!r} stopped early: no better {MONITOR} for {stage.patience} epochs.")
+            _say(verbose, f"Stage {stage.name!r} stopped early: no better {metric_label(monitor)} "
+                          f"for {stage.patience} epochs.")
             # Mark the stage finished so a resume moves on to the next one.
             progress.stage_index, progress.stage_epochs_done = index, stage.epochs
             progress.save(run.state_file)
-        note = stage_regression(progress.history, stage.name, MONITOR, next_lr=stage.learning_rate)
+        note = stage_regression(progress.history, stage.name, monitor, next_lr=stage.learning_rate)
         if note:
             _say(verbose, note)
 
@@ -424,31 +493,31 @@ def _run_stages(run, model, config, recipe, data, progress, started, verbose, di
     report = evaluate_model(model, data.val, image_size, recipe.batch_size)
     write_evaluation(report, run.evaluation_dir)
     seconds = time.perf_counter() - started
-    outcome = _outcome(progress, recipe)
+    outcome = _outcome(progress, recipe, monitor)
     metrics = {**report.summary(), **outcome, "train_seconds": round(seconds, 2)}
     atomic_write_json(run.metrics_file, metrics)
     atomic_write_json(run.config_file, {**config, "status": "done", **outcome})
     _remove_epoch_checkpoints(run)
-    _say(verbose, final_line(progress.history, MONITOR, progress.best_epoch, run.root))
+    _say(verbose, final_line(progress.history, monitor, progress.best_epoch, run.root))
     return TrainResult(run.root, progress.best_epoch, metrics, seconds)
 
 
-def _outcome(progress: Progress, recipe: Recipe) -> dict[str, Any]:
+def _outcome(progress: Progress, recipe: Recipe, monitor: str) -> dict[str, Any]:
     """Best and last epoch, per-stage summaries and the stages that lost ground, for run.json."""
     last = progress.history[-1] if progress.history else {}
     notes = []
     for index, stage in enumerate(recipe.stages):
         rows = [r for r in progress.history if r["stage"] in {s.name for s in recipe.stages[:index + 1]}]
-        note = stage_regression(rows, stage.name, MONITOR, next_lr=stage.learning_rate)
+        note = stage_regression(rows, stage.name, monitor, next_lr=stage.learning_rate)
         if note:
             notes.append(note)
     return {
-        "monitor": MONITOR,
+        "monitor": monitor,
         "best_epoch": progress.best_epoch,
         "best_value": progress.best_value,
         "last_epoch": int(last.get("epoch", 0)),
-        "last_value": float(last[MONITOR]) if MONITOR in last else None,
-        "stages": stage_summaries(progress.history, MONITOR),
+        "last_value": float(last[monitor]) if monitor in last else None,
+        "stages": stage_summaries(progress.history, monitor),
         "notes": notes,
     }
 
@@ -499,13 +568,7 @@ def _feature_cache_dir(feature_cache: str | Path | bool) -> str | None:
 
 
 def _prepare_run_dir(run: RunDir) -> None:
-    if run.config_file.exists():
-        raise TransferError(
-            f"{run.root} already holds a training run.",
-            fix="Choose a new --out folder (or delete the old run first).",
-        )
-    if run.root.exists() and not run.root.is_dir():
-        raise TransferError(f"--out {run.root} is a file, not a folder.", fix="Choose a folder path.")
+    check_out_dir(run.root)
     run.root.mkdir(parents=True, exist_ok=True)
 
 
@@ -537,12 +600,14 @@ class RunCheckpoints(keras.callbacks.Callback):
     Keras's ModelCheckpoint forgets its best value between ``fit`` calls, that
     is between stages; this one keeps it for the whole run (and across a
     resume) and holds the best weights in memory so the run ends on them.
+    ``monitor`` is the logged metric that decides the best epoch (higher is better).
     """
 
-    def __init__(self, run: RunDir, progress: Progress):
+    def __init__(self, run: RunDir, progress: Progress, *, monitor: str = MONITOR):
         super().__init__()
         self.run = run
         self.progress = progress
+        self.monitor = monitor
         self.best_weights = None
         self.stage_index, self.stage_name, self.stage_start = 0, "", 0
         self.epoch_started = time.perf_counter()
@@ -564,7 +629,7 @@ class RunCheckpoints(keras.callbacks.Callback):
         progress.checkpoint = f"epoch-{epoch + 1:03d}.keras"
         epoch_file = self.run.root / "checkpoints" / progress.checkpoint
         atomic_save_keras(self.model, epoch_file)
-        value = logs.get(MONITOR)
+        value = logs.get(self.monitor)
         if value is not None and value > progress.best_value:
             progress.best_value, progress.best_epoch = float(value), epoch + 1
             self.best_weights = [w.copy() for w in self.model.get_weights()]

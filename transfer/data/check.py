@@ -515,7 +515,9 @@ class DataReport:
     """Everything the doctor found, with the numbers training will see.
 
     ``findings`` are sorted (errors first); ``usable`` counts images training
-    will use; ``class_counts`` counts them per class.
+    will use; ``class_counts`` counts them per class; ``median_side`` is the
+    median short side in pixels of the usable images (None when unknown), for
+    ``transfer train``'s image-size warning.
     """
 
     source: str
@@ -525,6 +527,7 @@ class DataReport:
     class_counts: dict[str, int]
     findings: list[Finding]
     seconds: float
+    median_side: int | None = None
 
     @property
     def skipped(self) -> list[str]:
@@ -622,6 +625,7 @@ class DataReport:
             "usable": self.usable,
             "class_counts": self.class_counts,
             "seconds": round(self.seconds, 3),
+            "median_side": self.median_side,
             "exit_code": self.exit_code,
             "findings": [f.to_dict() for f in self.findings],
         }
@@ -659,10 +663,12 @@ def run_checks(
         for t in item.target if isinstance(item.target, tuple) else (item.target,):
             counts[ctx.class_names[t]] += 1
     seconds = time.perf_counter() - started if started is not None else 0.0
+    sides = sorted(min(i.info.width, i.info.height) for i in usable_items if i.info.width and i.info.height)
     return DataReport(
         source=source, root=root, num_images=len(items), usable=len(usable_items),
         class_counts={name: counts.get(name, 0) for name in ctx.class_names},
         findings=_sort_findings(findings), seconds=seconds,
+        median_side=sides[len(sides) // 2] if sides else None,
     )
 
 

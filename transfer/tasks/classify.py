@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from transfer.backbones import BackboneSpec
 from transfer.layers import FamilyPreprocessing
@@ -105,11 +106,37 @@ def leaf_layers(model):
             yield layer
 
 
+MULTI_LABEL_THRESHOLD = 0.5
+# Keras's F1Score counts a label when its score is > threshold; the largest float32
+# below 0.5 makes that ">= 0.5", the rule of evaluate, the export and predict.
+_F1_THRESHOLD = float(np.nextafter(np.float32(MULTI_LABEL_THRESHOLD), np.float32(0)))
+
+
+def monitor_for(multi_label: bool) -> str:
+    """The validation metric that picks the best epoch (and early stopping watches).
+
+    Single-label: ``val_accuracy``. Multi-label: ``val_macro_f1``, the mean over
+    labels of each label's F1 at the threshold 0.5. (Per-label binary accuracy
+    would mislead: with 2 of 8 labels per image, predicting no label at all
+    scores 0.75.)
+
+    Example:
+        >>> monitor_for(False), monitor_for(True)
+        ('val_accuracy', 'val_macro_f1')
+    """
+    return "val_macro_f1" if multi_label else "val_accuracy"
+
+
 def loss_and_metrics(multi_label: bool, label_smoothing: float = 0.0):
-    """The loss and metrics to compile with; targets are one-hot / multi-hot floats."""
+    """The loss and metrics to compile with; targets are one-hot / multi-hot floats.
+
+    Multi-label runs log ``macro_f1`` (see ``monitor_for``), the per-label
+    binary ``accuracy`` and ``auc``.
+    """
     if multi_label:
         loss = keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
         metrics = [
+            keras.metrics.F1Score(average="macro", threshold=_F1_THRESHOLD, name="macro_f1"),
             keras.metrics.BinaryAccuracy(name="accuracy"),
             keras.metrics.AUC(multi_label=True, name="auc"),
         ]
