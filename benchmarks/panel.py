@@ -24,6 +24,7 @@ Example (the full panel: about an hour on two CPU cores):
     python benchmarks/panel.py --json-out panel.json
     python benchmarks/panel.py --quick                      # a few minutes: small subsets
     python benchmarks/panel.py --only transfer --recipe r.toml --reuse panel.json   # a recipe variant
+    python benchmarks/panel.py --combine a.json b.json --json-out panel.json         # entries run apart
 """
 
 from __future__ import annotations
@@ -235,7 +236,8 @@ def print_table(rows: list[dict], summary: dict) -> None:
               f"{t.get('seconds', 0):>10.0f} {ratio:>6}")
     print("-" * len(header))
     for key, value in summary.items():
-        print(f"{key:<28} {value:+.4f}" if isinstance(value, float) else f"{key:<28} -")
+        style = ".4f" if key.startswith(("mean_", "max_time")) else "+.4f"
+        print(f"{key:<28} {value:{style}}" if isinstance(value, float) else f"{key:<28} -")
 
 
 def main(argv=None) -> int:
@@ -251,6 +253,9 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default=",".join(SIDES), help=f"comma-separated sides to run ({', '.join(SIDES)})")
     parser.add_argument("--recipe", help="transfer side: recipe TOML (default: transfer's default recipe)")
     parser.add_argument("--reuse", help="an earlier panel JSON: take the sides not run now from it")
+    parser.add_argument("--combine", nargs="+", metavar="JSON",
+                        help="run nothing: print the table and summary of these panel JSONs together "
+                             "(entries run as separate processes) and write them to --json-out")
     parser.add_argument("--backbone", default="mobilenet_0.25")
     parser.add_argument("--weights", help="weights for every side (default: the fixtures' MobileNet 0.25 file)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -258,6 +263,14 @@ def main(argv=None) -> int:
     parser.add_argument("--json-out", help="write all results to this JSON file")
     parser.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity (0, 1, 2)")
     args = parser.parse_args(argv)
+    if args.combine:
+        rows = [row for path in args.combine for row in json.loads(Path(path).read_text())["rows"]]
+        summary = summarize(rows)
+        print_table(rows, summary)
+        if args.json_out:
+            args.only, args.weights = set(SIDES), None
+            _write(args, rows, summary, sum(json.loads(Path(p).read_text())["wall_seconds"] for p in args.combine))
+        return 0
     fixtures = Path(args.fixtures)
     args.weights = args.weights or str(fixtures / WEIGHTS_FILE)
     args.only = {s.strip() for s in args.only.split(",") if s.strip()}

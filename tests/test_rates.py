@@ -10,7 +10,7 @@ from transfer.backbones import get_backbone
 from transfer.rates import ScaledAdamW, bind_rate_scales, rate_scales
 from transfer.recipe import Recipe, Stage
 from transfer.schedules import make_optimizer
-from transfer.train import ema_momentum
+from transfer.schedules import ema_momentum
 
 
 def _two_dense():

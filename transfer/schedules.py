@@ -9,6 +9,8 @@ features it cannot get back in a short run.
 ``make_optimizer`` builds Adam, AdamW or SGD around such a schedule; AdamW's
 decoupled weight decay is applied to kernels only, never to BatchNorm
 scales/offsets or biases (decaying those just shifts activations and hurts).
+With ``ema_momentum`` the optimizer also keeps a moving average of the
+weights (``ema_momentum`` / ``swap_ema_weights`` convert and move it).
 
 Example:
     >>> schedule = warmup_cosine(1e-3, total_steps=1000, warmup_steps=100)
@@ -121,3 +123,34 @@ def make_optimizer(name: str, learning_rate, *, weight_decay: float = 0.0, model
             optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
         return optimizer
     raise TransferError(f"Unknown optimizer {name!r}.", fix=f"Use one of {OPTIMIZERS}.")
+
+
+def ema_momentum(ema_epochs: float, steps_per_epoch: int) -> float | None:
+    """The per-step momentum of a weight average over about ``ema_epochs`` epochs (None: off).
+
+    Example:
+        >>> round(ema_momentum(1.0, 100), 4)
+        0.99
+    """
+    if ema_epochs <= 0:
+        return None
+    return min(max(1.0 - 1.0 / (ema_epochs * max(steps_per_epoch, 1)), 0.5), 0.9999)
+
+
+def uses_ema(model) -> bool:
+    optimizer = getattr(model, "optimizer", None)
+    return bool(getattr(getattr(optimizer, "inner_optimizer", optimizer), "use_ema", False))
+
+
+def swap_ema_weights(model) -> None:
+    """Swap the model's weights with its optimizer's moving averages.
+
+    A checkpoint is written while the averages are in the model (that is what
+    validation and the best model use); a resume swaps them back so training
+    goes on from the raw weights, as if never stopped.
+    """
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    for variable, average in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average):
+        raw = variable.numpy()
+        variable.assign(average)
+        average.assign(raw)

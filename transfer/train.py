@@ -37,7 +37,8 @@ from transfer.rates import bind_rate_scales, rate_scales
 from transfer.recipe import Recipe, Stage
 from transfer.run import RunDir
 from transfer.summary import describe_stage, final_line, metric_label, stage_regression, stage_summaries
-from transfer.schedules import make_optimizer, no_decay_variables, warmup_cosine, warmup_steps_for
+from transfer.schedules import (ema_momentum, make_optimizer, no_decay_variables, swap_ema_weights, uses_ema,
+                                 warmup_cosine, warmup_steps_for)
 from transfer.tasks.classify import (BACKBONE_LAYER, MULTI_LABEL_THRESHOLD, build_classifier,
                                      freeze_batchnorm_layers, loss_and_metrics, monitor_for)
 
@@ -195,37 +196,6 @@ def stage_optimizer(recipe: Recipe, stage: Stage, steps_per_epoch: int, model):
                           weight_decay=recipe.weight_decay, model=model,
                           per_layer_rates=(stage.backbone_lr_scale, stage.layer_decay) != (1.0, 1.0),
                           ema_momentum=None if head_only else ema_momentum(recipe.ema_epochs, steps_per_epoch))
-
-
-def ema_momentum(ema_epochs: float, steps_per_epoch: int) -> float | None:
-    """The per-step momentum of a weight average over about ``ema_epochs`` epochs (None: off).
-
-    Example:
-        >>> round(ema_momentum(1.0, 100), 4)
-        0.99
-    """
-    if ema_epochs <= 0:
-        return None
-    return min(max(1.0 - 1.0 / (ema_epochs * max(steps_per_epoch, 1)), 0.5), 0.9999)
-
-
-def uses_ema(model) -> bool:
-    optimizer = getattr(model, "optimizer", None)
-    return bool(getattr(getattr(optimizer, "inner_optimizer", optimizer), "use_ema", False))
-
-
-def swap_ema_weights(model) -> None:
-    """Swap the model's weights with its optimizer's moving averages.
-
-    A checkpoint is written while the averages are in the model (that is what
-    validation and the best model use); a resume swaps them back so training
-    goes on from the raw weights, as if never stopped.
-    """
-    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
-    for variable, average in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average):
-        raw = variable.numpy()
-        variable.assign(average)
-        average.assign(raw)
 
 
 def restore_weight_decay_exclusions(model) -> None:
