@@ -403,6 +403,10 @@ def _run_stages(run, model, config, recipe, data, progress, started, verbose, di
         # Under a strategy the head stage runs the whole model: every worker
         # must take part in the same collective steps.
         on_cached_features = stage.trainable == "head" and recipe.head_cache_views > 0 and dist.kind == "none"
+        if stage.trainable == "head" and not on_cached_features and stage.epochs > 10:
+            why = "under a distribution strategy" if dist.kind != "none" else "head_cache_views = 0"
+            _say(verbose, f"Stage {stage.name!r} runs the whole model {stage.epochs} times ({why}, no feature "
+                          "cache); a recipe with 5-10 head epochs saves most of that time.")
         if not (resumed and index == progress.stage_index and done > 0):
             trainable_layers = set_trainable(model, spec, stage, freeze_batchnorm=pretrained)
             # A fresh compile per stage: trainable flags are read at compile time.
