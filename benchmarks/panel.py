@@ -14,7 +14,8 @@ on the same split, weights, image size and batch size:
               ``--recipe FILE``).
 
 It prints per entry the last-epoch and best-epoch validation accuracy of each
-side, the head stage's best, the wall times and the ratio to the guide; then a
+side, the head stage's best, the wall times and the ratio to the guide (and
+records CPU seconds too: on a shared machine wall time says little); then a
 summary (mean accuracy per side, the smallest margin of transfer's last epoch
 over the probe and over the guide's last epoch, the smallest "last epoch minus
 head-stage best") and writes everything to ``--json-out``.
@@ -181,12 +182,15 @@ def run_entry(entry: Entry, args, scratch: Path, reused: dict) -> dict:
             continue
         print(f"--- {entry.name}: {side} ---", flush=True)
         keras.backend.clear_session()
+        cpu_started = time.process_time()
         if side == "guide":
             results[side] = dataclasses.asdict(run_guide_side(split, args, entry))
         elif side == "probe":
             results[side] = dataclasses.asdict(run_probe(split, args, entry))
         else:
             results[side] = dataclasses.asdict(run_transfer_side(split, args, entry, scratch))
+        # CPU seconds of all threads: fairer than wall time when the machine is shared.
+        results[side]["cpu_seconds"] = round(time.process_time() - cpu_started, 1)
         print(f"{entry.name} {side}: last {results[side]['last']:.4f} best {results[side]['best']:.4f} "
               f"in {results[side]['seconds']:.0f} s", flush=True)
     return {"entry": dataclasses.asdict(entry), "num_train": len(split.train), "num_val": len(split.val),
@@ -215,6 +219,9 @@ def summarize(rows: list[dict]) -> dict:
     ratios = [r["sides"]["transfer"]["seconds"] / r["sides"]["guide"]["seconds"] for r in with_transfer
               if "guide" in r["sides"]]
     summary["max_time_ratio_to_guide"] = max(ratios) if ratios else None
+    cpu = [r["sides"]["transfer"]["cpu_seconds"] / r["sides"]["guide"]["cpu_seconds"] for r in with_transfer
+           if "cpu_seconds" in r["sides"]["transfer"] and "cpu_seconds" in r["sides"].get("guide", {})]
+    summary["max_cpu_time_ratio_to_guide"] = max(cpu) if cpu else None
     return summary
 
 
