@@ -559,17 +559,31 @@ def lr_find_command(
 @user_errors
 def demo_command(
     ctx: typer.Context,
-    out: Path = typer.Option(Path("demo-output"), "--out", help="Where to put the run and export."),
-    weights: str = typer.Option("imagenet", "--weights", help='"imagenet" (falls back to random offline) or "none".'),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Where to put the run and export (default: a new runs/demo-YYYYmmdd-HHMMSS)."
+    ),
+    weights: str = typer.Option(
+        "imagenet", "--weights", help='"imagenet" (trains from scratch when none is to be had) or "none".'
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the demo run, export and data in --out."),
 ):
     """Train -> evaluate -> export -> predict on the small shapes dataset in data/."""
-    from transfer.demo import run_demo
+    import shutil
 
-    if (out / "run" / "run.json").exists():
-        raise TransferError(f"{out} already holds a demo run.", fix="Pass another --out or delete that folder.")
+    from transfer.demo import DEMO_OUTPUTS, new_demo_dir, run_demo
+
+    if out is None:
+        out = new_demo_dir()
+    elif (out / "run" / "run.json").exists() or (out / "export").exists():
+        if not overwrite:
+            raise TransferError(f"{out} already holds a demo run.",
+                                fix="Pass --overwrite to replace it, another --out, or no --out for a new folder.")
+        for name in DEMO_OUTPUTS:  # only what the demo itself writes there
+            shutil.rmtree(out / name, ignore_errors=True)
     summary = run_demo(out, weights=_parse_weights(weights), verbose=1 if sys.stdout.isatty() else 2)
     typer.echo("")
-    typer.echo(f"Weights:     {summary['weights']}")
+    typer.echo(f"Weights:     {summary['weights']} ({summary['backbone']}, {summary['image_size']} px, "
+               f"{summary['recipe_text']})")
     typer.echo(f"Data:        {summary['data']}")
     typer.echo(f"Run:         {summary['run']} (checkpoints, history.csv, logs/ for TensorBoard)")
     typer.echo(f"Evaluation:  {summary['evaluation']} (accuracy {summary['accuracy']:.3f})")
@@ -577,6 +591,7 @@ def demo_command(
     for r in summary["predictions"]:
         shown = r.get("error") or ", ".join(f"{p['class']} {p['score']:.3f}" for p in r["predictions"])
         typer.echo(f"Predicted:   {r['file']}: {shown}")
+    typer.echo(f"Time:        {summary['seconds']:.0f} s")
 
 
 def main() -> None:
