@@ -16,8 +16,42 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence, Union
 
-# A single-label target is a class index; a multi-label target is a tuple of class indices.
-Target = Union[int, tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class Boxes:
+    """The boxes of one image, in that image's own pixels.
+
+    ``xyxy`` holds ``(xmin, ymin, xmax, ymax)`` per box (floats, origin top
+    left, ``xmax``/``ymax`` exclusive edges as in Pascal VOC/COCO pixel
+    extents), ``labels`` the class index of each box, ``width``/``height`` the
+    real size of the decoded image (not what an annotation file claimed).
+    An image with no boxes has empty tuples (a background image).
+
+    Example:
+        >>> b = Boxes(xyxy=((81.0, 88.0, 522.0, 408.0),), labels=(0,), width=650, height=417)
+        >>> len(b)
+        1
+    """
+
+    xyxy: tuple[tuple[float, float, float, float], ...]
+    labels: tuple[int, ...]
+    width: int
+    height: int
+
+    def __post_init__(self):
+        if len(self.xyxy) != len(self.labels):
+            raise ValueError(
+                f"Boxes need one label per box. Received: {len(self.xyxy)} boxes, {len(self.labels)} labels"
+            )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+# A single-label target is a class index; a multi-label target is a tuple of class indices;
+# a box target (localization, detection) is a ``Boxes``.
+Target = Union[int, tuple[int, ...], Boxes]
 
 
 @dataclass(frozen=True)
@@ -60,9 +94,12 @@ class Samples:
         )
 
     def class_counts(self) -> dict[str, int]:
-        """Images per class (a multi-label image counts once for each of its labels)."""
+        """Images per class (a multi-label image counts once for each of its labels,
+        a box target once for each of its boxes)."""
         counts = {name: 0 for name in self.class_names}
         for target in self.targets:
+            if isinstance(target, Boxes):
+                target = target.labels
             for index in (target if isinstance(target, tuple) else (target,)):
                 counts[self.class_names[index]] += 1
         return counts
