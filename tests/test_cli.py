@@ -214,21 +214,22 @@ def test_train_cheap_mistakes_fail_before_the_data_scan(runner, shapes, tmp_path
 
 
 def test_train_says_its_image_size_and_warns_when_images_are_much_smaller(runner, shapes, tmp_path, monkeypatch):
-    import transfer.data.check
+    import transfer.data.doctor
     import transfer.train
 
     def stop(*args, **kwargs):
         raise TransferError("stopped before training (test)")
 
     inspected = []
-    inspect = transfer.data.check.inspect_images
+    inspect = transfer.data.doctor.inspect_images
 
     def counting(sources, *args, **kwargs):
         inspected.append(len(sources))
         return inspect(sources, *args, **kwargs)
 
     monkeypatch.setattr(transfer.train, "train", stop)
-    monkeypatch.setattr(transfer.data.check, "inspect_images", counting)
+    # Patched where the doctor looks it up (transfer.data.check only re-exports it).
+    monkeypatch.setattr(transfer.data.doctor, "inspect_images", counting)
     result = runner.invoke(app, ["train", "--data", str(shapes), "--out", str(tmp_path / "r")])
     assert_user_error(result, "stopped before training")
     assert "Image size: 224 px, the default of mobilenet_0.25" in result.output

@@ -180,3 +180,57 @@ def test_cli_lr_find_user_errors(cli, shapes, recipe_file, tmp_path):
     assert_user_error(cli("--data", tmp_path / "nowhere", *common), "nowhere")
     assert_user_error(cli("--data", shapes, "--backbone", "resnet5O", *common), "Unknown backbone")
     assert not (tmp_path / "x.png").exists()
+
+
+# --- prepare_lr_find: the set-up `transfer lr-find` runs -----------------------
+
+
+def test_prepare_lr_find_sets_up_the_stage_as_training_would(shapes, recipe_file):
+    from transfer.data import load_data
+    from transfer.lr_find import prepare_lr_find
+    from transfer.recipe import Recipe
+
+    said = []
+    recipe = Recipe.load(recipe_file)
+    sweep = prepare_lr_find(load_data(shapes, seed=recipe.seed), weights=None, image_size=SIZE, recipe=recipe,
+                            stage="top", min_lr=1e-5, max_lr=1e-2, steps=6, echo=said.append)
+    assert sweep.stage.name == "top" and sweep.settings["steps"] == 6
+    assert sweep.settings["optimizer"] == recipe.optimizer
+    assert sweep.settings["loss"].get_config()["label_smoothing"] == pytest.approx(0.1)  # the recipe's loss
+    assert said[0].startswith("Data: 18 train images, 3 classes")
+    assert any("Stage 2/2 'top'" in line for line in said)
+    assert any("untrained head" in line for line in said)  # a later stage's suggestion is an upper bound
+    x, y = next(iter(sweep.dataset))
+    assert tuple(x.shape[1:]) == (SIZE, SIZE, 3) and y.shape[-1] == 3 and x.shape[0] <= recipe.batch_size
+    before = [w.copy() for w in sweep.model.get_weights()]
+    result = sweep.run()
+    assert result.stage == "top" and result.steps == 6 and len(result.learning_rates) == len(result.losses) >= 2
+    assert 1e-5 <= result.suggestion <= 1e-2
+    for a, b in zip(before, sweep.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_prepare_lr_find_checks_cheap_mistakes_before_reading_data(tmp_path, recipe_file):
+    from transfer.lr_find import prepare_lr_find
+
+    missing = tmp_path / "nowhere"  # would fail only once data is read
+    with pytest.raises(TransferError, match="'head'"):
+        prepare_lr_find(missing, weights=None, recipe=recipe_file, stage="finetune")
+    with pytest.raises(TransferError, match="steps=4"):
+        prepare_lr_find(missing, weights=None, steps=4)
+    with pytest.raises(TransferError, match="Unknown backbone"):
+        prepare_lr_find(missing, weights=None, backbone="resnet5O")
+    with pytest.raises(TransferError, match="nowhere"):
+        prepare_lr_find(missing, weights=None)
+
+
+def test_sweep_notes_name_an_early_stop_and_a_flat_curve():
+    from transfer.lr_find import SweepResult
+
+    lrs = np.geomspace(1e-5, 1e-1, 20)
+    falling = SweepResult(lrs, np.linspace(2.0, 1.0, 20), 1e-3, "head", steps=20)
+    assert falling.notes() == []
+    stopped = SweepResult(lrs, np.linspace(2.0, 1.0, 20), 1e-3, "head", steps=50)
+    assert stopped.notes() == [f"Stopped after 20 of 50 steps: the loss diverged at lr {lrs[-1]:.2e}."]
+    flat = SweepResult(lrs, np.full(20, 1.5), 1e-3, "head", steps=20)
+    assert len(flat.notes()) == 1 and flat.notes()[0].startswith("Warning: the loss stayed flat")

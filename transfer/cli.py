@@ -468,52 +468,17 @@ def lr_find_command(
     would use for the chosen stage; the weights are thrown away afterwards.
     Progress goes to stderr, results to stdout.
     """
-    import keras
-
-    from transfer.backbones import get_backbone
-    from transfer.data import load_data
-    from transfer.data.check import drop_unreadable
-    from transfer.data.pipeline import make_dataset
-    from transfer.lr_find import check_sweep, find_learning_rate, plot_lr_find
-    from transfer.recipe import Recipe
-    from transfer.tasks.classify import build_classifier, loss_and_metrics
-    from transfer.train import checked_image_size, class_weights, set_trainable
+    from transfer.lr_find import plot_lr_find, prepare_lr_find
 
     def say(message: str) -> None:
         typer.echo(message, err=True)
 
-    # Everything cheap is checked before data is read or a model is built.
-    check_sweep(min_lr, max_lr, steps)
-    chosen = Recipe.load(recipe) if recipe else Recipe()
-    index = chosen.stage_index(stage)
-    chosen_stage = chosen.stages[index]
-    spec = get_backbone(backbone)
-    image_size = checked_image_size(spec, image_size)
     if out.is_dir():
         out = out / "lr_find.png"
-
-    split = load_data(data, val_fraction=val_fraction, seed=chosen.seed, allow_outside_root=allow_outside_root)
-    say(f"Data: {len(split.train)} train images, {len(split.class_names)} classes ({split.origin})")
-    split = drop_unreadable(split, echo=say)
-    keras.utils.set_random_seed(chosen.seed)
-    model, weights_info = build_classifier(
-        spec, split.train.num_classes, image_size, weights=_parse_weights(weights), multi_label=split.multi_label,
-        dropout=chosen.dropout,
-    )
-    say(f"Backbone {spec.name}: {weights_info.message}")
-    trainable_layers = set_trainable(model, spec, chosen_stage, freeze_batchnorm=weights_info.source != "random")
-    say(f"Stage {index + 1}/{len(chosen.stages)} {chosen_stage.name!r}: trainable={chosen_stage.trainable} "
-        f"({trainable_layers} backbone layers), optimizer {chosen.optimizer}, batch size {chosen.batch_size}; "
-        f"{steps} steps from lr {min_lr:g} to {max_lr:g}")
-    if index > 0:
-        say("Note: the sweep starts from an untrained head, not from where the earlier stages leave the model; "
-            "read its suggestion as an upper bound for this stage.")
-    train_ds = make_dataset(split.train, image_size, chosen.batch_size, training=True, augment=chosen.augment,
-                            seed=chosen.seed)
-    sweep = dict(
-        min_lr=min_lr, max_lr=max_lr, steps=steps, optimizer=chosen.optimizer, weight_decay=chosen.weight_decay,
-        loss=loss_and_metrics(split.multi_label, chosen.label_smoothing)[0],
-        class_weight=class_weights(split.train, chosen.class_weight),
+    sweep = prepare_lr_find(
+        data, backbone=backbone, weights=_parse_weights(weights), image_size=image_size, recipe=recipe, stage=stage,
+        min_lr=min_lr, max_lr=max_lr, steps=steps, val_fraction=val_fraction, allow_outside_root=allow_outside_root,
+        echo=say,
     )
     if sys.stderr.isatty():
         from rich.console import Console
@@ -523,10 +488,7 @@ def lr_find_command(
                    TextColumn("lr {task.fields[lr]:.1e}  loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
         with Progress(*columns, console=Console(stderr=True)) as bar:
             task = bar.add_task("lr-find", total=steps, lr=min_lr, loss=float("nan"))
-            lrs, losses, suggestion = find_learning_rate(
-                model, train_ds, **sweep,
-                progress=lambda step, total, lr, loss: bar.update(task, completed=step, lr=lr, loss=loss),
-            )
+            result = sweep.run(lambda step, total, lr, loss: bar.update(task, completed=step, lr=lr, loss=loss))
     else:  # logs: a line every tenth of the sweep
         every = max(steps // 10, 1)
 
@@ -534,24 +496,20 @@ def lr_find_command(
             if step % every == 0 or step == total:
                 say(f"lr-find step {step}/{total}: lr {lr:.2e}, loss {loss:.4f}")
 
-        lrs, losses, suggestion = find_learning_rate(model, train_ds, **sweep, progress=report)
-    if len(lrs) < steps:
-        say(f"Stopped after {len(lrs)} of {steps} steps: the loss diverged at lr {lrs[-1]:.2e}.")
-    if float(losses.max() - losses.min()) < 0.01 * float(losses.max()):
-        say(f"Warning: the loss stayed flat ({losses.min():.4f}..{losses.max():.4f}) over the whole sweep, so the "
-            "suggestion means little. Try more --steps or a wider range; with random weights "
-            '(--weights none) the backbone must train (trainable = "all").')
-    path = plot_lr_find(lrs, losses, suggestion, out)
+        result = sweep.run(report)
+    for note in result.notes():
+        say(note)
+    path = plot_lr_find(result.learning_rates, result.losses, result.suggestion, out)
     if as_json:
         typer.echo(json.dumps({
-            "suggested_learning_rate": suggestion, "plot": str(path), "stage": chosen_stage.name,
-            "learning_rates": [float(v) for v in lrs], "losses": [float(v) for v in losses],
+            "suggested_learning_rate": result.suggestion, "plot": str(path), "stage": result.stage,
+            "learning_rates": [float(v) for v in result.learning_rates], "losses": [float(v) for v in result.losses],
         }))
         return
-    typer.echo(f"Suggested learning rate: {suggestion:.2g}")
+    typer.echo(f"Suggested learning rate: {result.suggestion:.2g}")
     typer.echo(f"Plot: {path}")
     where = recipe or "your recipe TOML (see README, Recipes)"
-    typer.echo(f'Next: set learning_rate = {suggestion:.2g} for stage "{chosen_stage.name}" in {where} '
+    typer.echo(f'Next: set learning_rate = {result.suggestion:.2g} for stage "{result.stage}" in {where} '
                "and pass it to transfer train --recipe.")
 
 

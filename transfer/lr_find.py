@@ -7,9 +7,14 @@ model's weights are restored afterwards, so the probe costs time but leaves
 no trace; its own optimizer is used, so the model's compiled optimizer (and
 its state) is not touched.
 
+``prepare_lr_find`` sets a sweep up as ``transfer train`` would train one
+recipe stage (data, model, trainable layers, optimizer, loss, class weights);
+``find_learning_rate`` is the sweep itself, for any model and dataset.
+
 Example:
     >>> lrs, losses, suggestion = find_learning_rate(model, train_ds, steps=100)
     >>> plot_lr_find(lrs, losses, suggestion, "runs/flowers/lr_find.png")
+    >>> result = prepare_lr_find("flowers/", image_size=128, stage="finetune").run()
 """
 
 from __future__ import annotations
@@ -17,11 +22,16 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from transfer.errors import TransferError
+
+if TYPE_CHECKING:
+    from transfer.data.samples import DataSplit
+    from transfer.recipe import Recipe, Stage
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +157,134 @@ def find_learning_rate(
     suggestion = max(suggest_learning_rate(lrs_array, losses_array), min_lr)
     log.info("lr-find: %d steps, lowest loss %.4f, suggested %.3g", len(lrs), best, suggestion)
     return lrs_array, losses_array, suggestion
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """A finished sweep: the curve, the suggested peak rate and the stage it is for.
+
+    ``steps`` is the number of steps asked for; fewer were run when the loss diverged.
+    """
+
+    learning_rates: np.ndarray
+    losses: np.ndarray
+    suggestion: float
+    stage: str
+    steps: int
+
+    def notes(self) -> list[str]:
+        """What to know before trusting the suggestion (an early stop, a flat curve), one line each."""
+        lrs, losses = self.learning_rates, self.losses
+        notes = []
+        if len(lrs) < self.steps:
+            notes.append(f"Stopped after {len(lrs)} of {self.steps} steps: the loss diverged at lr {lrs[-1]:.2e}.")
+        if float(losses.max() - losses.min()) < 0.01 * float(losses.max()):
+            notes.append(
+                f"Warning: the loss stayed flat ({losses.min():.4f}..{losses.max():.4f}) over the whole sweep, so the "
+                "suggestion means little. Try more --steps or a wider range; with random weights "
+                '(--weights none) the backbone must train (trainable = "all").'
+            )
+        return notes
+
+
+@dataclass(frozen=True)
+class PreparedSweep:
+    """A sweep set up for one recipe stage: the model and training data, and ``find_learning_rate``'s settings."""
+
+    model: Any
+    dataset: Any
+    stage: Stage
+    settings: dict[str, Any]
+
+    def run(self, progress: Callable[[int, int, float, float], None] | None = None) -> SweepResult:
+        """Run the sweep (``progress`` as in ``find_learning_rate``); the model's weights are restored after."""
+        lrs, losses, suggestion = find_learning_rate(self.model, self.dataset, **self.settings, progress=progress)
+        return SweepResult(lrs, losses, suggestion, self.stage.name, self.settings["steps"])
+
+
+def prepare_lr_find(
+    data: str | os.PathLike | DataSplit,
+    *,
+    backbone: str = "mobilenet_0.25",
+    weights: str | None = "imagenet",
+    image_size: int | None = None,
+    recipe: Recipe | str | os.PathLike | None = None,
+    stage: str | None = None,
+    min_lr: float = 1e-6,
+    max_lr: float = 1.0,
+    steps: int = 100,
+    val_fraction: float = 0.2,
+    allow_outside_root: bool = False,
+    echo: Callable[[str], None] | None = None,
+) -> PreparedSweep:
+    """Set up a learning-rate sweep for one stage of ``recipe``, as ``transfer train`` would train it.
+
+    ``data`` is a source for ``load_data`` (split with the recipe's seed) or a
+    loaded ``DataSplit``; unreadable images are left out, each named.
+    ``recipe`` is a ``Recipe`` or a TOML file (default: ``Recipe()``);
+    ``stage`` names or numbers (from 1) the stage whose layers train (default:
+    the first). The head is untrained, so for a later stage the suggestion is
+    an upper bound. Everything cheap (range, recipe, stage, backbone, image
+    size) is checked before data is read or a model is built. What is done is
+    said through ``echo`` (default: ``logging`` at INFO).
+
+    Example:
+        >>> sweep = prepare_lr_find("flowers/", image_size=128, recipe="recipe.toml", stage="finetune", steps=100)
+        >>> result = sweep.run()
+        >>> plot_lr_find(result.learning_rates, result.losses, result.suggestion, "lr_find.png")
+        >>> f"{result.suggestion:.2g}"
+        '0.0003'
+    """
+    import keras
+
+    from transfer.backbones import get_backbone
+    from transfer.data import load_data
+    from transfer.data.quarantine import drop_unreadable
+    from transfer.data.pipeline import make_dataset
+    from transfer.recipe import Recipe
+    from transfer.tasks.classify import build_classifier, loss_and_metrics
+    from transfer.train import checked_image_size, class_weights, set_trainable
+
+    def say(message: str) -> None:
+        if echo is not None:
+            echo(message)
+        else:
+            log.info("%s", message)
+
+    check_sweep(min_lr, max_lr, steps)
+    chosen = recipe if isinstance(recipe, Recipe) else Recipe.load(recipe) if recipe else Recipe()
+    index = chosen.stage_index(stage)
+    chosen_stage = chosen.stages[index]
+    spec = get_backbone(backbone)
+    image_size = checked_image_size(spec, image_size)
+
+    if isinstance(data, (str, os.PathLike)):
+        split = load_data(data, val_fraction=val_fraction, seed=chosen.seed, allow_outside_root=allow_outside_root)
+    else:
+        split = data
+    say(f"Data: {len(split.train)} train images, {len(split.class_names)} classes ({split.origin})")
+    split = drop_unreadable(split, echo=echo)
+    keras.utils.set_random_seed(chosen.seed)
+    model, weights_info = build_classifier(
+        spec, split.train.num_classes, image_size, weights=weights, multi_label=split.multi_label,
+        dropout=chosen.dropout,
+    )
+    say(f"Backbone {spec.name}: {weights_info.message}")
+    trainable_layers = set_trainable(model, spec, chosen_stage, freeze_batchnorm=weights_info.source != "random")
+    say(f"Stage {index + 1}/{len(chosen.stages)} {chosen_stage.name!r}: trainable={chosen_stage.trainable} "
+        f"({trainable_layers} backbone layers), optimizer {chosen.optimizer}, batch size {chosen.batch_size}; "
+        f"{steps} steps from lr {min_lr:g} to {max_lr:g}")
+    if index > 0:
+        say("Note: the sweep starts from an untrained head, not from where the earlier stages leave the model; "
+            "read its suggestion as an upper bound for this stage.")
+    train_ds = make_dataset(split.train, image_size, chosen.batch_size, training=True, augment=chosen.augment,
+                            seed=chosen.seed)
+    settings = dict(
+        min_lr=min_lr, max_lr=max_lr, steps=steps, optimizer=chosen.optimizer, weight_decay=chosen.weight_decay,
+        loss=loss_and_metrics(split.multi_label, chosen.label_smoothing)[0],
+        class_weight=class_weights(split.train, chosen.class_weight),
+    )
+    return PreparedSweep(model, train_ds, chosen_stage, settings)
 
 
 def check_sweep(min_lr: float, max_lr: float, steps: int) -> None:
