@@ -123,6 +123,42 @@ PROBLEMS: dict[str, Problem] = {
     "csv_unknown_label": Problem(
         "warning", "review", "label not seen in training", "Check the spelling, or add training images for it."
     ),
+    # --- box annotations (transfer.data.boxes): the image stays, the box is dropped or fixed ---
+    "box_annotation": Problem(
+        "error", "stop", "annotation problem", "Fix the annotation where the detail says, or remove it."
+    ),
+    "box_degenerate": Problem(
+        "warning", "review", "box without area (dropped)",
+        "Fix the box's corners (xmax > xmin, ymax > ymin) or delete the box.",
+    ),
+    "box_outside": Problem(
+        "warning", "review", "box mostly outside the image (dropped)",
+        "Fix the box's coordinates: they are pixels of the image as stored.",
+    ),
+    "box_clipped": Problem(
+        "warning", "use", "box reaches outside the image (clipped)",
+        "Nothing to do if the clipped box still frames the object; otherwise fix its coordinates.",
+    ),
+    "box_unknown_class": Problem(
+        "warning", "review", "box class not in training (dropped)",
+        "Check the class name's spelling, or add training boxes of that class.",
+    ),
+    "box_size_mismatch": Problem(
+        "warning", "use", "annotation's image size differs from the image",
+        "Look at the boxes drawn on the image; re-export the annotation from the image as it is now.",
+    ),
+    "box_outside_root": Problem(
+        "error", "stop", "image path outside the dataset folder",
+        "Keep images inside the annotation file's folder, or pass --allow-outside-root (allow_outside_root=True "
+        "in Python) if you trust this file.",
+    ),
+    "box_unannotated": Problem(
+        "info", "ignore", "image without annotation (not used)",
+        "Nothing to do, or annotate it (an annotation without boxes makes it a background image).",
+    ),
+    "box_crowd": Problem(
+        "info", "ignore", "COCO crowd region (not used)", "Nothing to do: crowd regions are not single objects.",
+    ),
 }
 
 

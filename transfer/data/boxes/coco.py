@@ -1,0 +1,174 @@
+"""COCO JSON box annotations: ``images``, ``annotations`` (``bbox`` = ``[x, y, width, height]``) and ``categories``.
+
+Each entry of ``images`` is one image (``file_name`` relative to the JSON
+file's folder or to an ``images/`` folder beside it; ``width``/``height`` are
+what the file claims, checked against the real image). Images without
+annotations are kept as background images (no boxes). Boxes become
+``(x, y, x + width, y + height)``; crowd regions (``iscrowd: 1``) are not
+single objects and are left out (``box_crowd``), as COCO's own evaluation
+does. Categories are matched by ``id`` and named by ``name`` (two ids with
+one name are one class).
+
+The file must be an object with an ``images`` list, a ``categories`` list and
+(optionally) an ``annotations`` list: anything else, JSON nested too deeply
+for the parser, or a file that is not JSON raises TransferError naming the
+file. A bad entry (a wrong type, an unknown image or category id) is a
+``box_annotation`` finding naming the entry, which stops training.
+
+Example:
+    >>> annotations = read_coco_json("shapes/annotations.json")
+    >>> annotations.images[0].boxes[0].xyxy
+    (10.0, 12.0, 30.0, 40.0)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from transfer.data.boxes.image_paths import outside_root, resolve_image
+from transfer.data.boxes.records import AnnotatedImage, Annotations, RawBox
+from transfer.data.findings import Finding, finding
+from transfer.errors import TransferError
+
+_FIX = "Write a COCO object {\"images\": [...], \"annotations\": [...], \"categories\": [...]} (e.g. export it again)."
+_IDS = (int, str)  # JSON ids are numbers or strings; floats and booleans are not ids
+
+
+def read_coco_json(json_path: str | os.PathLike, *, allow_outside_root: bool = False) -> Annotations:
+    """The annotated images of a COCO JSON file, with a finding for every bad entry.
+
+    Example:
+        >>> read_coco_json("data/annotations.json").root
+        'data'
+    """
+    json_path = Path(json_path)
+    document = _load(json_path)
+    base = json_path.parent
+    findings: list[Finding] = []
+
+    def bad(detail: str, related: str | None = None, code: str = "box_annotation", **kw) -> None:
+        findings.append(finding(str(json_path), code, detail, related=related, **kw))
+
+    categories = _categories(document["categories"], bad)
+    images: dict[Any, dict] = {}
+    for i, entry in enumerate(document["images"]):
+        where = f"images[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), _IDS) or isinstance(entry["id"], bool):
+            bad(f"{where} needs an 'id' (a number or string); it is not used")
+            continue
+        name = entry.get("file_name")
+        if not isinstance(name, str) or not name.strip():
+            bad(f"{where} (id {entry['id']!r}) needs a 'file_name' string; it is not used")
+            continue
+        if entry["id"] in images:
+            bad(f"{where}: id {entry['id']!r} is used twice; the second image ('{name}') is not used")
+            continue
+        path = resolve_image(base, name.strip())
+        if outside_root(base, path, allow_outside_root):
+            bad(f"{where}: '{name}' points outside the JSON file's folder '{base}'; it is not read",
+                related=path, code="box_outside_root")
+            images[entry["id"]] = None  # known, so its annotations are not reported as orphans
+            continue
+        images[entry["id"]] = {"path": path, "size": _claimed_size(entry, where, bad), "boxes": []}
+
+    for i, entry in enumerate(document.get("annotations") or ()):
+        box = _annotation(entry, i, images, categories, bad)
+        if box is not None:
+            image_id, raw = box
+            images[image_id]["boxes"].append(raw)
+
+    records = tuple(
+        AnnotatedImage(image["path"], str(json_path), image["size"], tuple(image["boxes"]))
+        for image in images.values() if image is not None
+    )
+    return Annotations(records, tuple(findings), root=str(base))
+
+
+def _load(json_path: Path) -> dict:
+    def error(message: str) -> TransferError:
+        return TransferError(f"{json_path}: {message}", fix=_FIX)
+
+    try:
+        with open(json_path, "rb") as f:
+            document = json.loads(f.read())
+    except FileNotFoundError:
+        raise TransferError(f"{json_path}: COCO JSON file not found.",
+                            fix="Pass the path of an existing COCO .json annotation file.") from None
+    except IsADirectoryError:
+        raise TransferError(f"{json_path}: is a folder, not a COCO JSON file.",
+                            fix="Pass the .json annotation file inside it.") from None
+    except RecursionError:
+        raise error("the JSON is nested too deeply to be an annotation file; it is not read.") from None
+    except UnicodeDecodeError as e:
+        raise error(f"the file is not UTF-8 JSON (byte {e.start}: {e.reason}).") from None
+    except json.JSONDecodeError as e:
+        raise error(f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}).") from None
+    if not isinstance(document, dict):
+        raise error(f"the top level is a JSON {type(document).__name__}, expected an object with images, "
+                    "annotations and categories.")
+    for key in ("images", "categories", "annotations"):
+        value = document.get(key)
+        if key != "annotations" or value is not None:
+            if not isinstance(value, list):
+                found = "missing" if key not in document else f"a {type(value).__name__}"
+                raise error(f"'{key}' must be a list; it is {found}.")
+    return document
+
+
+def _categories(entries: list, bad) -> dict[Any, str]:
+    names = {}
+    for i, entry in enumerate(entries):
+        if (not isinstance(entry, dict) or not isinstance(entry.get("id"), _IDS) or isinstance(entry["id"], bool)
+                or not isinstance(entry.get("name"), str) or not entry["name"].strip()):
+            bad(f"categories[{i}] needs an 'id' (a number or string) and a 'name' string; it is not used")
+            continue
+        names[entry["id"]] = entry["name"].strip()
+    return names
+
+
+def _claimed_size(entry: dict, where: str, bad) -> tuple[float, float] | None:
+    width, height = entry.get("width"), entry.get("height")
+    if width is None and height is None:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v == v for v in (width, height)):
+        bad(f"{where}: width and height must be numbers (got {width!r}, {height!r}); the real image size is used")
+        return None
+    return float(width), float(height)
+
+
+def _annotation(entry: Any, i: int, images: dict, categories: dict, bad) -> tuple[Any, RawBox] | None:
+    """``(image id, box)`` of ``annotations[i]``, or None (with a finding when it is bad)."""
+    where = f"annotations[{i}]"
+    if not isinstance(entry, dict):
+        bad(f"{where} is a {type(entry).__name__}, not an object; it is not used")
+        return None
+    if "id" in entry and isinstance(entry["id"], _IDS):
+        where += f" (id {entry['id']!r})"
+    image_id, category_id = entry.get("image_id"), entry.get("category_id")
+    if not isinstance(image_id, _IDS) or isinstance(image_id, bool) or image_id not in images:
+        bad(f"{where}: image_id {image_id!r} is not the id of an entry of images; the box is not used")
+        return None
+    image = images[image_id]
+    if image is None:
+        return None  # its image was refused (outside the root): reported there
+    if not isinstance(category_id, _IDS) or isinstance(category_id, bool) or category_id not in categories:
+        bad(f"{where}: category_id {category_id!r} is not the id of an entry of categories; the box is not used",
+            related=image["path"])
+        return None
+    bbox = entry.get("bbox")
+    if (not isinstance(bbox, list) or len(bbox) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < float("inf")
+                       for v in bbox)):
+        bad(f"{where}: bbox must be 4 numbers [x, y, width, height]; it is {json.dumps(bbox)[:80]}; "
+            "the box is not used", related=image["path"])
+        return None
+    label = categories[category_id]
+    if entry.get("iscrowd"):
+        bad(f"{where}: a crowd region of '{label}' in '{image['path']}' is not a single object; not used",
+            related=image["path"], code="box_crowd")
+        return None
+    x, y, w, h = (float(v) for v in bbox)
+    return image_id, RawBox((x, y, x + w, y + h), label, where=where)

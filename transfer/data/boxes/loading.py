@@ -1,0 +1,128 @@
+"""Training and validation box data from one or two sources: the split and what was wrong.
+
+Which images validate, in this order:
+
+1. ``val_source`` given: all of it (boxes of classes training does not know
+   are dropped and reported); a VOC training folder with
+   ``ImageSets/Main/train.txt`` then trains on that list only;
+2. a VOC folder with ``ImageSets/Main/train.txt`` and ``val.txt``: those lists
+   (use ``read_boxes(folder, split="test")`` for the test list);
+3. otherwise a seeded split of the images (``transfer.data.split``),
+   stratified by each image's rarest class (background images in a group of
+   their own), so every class with two images or more is on both sides.
+
+Example:
+    >>> data = load_box_data("raccoon/train_labels.csv", val_source="raccoon/test_labels.csv")
+    >>> len(data.split.train), len(data.split.val), data.split.origin
+    (160, 40, 'separate validation source raccoon/test_labels.csv')
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from transfer.data.boxes.reading import box_format, read_boxes
+from transfer.data.boxes.voc import find_voc_layout
+from transfer.data.findings import Finding
+from transfer.data.samples import DataSplit, Samples
+from transfer.data.split import check_val_fraction, stratified_split
+from transfer.errors import TransferError
+
+
+@dataclass(frozen=True)
+class BoxData:
+    """A box ``DataSplit`` and every problem found reading it (for training to print as warnings)."""
+
+    split: DataSplit
+    findings: tuple[Finding, ...]
+
+    def warnings(self) -> list[str]:
+        """One line per finding, e.g. ``'a.xml: b.jpg: object 2 box ... dropped.'``.
+
+        Example:
+            >>> load_box_data("bccd/").warnings()[0][:39]
+            'bccd/Annotations/BloodImage_00343.xml: '
+        """
+        return [f"{f.where()}: {f.detail}" for f in self.findings]
+
+
+def load_box_data(
+    source: str | os.PathLike, *, val_source: str | os.PathLike | None = None, val_fraction: float = 0.2,
+    seed: int = 0, allow_outside_root: bool = False,
+) -> BoxData:
+    """Training and validation images with their boxes (see the module docstring for the split).
+
+    Training's class names (sorted) drive validation's. Raises TransferError
+    when a source cannot be read, holds problems that stop training (see
+    ``read_boxes``), training has no box at all or validation no image.
+
+    Example:
+        >>> data = load_box_data("bccd/")
+        >>> len(data.split.train), len(data.split.val), data.split.class_names
+        (205, 87, ('Platelets', 'RBC', 'WBC'))
+    """
+    val_fraction = check_val_fraction(val_fraction)
+    lists = _voc_lists(source)
+    train_split = "train" if "train" in lists else None
+    if val_source is not None:
+        train, found = read_boxes(source, split=train_split, allow_outside_root=allow_outside_root)
+        _require_boxes(source, train)
+        val, val_found = read_boxes(val_source, class_names=train.class_names, allow_outside_root=allow_outside_root)
+        split = DataSplit(train, val, origin=f"separate validation source {os.fspath(val_source)}")
+        found += val_found
+    elif train_split and "val" in lists:
+        train, found = read_boxes(source, split="train")
+        _require_boxes(source, train)
+        val, val_found = read_boxes(source, split="val", class_names=train.class_names)
+        split = DataSplit(train, val, origin="ImageSets/Main train/val lists")
+        found += val_found
+    else:
+        samples, found = read_boxes(source, allow_outside_root=allow_outside_root)
+        _require_boxes(source, samples)
+        split = seeded_box_split(samples, val_fraction=val_fraction, seed=seed)
+    if len(split.val) == 0:
+        raise TransferError(
+            f"{val_source or source}: no validation images left (none listed, or none usable).",
+            fix="Check the findings of `transfer check-data` on it, or give another validation source.",
+        )
+    return BoxData(split, tuple(found))
+
+
+def seeded_box_split(samples: Samples, *, val_fraction: float = 0.2, seed: int = 0) -> DataSplit:
+    """``samples`` (box targets) split by ``stratified_split``, grouping images by their rarest class.
+
+    Example:
+        >>> split = seeded_box_split(read_boxes("raccoon/")[0], val_fraction=0.2, seed=0)
+        >>> len(split.train), len(split.val), split.origin
+        (160, 40, 'stratified 80/20, seed 0')
+    """
+    # stratified_split already groups multi-label images by their rarest label (and label-less ones
+    # together); a stand-in whose sources are positions carries the result back to the boxes.
+    stand_in = Samples(
+        sources=tuple(str(i) for i in range(len(samples))),
+        targets=tuple(tuple(sorted(set(target.labels))) for target in samples.targets),
+        class_names=samples.class_names, multi_label=True,
+    )
+    halves = stratified_split(stand_in, val_fraction=val_fraction, seed=seed)
+    return DataSplit(
+        train=samples.subset([int(i) for i in halves.train.sources]),
+        val=samples.subset([int(i) for i in halves.val.sources]),
+        origin=halves.origin,
+    )
+
+
+def _voc_lists(source: str | os.PathLike) -> tuple[str, ...]:
+    """The ImageSets/Main split lists of a VOC folder source (none for other sources)."""
+    if box_format(source) != "voc":
+        return ()
+    layout = find_voc_layout(source)
+    return layout.splits() if layout is not None else ()
+
+
+def _require_boxes(source: str | os.PathLike, samples: Samples) -> None:
+    if not samples.class_names:
+        raise TransferError(
+            f"{source}: no usable box in {len(samples)} image(s); a box model needs at least one.",
+            fix="Check the annotations (`transfer check-data` lists every dropped box), or pass another source.",
+        )

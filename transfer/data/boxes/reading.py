@@ -1,0 +1,149 @@
+"""One box source, whatever its format: detect it, read it, check every box.
+
+``list_boxes`` is the data doctor's view (every problem a finding, nothing
+raised for a bad line or box); ``read_boxes`` is training's (problems that
+stop training raise one TransferError naming each of them).
+
+Example:
+    >>> samples, findings = read_boxes("raccoon/train_labels.csv")
+    >>> len(samples), samples.class_names
+    (160, ('raccoon',))
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from transfer.data.boxes.box_checks import check_annotations
+from transfer.data.boxes.coco import read_coco_json
+from transfer.data.boxes.csv_boxes import EXPECTED, is_box_csv, read_box_csv
+from transfer.data.boxes.voc import find_voc_layout, read_voc_folder
+from transfer.data.findings import Finding
+from transfer.data.samples import Samples
+from transfer.errors import TransferError
+
+FORMATS = ("voc", "csv", "coco")
+_SOURCES_HELP = (
+    "Pass a folder of Pascal VOC .xml files (or its images/ + annotations/ parent), a .csv file with the columns "
+    f"{EXPECTED}, or a COCO .json file."
+)
+_MAX_LISTED = 20
+
+
+def box_format(source: str | os.PathLike) -> str | None:
+    """``"voc"``, ``"csv"`` or ``"coco"`` for a box source, None for anything else (cheap: reads a header at most).
+
+    Example:
+        >>> box_format("raccoon/"), box_format("raccoon/train_labels.csv"), box_format("flowers/")
+        ('voc', 'csv', None)
+    """
+    path = Path(source)
+    suffix = path.suffix.lower()
+    if suffix == ".csv" and path.is_file():
+        return "csv" if is_box_csv(path) else None
+    if suffix == ".json" and path.is_file():
+        return "coco"
+    if path.is_dir() and find_voc_layout(path) is not None:
+        return "voc"
+    return None
+
+
+@dataclass(frozen=True)
+class BoxListing:
+    """A box source read and checked: its usable images, every problem, its format and root folder."""
+
+    samples: Samples
+    findings: tuple[Finding, ...]
+    format: str
+    root: str
+
+    @property
+    def stops(self) -> list[Finding]:
+        """Problems that stop training until they are fixed."""
+        return [f for f in self.findings if f.action == "stop"]
+
+
+def list_boxes(
+    source: str | os.PathLike, *, split: str | None = None, class_names: Sequence[str] | None = None,
+    allow_outside_root: bool = False,
+) -> BoxListing:
+    """Read and check a box source, naming every problem as a finding (the data doctor's view).
+
+    Raises TransferError only when the source is not a box source, cannot be
+    read at all, is hostile (XML entities, JSON nested too deeply) or
+    ``split`` does not apply.
+
+    Example:
+        >>> listing = list_boxes("bccd/", split="train")
+        >>> len(listing.samples), [f.code for f in listing.findings]
+        (205, ['box_degenerate'])
+    """
+    kind = box_format(source)
+    if kind is None:
+        what = "not found" if not os.path.exists(source) else "not a box annotation source"
+        raise TransferError(f"{source}: {what}.", fix=_SOURCES_HELP)
+    if split is not None and kind != "voc":
+        raise TransferError(
+            f"{source}: split={split!r} names an ImageSets/Main list of a Pascal VOC folder; a {kind.upper()} "
+            "file has none.",
+            fix="Drop split, or give the validation images as their own file.",
+        )
+    if kind == "voc":
+        annotations = read_voc_folder(source, split=split)
+    elif kind == "csv":
+        annotations = read_box_csv(source, allow_outside_root=allow_outside_root)
+    else:
+        annotations = read_coco_json(source, allow_outside_root=allow_outside_root)
+    samples, findings = check_annotations(annotations, class_names)
+    return BoxListing(samples, tuple(findings), kind, annotations.root)
+
+
+def read_boxes(
+    source: str | os.PathLike, *, split: str | None = None, class_names: Sequence[str] | None = None,
+    allow_outside_root: bool = False,
+) -> tuple[Samples, list[Finding]]:
+    """Images with their boxes from a Pascal VOC folder, a box CSV or a COCO JSON file, and what was wrong.
+
+    The format is detected: a folder holding VOC ``.xml`` files (or an
+    ``annotations/`` folder of them), a ``.csv`` with the columns
+    ``filename,width,height,class,xmin,ymin,xmax,ymax``, a COCO ``.json``.
+    ``split`` reads one ``ImageSets/Main`` list of a VOC folder (e.g.
+    ``"test"``). ``class_names`` fixes the classes (a validation source read
+    with training's names): boxes of other classes are dropped and reported.
+    Without it the classes are the sorted names of the boxes found.
+    ``allow_outside_root`` lets CSV/COCO file names point outside the
+    annotation file's folder.
+
+    Every box is checked (``transfer.data.boxes.box_checks``): dropped boxes,
+    clipped boxes, stated image sizes that differ from the real image and
+    images left out come back as findings; nothing is printed. Problems that
+    make the data untrustworthy (a malformed annotation, a path outside the
+    root) raise one TransferError naming each of them, with its file.
+
+    Example:
+        >>> samples, findings = read_boxes("bccd/", split="test")
+        >>> len(samples), samples.class_names
+        (72, ('Platelets', 'RBC', 'WBC'))
+        >>> samples.targets[0].xyxy[0]
+        (193.0, 92.0, 387.0, 285.0)
+    """
+    listing = list_boxes(source, split=split, class_names=class_names, allow_outside_root=allow_outside_root)
+    raise_for_stops(source, listing.stops)
+    return listing.samples, list(listing.findings)
+
+
+def raise_for_stops(source: str | os.PathLike, stops: Sequence[Finding]) -> None:
+    """One TransferError naming every finding that stops training (up to 20), or nothing when there are none."""
+    if not stops:
+        return
+    more = len(stops) - _MAX_LISTED
+    listed = "; ".join(f"{f.where()}: {f.detail.rstrip('.')}" for f in stops[:_MAX_LISTED])
+    listed += f"; and {more} more" if more > 0 else ""
+    fix = f"Fix or remove them (`transfer check-data {source}` lists every problem)."
+    if any(f.code == "box_outside_root" for f in stops):
+        fix += (" Paths outside the annotation file's folder are allowed with --allow-outside-root "
+                "(allow_outside_root=True in Python) if you trust the file.")
+    raise TransferError(f"{source}: {len(stops)} annotation problem(s) stop training: {listed}.", fix=fix)

@@ -1,0 +1,281 @@
+"""Pascal VOC XML annotations: one ``.xml`` file per image.
+
+Layouts found (folder names matched without regard to case):
+
+- images and XML files in one folder;
+- sibling folders: ``images/`` (or ``JPEGImages/``, ``imgs/``) beside
+  ``annotations/`` (or ``Annotations/``, ``annots/``, ``xml/``), as in
+  ``raccoon/images + raccoon/annotations`` or the VOC
+  ``JPEGImages/ + Annotations/``; the annotations folder itself may be given;
+- ``ImageSets/Main/NAME.txt`` split lists (one image id per line) beside
+  them: ``split="test"`` reads only the ids of ``test.txt``. Class-specific
+  lists (``cat_train.txt``, any name with ``_``) are not splits.
+
+An XML file's image is its ``<filename>`` in the images folder (only the
+file name: ``<path>`` and folders in it are the annotating machine's and are
+ignored), else the image with the XML file's stem. ``<size>`` is what the
+annotation claims; the checks compare it with the real image. Objects marked
+``<difficult>1</difficult>`` or ``<truncated>1</truncated>`` are kept as
+ordinary boxes (a single-object or detection model should still learn them).
+Coordinates are taken as written (VOC's 1-based pixel numbers differ from
+0-based edges by one pixel, far below annotation noise).
+
+XML is parsed with ``defusedxml``: a file declaring entities (the
+"billion laughs" bomb) or an external entity (``SYSTEM "file:///etc/passwd"``)
+is refused with a TransferError naming it, before anything is expanded or read.
+
+Example:
+    >>> annotations = read_voc_folder("bccd/", split="test")
+    >>> len(annotations.images)
+    72
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from xml.etree.ElementTree import Element, ParseError
+
+import defusedxml
+import defusedxml.ElementTree as safe_xml
+
+from transfer import imagesize
+from transfer.data.boxes.records import AnnotatedImage, Annotations, RawBox, parse_coordinate
+from transfer.data.findings import Finding, finding
+from transfer.errors import TransferError
+
+ANNOTATION_DIRS = ("annotations", "annots", "annotation", "xml")
+IMAGE_DIRS = ("jpegimages", "images", "imgs", "img")
+IMAGE_EXTENSIONS = frozenset(ext for exts in imagesize.EXTENSIONS.values() for ext in exts)
+# A VOC file of 10,000 boxes is about 3 MB; far larger is not an annotation and is not read into memory.
+MAX_XML_BYTES = 32 << 20
+_SAFETY = (defusedxml.EntitiesForbidden, defusedxml.ExternalReferenceForbidden, defusedxml.DTDForbidden,
+           defusedxml.NotSupportedError)
+
+
+@dataclass(frozen=True)
+class VocLayout:
+    """Where a VOC dataset keeps its XML files, its images and its split lists (None when absent)."""
+
+    root: Path
+    annotations: Path
+    images: Path
+    image_sets: Path | None
+
+    def splits(self) -> tuple[str, ...]:
+        """The split names of ``ImageSets/Main`` (e.g. ``('test', 'train', 'trainval', 'val')``)."""
+        if self.image_sets is None:
+            return ()
+        return tuple(sorted(p.stem for p in self.image_sets.glob("*.txt") if "_" not in p.stem))
+
+
+def _child(folder: Path, names: tuple[str, ...]) -> Path | None:
+    """The first subfolder of ``folder`` whose lower-cased name is in ``names`` (in ``names`` order)."""
+    try:
+        found = {p.name.lower(): p for p in folder.iterdir() if p.is_dir()}
+    except OSError:
+        return None
+    return next((found[n] for n in names if n in found), None)
+
+
+def _has_xml(folder: Path) -> bool:
+    return any(p.suffix.lower() == ".xml" for p in folder.glob("*.xml"))
+
+
+def find_voc_layout(folder: str | os.PathLike) -> VocLayout | None:
+    """The VOC layout of ``folder``, or None when it holds no VOC XML files.
+
+    Example:
+        >>> find_voc_layout("raccoon/").images.name
+        'images'
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        return None
+    annotations = _child(root, ANNOTATION_DIRS)
+    if annotations is None or not _has_xml(annotations):
+        if not _has_xml(root):
+            return None
+        annotations = root
+    images = _child(root, IMAGE_DIRS)
+    if images is None and annotations == root and root.name.lower() in ANNOTATION_DIRS:
+        images = _child(root.parent, IMAGE_DIRS)  # the annotations folder was given: images beside it
+        root = root.parent if images is not None else root
+    images = images or root
+    sets = root / "ImageSets" / "Main"
+    image_sets = sets if sets.is_dir() else None
+    return VocLayout(root, annotations, images, image_sets)
+
+
+def read_voc_folder(folder: str | os.PathLike, *, split: str | None = None) -> Annotations:
+    """The annotated images of a VOC folder (all, or the ids of ``ImageSets/Main/<split>.txt``).
+
+    Raises TransferError when ``folder`` holds no VOC XML, when ``split`` names
+    no list, and when an XML file is hostile (entities) or too large. Other
+    problems (a malformed file, an object without a name or with a coordinate
+    that is not a number, an image without annotation) become findings.
+
+    Example:
+        >>> annotations = read_voc_folder("raccoon/")
+        >>> annotations.images[0].claimed_size
+        (650.0, 417.0)
+    """
+    layout = find_voc_layout(folder)
+    if layout is None:
+        raise TransferError(
+            f"{folder}: no Pascal VOC .xml files found in the folder or in an annotations/ folder inside it.",
+            fix="Pass the folder that holds the .xml files (or their images/ + annotations/ parent).",
+        )
+    findings: list[Finding] = []
+    if split is None:
+        xml_files = sorted(p for p in layout.annotations.glob("*.xml") if p.is_file())
+    else:
+        xml_files = _split_files(layout, split, findings)
+    index = _image_index(layout.images)
+    records = []
+    for xml_file in xml_files:
+        record = _read_xml(xml_file, layout.images, index, findings)
+        if record is not None:
+            records.append(record)
+    if split is None:
+        annotated = {os.path.normcase(os.path.abspath(r.image)) for r in records}
+        for path in sorted(p for paths in index.values() for p in paths):
+            if os.path.normcase(os.path.abspath(path)) not in annotated:
+                findings.append(finding(path, "box_unannotated",
+                                        f"no .xml annotation in '{layout.annotations}' names it; not used"))
+    return Annotations(tuple(records), tuple(findings), root=str(layout.root))
+
+
+def _split_files(layout: VocLayout, split: str, findings: list[Finding]) -> list[Path]:
+    """The XML files of the ids listed in ``ImageSets/Main/<split>.txt`` (missing ones reported)."""
+    available = layout.splits()
+    if split not in available:
+        where = f"'{layout.image_sets}' has {', '.join(available)}" if available else (
+            f"'{layout.root}' has no ImageSets/Main/*.txt split lists")
+        raise TransferError(
+            f"{layout.root}: no split list '{split}': {where}.",
+            fix="Pass one of those names as split, or no split to read every annotation.",
+        )
+    list_file = layout.image_sets / f"{split}.txt"
+    files = []
+    with open(list_file, encoding="utf-8-sig") as f:
+        for line_number, line in enumerate(f, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            xml_file = layout.annotations / f"{fields[0]}.xml"
+            if os.sep in fields[0] or "/" in fields[0] or not xml_file.is_file():
+                findings.append(finding(
+                    str(list_file), "box_annotation",
+                    f"id '{fields[0]}' has no annotation file '{xml_file}'", line=line_number,
+                ))
+                continue
+            files.append(xml_file)
+    return files
+
+
+def _image_index(images: Path) -> dict[str, list[str]]:
+    """Image files of the images folder by lower-cased stem."""
+    index: dict[str, list[str]] = {}
+    for path in sorted(images.iterdir()):
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+            index.setdefault(path.stem.lower(), []).append(str(path))
+    return index
+
+
+def parse_voc_xml(data: bytes, xml_file: str | os.PathLike) -> Element:
+    """The root element of VOC XML ``data``; hostile XML (entities, DTD tricks) raises TransferError.
+
+    A file that is not well-formed XML raises ``ValueError`` with the parser's reason.
+
+    Example:
+        >>> parse_voc_xml(b"<annotation><filename>a.jpg</filename></annotation>", "a.xml").tag
+        'annotation'
+    """
+    try:
+        return safe_xml.fromstring(data)
+    except _SAFETY as e:
+        raise TransferError(
+            f"{xml_file}: refused: the XML declares entities or a DTD ({type(e).__name__}: {e}). VOC annotations "
+            "never need them, and expanding them could exhaust memory (\"billion laughs\") or read other files.",
+            fix="Remove the <!DOCTYPE ...> block from the file, or regenerate it with an annotation tool.",
+        ) from None
+    except ParseError as e:
+        raise ValueError(f"not well-formed XML ({e})") from None
+
+
+def _read_xml(
+    xml_file: Path, images: Path, index: dict[str, list[str]], findings: list[Finding]
+) -> AnnotatedImage | None:
+    def bad(detail: str) -> None:
+        findings.append(finding(str(xml_file), "box_annotation", detail))
+
+    if xml_file.stat().st_size > MAX_XML_BYTES:
+        raise TransferError(
+            f"{xml_file}: {xml_file.stat().st_size:,} bytes is too large for a VOC annotation "
+            f"(at most {MAX_XML_BYTES:,}); it is not read.",
+            fix="Check that the file is an annotation, or split its objects into one file per image.",
+        )
+    try:
+        root = parse_voc_xml(xml_file.read_bytes(), xml_file)
+    except ValueError as e:
+        bad(f"{e}; its image is not used")
+        return None
+    if root.tag != "annotation":
+        bad(f"the root element is <{root.tag}>, expected <annotation> (Pascal VOC); its image is not used")
+        return None
+    image = _match_image(xml_file, (root.findtext("filename") or "").strip(), images, index)
+    boxes = []
+    for number, obj in enumerate(root.findall("object"), start=1):
+        box = _read_object(obj, number, bad)
+        if box is not None:
+            boxes.append(box)
+    return AnnotatedImage(image, str(xml_file), _claimed_size(root, bad), tuple(boxes))
+
+
+def _match_image(xml_file: Path, filename: str, images: Path, index: dict[str, list[str]]) -> str:
+    """``<filename>`` in the images folder, else an image with the same stem, else the path it should have."""
+    # Only the name: '../x.jpg' or an absolute path written by a tool must not lead outside the dataset.
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    if name and (images / name).is_file():
+        return str(images / name)
+    for stem in (Path(name).stem if name else None, xml_file.stem):
+        if stem and stem.lower() in index:
+            return index[stem.lower()][0]
+    return str(images / (name or f"{xml_file.stem}.jpg"))  # not there: the checks report the missing file
+
+
+def _claimed_size(root: Element, bad) -> tuple[float, float] | None:
+    size = root.find("size")
+    if size is None:
+        return None
+    texts = (size.findtext("width"), size.findtext("height"))
+    if texts == (None, None):
+        return None
+    try:
+        return parse_coordinate(texts[0] or "0"), parse_coordinate(texts[1] or "0")
+    except ValueError as e:
+        bad(f"<size> has {e}; the real image size is used")
+        return None
+
+
+def _read_object(obj: Element, number: int, bad) -> RawBox | None:
+    name = (obj.findtext("name") or "").strip()
+    if not name:
+        bad(f"object {number} has no <name>; the box is not used")
+        return None
+    bndbox = obj.find("bndbox")
+    if bndbox is None:
+        bad(f"object {number} ('{name}') has no <bndbox>; the box is not used")
+        return None
+    values = []
+    for tag in ("xmin", "ymin", "xmax", "ymax"):
+        text = bndbox.findtext(tag)
+        try:
+            values.append(parse_coordinate(text if text is not None else ""))
+        except ValueError as e:
+            what = "missing" if text is None else str(e)
+            bad(f"object {number} ('{name}'): <{tag}> is {what}; the box is not used")
+            return None
+    return RawBox(tuple(values), name, where=f"object {number}")
