@@ -311,6 +311,14 @@ def test_csv_paths_outside_the_folder_are_refused_unless_allowed(tmp_path):
     assert len(samples) == 1 and samples.targets[0].xyxy == ((1.0, 1.0, 5.0, 5.0),)
 
 
+def test_a_stray_xml_beside_class_folders_is_not_a_voc_source(tmp_path):
+    write_image(tmp_path / "cat" / "a.jpg", size=20)
+    (tmp_path / "metadata.xml").write_text("<dataset/>")
+    assert box_format(tmp_path) is None
+    write_image(tmp_path / "b.jpg", size=20)  # images beside the XML: now it is a VOC folder
+    assert box_format(tmp_path) == "voc"
+
+
 def test_csv_without_box_columns_is_not_a_box_source(tmp_path):
     csv_path = write_csv(tmp_path / "labels.csv", ["path", "label"], [["a.jpg", "cat"]])
     assert box_format(csv_path) is None
@@ -486,3 +494,21 @@ def test_bccd_official_split_classes_and_degenerate_boxes(fixtures_dir):
     data = load_box_data(root)
     assert (len(data.split.train), len(data.split.val)) == (205, 87)
     assert data.split.origin == "ImageSets/Main train/val lists"
+
+
+def test_check_data_reports_box_problems_of_a_box_source(tmp_path):
+    from transfer.data.check import check_data
+
+    for i in range(4):
+        write_voc(tmp_path / "images", f"ok{i}", (40, 40), [("x", 2, 2, 30, 30)], xml_dir=tmp_path / "annotations",
+                  index=i)
+    write_voc(tmp_path / "images", "flat", (40, 40), [("x", 5, 5, 5, 30)], xml_dir=tmp_path / "annotations",
+              index=5)
+    report = check_data(tmp_path, image_size=32)
+    (flat,) = [f for f in report.findings if f.code == "box_degenerate"]
+    assert flat.path.endswith("flat.xml") and "images/flat.jpg" in flat.detail
+    assert report.num_images == 5 and report.exit_code == 0
+    (tmp_path / "annotations" / "ok0.xml").write_text("<annotation><object>")
+    broken = check_data(tmp_path, image_size=32)
+    assert [f.path for f in broken.stops] == [str(tmp_path / "annotations" / "ok0.xml")]
+    assert broken.exit_code == 1 and not [f for f in broken.findings if f.code == "box_unannotated"]

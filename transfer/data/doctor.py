@@ -129,7 +129,12 @@ def check_data(
         report.seconds = time.perf_counter() - started
         return report
     path = Path(text)
-    if text.lower().endswith(".csv") and path.is_file():
+    from transfer.data.boxes import box_format
+    from transfer.data.boxes.check_source import list_box_source
+
+    if box_format(path) is not None:  # a VOC folder, box CSV or COCO JSON: every box is judged too
+        split, samples, extra, root, given = list_box_source(path, val_fraction, seed, allow_outside_root)
+    elif text.lower().endswith(".csv") and path.is_file():
         split, samples, extra, root, given = _list_csv_source(path, val_fraction, seed, allow_outside_root)
     elif path.is_dir():
         split, samples, extra, root, given = _list_folder_source(path, val_fraction, seed)

@@ -103,6 +103,8 @@ def find_voc_layout(folder: str | os.PathLike) -> VocLayout | None:
         images = _child(root.parent, IMAGE_DIRS)  # the annotations folder was given: images beside it
         root = root.parent if images is not None else root
     images = images or root
+    if images == annotations and not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in root.iterdir()):
+        return None  # a stray .xml beside class folders is not a VOC dataset
     sets = root / "ImageSets" / "Main"
     image_sets = sets if sets.is_dir() else None
     return VocLayout(root, annotations, images, image_sets)
@@ -140,8 +142,11 @@ def read_voc_folder(folder: str | os.PathLike, *, split: str | None = None) -> A
             records.append(record)
     if split is None:
         annotated = {os.path.normcase(os.path.abspath(r.image)) for r in records}
-        for path in sorted(p for paths in index.values() for p in paths):
-            if os.path.normcase(os.path.abspath(path)) not in annotated:
+        xml_stems = {p.stem.lower() for p in xml_files}  # a malformed XML is reported already; not its image
+        for stem, paths in sorted(index.items()):
+            for path in paths:
+                if stem in xml_stems or os.path.normcase(os.path.abspath(path)) in annotated:
+                    continue
                 findings.append(finding(path, "box_unannotated",
                                         f"no .xml annotation in '{layout.annotations}' names it; not used"))
     return Annotations(tuple(records), tuple(findings), root=str(layout.root))
