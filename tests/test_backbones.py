@@ -84,9 +84,13 @@ def test_preprocessing_matches_keras_family(name):
     from transfer.layers import FamilyPreprocessing
 
     spec = get_backbone(name)
-    family = getattr(keras.applications, spec.family)
     images = np.random.default_rng(0).integers(0, 256, size=(2, 8, 8, 3), dtype=np.uint8)
-    expected = family.preprocess_input(images.astype("float32"))  # Keras edits float arrays in place
+    if spec.module == "keras.applications":
+        family = getattr(keras.applications, spec.family)
+        expected = family.preprocess_input(images.astype("float32"))  # Keras edits float arrays in place
+    else:  # transfer's own from-scratch CNN scales to [-1, 1] ("tf" mode)
+        assert spec.preprocessing == "tf"
+        expected = images.astype("float32") / 127.5 - 1.0
     got = keras.ops.convert_to_numpy(FamilyPreprocessing(spec.preprocessing)(images))
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
@@ -125,3 +129,23 @@ def test_importing_the_registry_does_not_import_keras():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
+
+
+def test_smallcnn_trains_from_scratch_and_refuses_imagenet_weights(tmp_path):
+    import keras
+
+    from transfer.weights import build_backbone
+
+    spec = get_backbone("smallcnn")
+    assert not spec.pretrained and all(s.pretrained for s in list_backbones() if s.name != "smallcnn")
+    with pytest.raises(TransferError) as caught:
+        build_backbone(spec, "imagenet", 64)
+    assert "no ImageNet weights" in caught.value.message and "--weights none" in caught.value.fix
+    # A weights file it saved itself loads back.
+    model, info = build_backbone(spec, None, 64)
+    path = tmp_path / "smallcnn.weights.h5"
+    model.save_weights(path)
+    again, info2 = build_backbone(spec, str(path), 64)
+    first, second = model.get_layer("block1_conv").kernel, again.get_layer("block1_conv").kernel
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(first), keras.ops.convert_to_numpy(second))
+    assert info.source == "random" and info2.source != "random"

@@ -65,6 +65,7 @@ _FAMILIES = {
     **{f"EfficientNetB{i}": "efficientnet" for i in range(8)},
     **{f"EfficientNetV2{v}": "efficientnet_v2" for v in ("B0", "B1", "B2", "B3", "S", "M", "L")},
     **{f"ConvNeXt{v}": "convnext" for v in ("Tiny", "Small", "Base", "Large", "XLarge")},
+    "SmallCNN": "scratch",  # transfer.scratch_cnn: no ImageNet weights, for training from scratch
 }
 
 
@@ -97,6 +98,9 @@ class BackboneSpec:
         block_end: when True, ``block_pattern`` matches the *last* layer of each
             block instead (Inception's ``mixedN`` concatenations, NASNet's cell
             outputs), whose other layers carry no block name.
+        module: where ``constructor`` lives: ``keras.applications`` for all but
+            ``smallcnn`` (``transfer.scratch_cnn``).
+        pretrained: whether ImageNet weights exist for it.
     """
 
     name: str
@@ -110,6 +114,8 @@ class BackboneSpec:
     family: str = ""
     feature_dim: int = 0
     block_end: bool = False
+    module: str = "keras.applications"
+    pretrained: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "kwargs", MappingProxyType(dict(self.kwargs)))
@@ -123,7 +129,7 @@ class BackboneSpec:
             )
 
     def instantiate(self, weights: str | None, input_shape: tuple) -> "keras.Model":  # noqa: F821
-        """Call the ``keras.applications`` constructor without its classifier top.
+        """Call the constructor (``keras.applications``) without its classifier top.
 
         ``weights`` is passed to Keras as is (``"imagenet"``, ``None`` or a file
         path); ``transfer.weights.build_backbone`` is the user-facing entry that
@@ -134,9 +140,9 @@ class BackboneSpec:
             >>> model.output_shape
             (None, 4, 4, 256)
         """
-        import keras
+        import importlib
 
-        constructor = getattr(keras.applications, self.constructor)
+        constructor = getattr(importlib.import_module(self.module), self.constructor)
         return constructor(include_top=False, weights=weights, input_shape=input_shape, **self.kwargs)
 
     def features(self, model) -> dict[int, Any]:
@@ -319,6 +325,11 @@ _SPECS: tuple[BackboneSpec, ...] = (
        ("s", 384, 1280, "d"), ("m", 480, 1280, "e"), ("l", 480, 1280, "g"))),
     *(_convnext(v, dim) for v, dim in
       (("tiny", 768), ("small", 768), ("base", 1024), ("large", 1536), ("xlarge", 2048))),
+    # Not a Keras application and never pretrained: five conv + pooling blocks that
+    # learn simple images from scratch in seconds (transfer.scratch_cnn).
+    BackboneSpec("smallcnn", "SmallCNN", 64, "tf",
+                 {4: "block2_pool", 8: "block3_pool", 16: "block4_pool", 32: "block5_pool"},
+                 r"^block(\d+)_", feature_dim=256, module="transfer.scratch_cnn", pretrained=False),
 )
 # fmt: on
 

@@ -124,6 +124,7 @@ def backbones(
             "default_size": s.default_size,
             "min_size": s.min_size,
             "preprocessing": s.preprocessing,
+            "imagenet_weights": s.pretrained,
             "feature_layers": {str(k): v for k, v in s.feature_layers.items()},
         }
         for s in specs
@@ -134,11 +135,12 @@ def backbones(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{len(rows)} backbones (keras.applications)")
+    table = Table(title=f"{len(rows)} backbones (keras.applications; smallcnn trains from scratch)")
     for column in ("name", "keras", "size", "preprocessing", "stride 32 layer"):
         table.add_column(column)
     for r in rows:
-        table.add_row(r["name"], r["keras"], str(r["default_size"]), r["preprocessing"], r["feature_layers"]["32"])
+        keras_name = r["keras"] if r["imagenet_weights"] else f"{r['keras']} (no ImageNet weights)"
+        table.add_row(r["name"], keras_name, str(r["default_size"]), r["preprocessing"], r["feature_layers"]["32"])
     Console().print(table)
 
 

@@ -179,6 +179,12 @@ def build_backbone(spec: BackboneSpec, weights: str | os.PathLike | None, image_
         model = spec.instantiate(None, shape)
         info = WeightsInfo("random", None, "Random weights (no pretraining)")
     elif isinstance(weights, str) and weights.strip().lower() == "imagenet":
+        if not spec.pretrained:
+            raise TransferError(
+                f"Backbone '{spec.name}' has no ImageNet weights: it is meant to be trained from scratch.",
+                fix="Pass --weights none (Python: weights=None), or pick a pretrained backbone "
+                    "(`transfer backbones` lists them).",
+            )
         model, info = _build_imagenet(spec, image_size)
     elif isinstance(weights, (str, os.PathLike)):
         model, info = _build_from_file(spec, Path(weights).expanduser(), shape)
