@@ -1,6 +1,7 @@
 """The notebooks run top to bottom (code cells executed in order in a fresh process)."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,9 @@ def test_notebook_runs(notebook):
         timeout=600, env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "accuracy" in result.stdout
+    # The walkthrough must learn, with or without ImageNet weights (offline it trains from scratch).
+    scores = [float(v) for v in re.findall(r"val accuracy ([0-9.]+)", result.stdout)]
+    assert scores and min(scores) >= 0.9, result.stdout[-3000:]
 
 
 def test_there_is_a_notebook():
