@@ -1,0 +1,173 @@
+"""Run an exported localizer on files or bytes, and draw its answers.
+
+The localization counterpart of ``transfer.predict.ExportedClassifier``
+(whose loading, input limits and per-file refusals it inherits): TensorFlow,
+NumPy, PIL (for ``draw_box``) and the standard library only, everything else
+read from the export.
+
+Results of ``predict_files`` are one plain dict per input file, in input order:
+
+- ``{"file": path, "box": [xmin, ymin, xmax, ymax], "class": name, "score": s}``:
+  the box in the original image's pixels; ``score`` the class's probability
+  (1.0 for a single-class export: it always answers one box).
+- ``{"file": path, "error": message}`` for a file that cannot be used (see
+  ``transfer.predict``); one bad file never fails the others.
+
+Security: loading a SavedModel runs its graph; only load exports you trust.
+
+Example:
+    >>> localizer = ExportedLocalizer.load("exports/raccoon")
+    >>> localizer.predict_files(["raccoon-1.jpg"])
+    [{'file': 'raccoon-1.jpg', 'box': [81.2, 88.9, 519.7, 410.3], 'class': 'raccoon', 'score': 1.0}]
+    >>> draw_box("raccoon-1.jpg", _[0], "drawn/raccoon-1.jpg")
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from transfer.errors import TransferError
+from transfer.predict import ExportedClassifier, _check_positive, _decode_error
+
+logger = logging.getLogger(__name__)
+
+BOX_OUTPUTS = ("box", "class_name", "score")
+
+
+class ExportedLocalizer(ExportedClassifier):
+    """A loaded localization export: ``class_names``, ``image_size``, ``metadata`` and predict methods.
+
+    Example:
+        >>> localizer = ExportedLocalizer.load("exports/raccoon", max_pixels=50_000_000)
+        >>> out = localizer.predict_bytes([open("raccoon-1.jpg", "rb").read()])
+        >>> out["box"].shape, out["class_name"][0]
+        ((1, 4), 'raccoon')
+    """
+
+    def __init__(self, export_dir: Path, loaded, metadata: dict[str, Any], **limits):
+        super().__init__(export_dir, loaded, metadata, **limits)
+        outputs = set(self._serve.structured_outputs)
+        missing = [name for name in BOX_OUTPUTS if name not in outputs]
+        if missing:
+            raise TransferError(
+                f"The export '{export_dir}' has no {missing} output(s): it is not a localizer "
+                f"(its task: {metadata.get('task', 'unknown')!r}).",
+                fix="Use transfer.predict.ExportedClassifier for classification exports, or export a "
+                    "--task localize run.",
+            )
+
+    def __repr__(self) -> str:
+        return f"ExportedLocalizer('{self.export_dir}', classes={len(self.class_names)}, image_size={self.image_size})"
+
+    def predict_bytes(self, images: Sequence[bytes], batch_size: int = 32) -> dict[str, np.ndarray]:
+        """``{"box": float32 [N, 4] (original pixels), "class_name": str [N], "score": float32 [N]}``.
+
+        Raises ``TransferError`` naming the positions of images that are refused
+        (``predict_files`` gives one error per file instead).
+        """
+        _check_positive("batch_size", batch_size)
+        images = [bytes(data) for data in images]
+        problems = {i: p for i, p in enumerate(map(self._refuse, images)) if p}
+        problems = problems or {i: p for i, p in enumerate(map(_decode_error, images)) if p}
+        if problems:
+            listed = "; ".join(f"{i}: {problem}" for i, problem in list(problems.items())[:10])
+            raise TransferError(f"Cannot use the images at positions {sorted(problems)}: {listed}.",
+                                fix="Check those inputs, or use predict_files to get an error per file.")
+        parts: dict[str, list] = {name: [] for name in BOX_OUTPUTS}
+        for start in range(0, len(images), batch_size):
+            served = self._serve(image_bytes=tf.constant(images[start:start + batch_size], dtype=tf.string))
+            for name in BOX_OUTPUTS:
+                parts[name].append(served[name].numpy())
+        if not images:
+            return {"box": np.zeros((0, 4), np.float32), "class_name": np.zeros((0,), str),
+                    "score": np.zeros((0,), np.float32)}
+        out = {name: np.concatenate(arrays) for name, arrays in parts.items()}
+        out["class_name"] = np.array([name.decode("utf-8") for name in out["class_name"]])
+        return out
+
+    def predict_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 32) -> list[dict[str, Any]]:
+        """One result dict per file, in input order (see the module docstring).
+
+        Example:
+            >>> localizer.predict_files(["raccoon-1.jpg", "missing.jpg"])[1]
+            {'file': 'missing.jpg', 'error': "File not found: 'missing.jpg'."}
+        """
+        _check_positive("batch_size", batch_size)
+        results: list[dict[str, Any]] = []
+        good: list[tuple[int, bytes]] = []
+        for path in paths:
+            data, error = self._read_image(path)
+            results.append({"file": str(path), "error": error} if error else {"file": str(path)})
+            if not error:
+                good.append((len(results) - 1, data))
+        if good:
+            out = self.predict_bytes([data for _, data in good], batch_size=batch_size)
+            for row, (index, _) in enumerate(good):
+                results[index].update({
+                    "box": [round(float(v), 2) for v in out["box"][row]],
+                    "class": str(out["class_name"][row]),
+                    "score": float(out["score"][row]),
+                })
+        bad = sum("error" in r for r in results)
+        if bad:
+            logger.warning("%d of %d files could not be read as images", bad, len(results))
+        return results
+
+
+def describe_result(result: dict[str, Any]) -> str:
+    """One line for ``transfer predict``.
+
+    Example:
+        >>> describe_result({"file": "a.jpg", "box": [1, 2, 30, 40], "class": "raccoon", "score": 1.0})
+        'a.jpg: raccoon 1.000 at (1, 2, 30, 40)'
+    """
+    if "error" in result:
+        return f"{result['file']}: error: {result['error']}"
+    box = ", ".join(f"{v:g}" for v in result["box"])
+    return f"{result['file']}: {result['class']} {result['score']:.3f} at ({box})"
+
+
+def draw_box(image_path: str | os.PathLike, result: dict[str, Any], out_path: str | os.PathLike) -> Path:
+    """Write ``image_path`` with ``result``'s box and label drawn to ``out_path`` (atomically).
+
+    The format follows ``out_path``'s suffix (JPEG for ``.jpg``/``.jpeg``, else PNG
+    unless PIL knows the suffix). A result holding an ``"error"`` is refused.
+
+    Example:
+        >>> draw_box("raccoon-1.jpg", localizer.predict_files(["raccoon-1.jpg"])[0], "drawn/raccoon-1.jpg")
+        PosixPath('drawn/raccoon-1.jpg')
+    """
+    from PIL import Image, ImageDraw
+
+    from transfer.atomic import atomic_write_bytes
+
+    if "error" in result or "box" not in result:
+        raise TransferError(f"No box to draw for '{image_path}': {result.get('error', 'no box in the result')}.",
+                            fix="Draw only results that have a box.")
+    with Image.open(image_path) as opened:
+        image = opened.convert("RGB")
+    draw = ImageDraw.Draw(image)
+    xmin, ymin, xmax, ymax = (float(v) for v in result["box"])
+    # A line about 0.5% of the image's side: visible on a phone photo and on a thumbnail.
+    width = max(2, round(max(image.size) / 200))
+    draw.rectangle([xmin, ymin, max(xmax - 1, xmin), max(ymax - 1, ymin)], outline=(255, 40, 40), width=width)
+    label = f"{result.get('class', '')} {float(result.get('score', 1.0)):.2f}".strip()
+    text_box = draw.textbbox((0, 0), label)
+    text_h = text_box[3] - text_box[1] + 4
+    top = ymin - text_h if ymin >= text_h else ymin  # above the box, or inside it at the image's top
+    draw.rectangle([xmin, top, xmin + text_box[2] - text_box[0] + 6, top + text_h], fill=(255, 40, 40))
+    draw.text((xmin + 3, top + 1), label, fill=(255, 255, 255))
+    out_path = Path(out_path)
+    suffix = out_path.suffix.lower()
+    fmt = "JPEG" if suffix in (".jpg", ".jpeg") else Image.registered_extensions().get(suffix, "PNG")
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **({"quality": 92} if fmt == "JPEG" else {}))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(out_path, buffer.getvalue())

@@ -1,0 +1,59 @@
+"""The shared feature extractor: a backbone that answers its named stride features.
+
+Tasks whose heads read spatial features (localize, detect, segment) build
+their backbone here: the family's preprocessing layer, then a nested model
+named ``transfer.tasks.classify.BACKBONE_LAYER`` (so the engine's freezing
+rules find it) whose outputs are the ``BackboneSpec`` feature layers at the
+asked strides. BatchNorm follows ``transfer.tasks.classify``'s rule: frozen
+(inference mode, ImageNet statistics kept) for pretrained weights, momentum
+0.9 for random ones.
+
+Example:
+    >>> from transfer.backbones import get_backbone
+    >>> image, features, info = backbone_features(get_backbone("mobilenet_0.25"), 224, None, (16, 32))
+    >>> {s: tuple(t.shape[1:3]) for s, t in features.items()}
+    {16: (14, 14), 32: (7, 7)}
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+
+from transfer.backbones import BackboneSpec
+from transfer.layers import FamilyPreprocessing
+from transfer.tasks.classify import BACKBONE_LAYER, _all_layers, freeze_batchnorm_layers
+
+# See transfer.tasks.classify: the default 0.99 leaves untrained statistics far behind in a short run.
+RANDOM_BATCHNORM_MOMENTUM = 0.9
+
+
+def backbone_features(spec: BackboneSpec, image_size: int, weights, strides: Sequence[int],
+                      freeze_batchnorm: bool | None = None):
+    """``(image_input, {stride: feature tensor}, weights_info)`` for a task head to build on.
+
+    ``image_input``: uint8 ``[S, S, 3]`` named ``"image"``. The features come
+    out of one call of the nested ``"backbone"`` model, in the order of ``strides``.
+    """
+    from transfer.weights import build_backbone
+
+    missing = [s for s in strides if s not in spec.feature_layers]
+    if missing:
+        raise ValueError(f"{spec.name} has no feature layer at stride {missing}. "
+                         f"Received: strides={tuple(strides)}; available: {sorted(spec.feature_layers)}")
+    built, info = build_backbone(spec, weights, image_size)
+    named = spec.features(built)
+    backbone = keras.Model(built.input, [named[s] for s in strides], name=BACKBONE_LAYER)
+    if freeze_batchnorm is None:
+        freeze_batchnorm = info.source != "random"
+    if freeze_batchnorm:
+        freeze_batchnorm_layers(backbone)
+    else:
+        for layer in _all_layers(backbone):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = RANDOM_BATCHNORM_MOMENTUM
+    image = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
+    outputs = backbone(FamilyPreprocessing(spec.preprocessing, name="preprocess")(image))
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return image, dict(zip(strides, outputs)), info

@@ -1,0 +1,172 @@
+"""The localizer's model, box loss and box metrics.
+
+The head reads the backbone's stride-16 and stride-32 features: each is
+reduced by a 1x1 conv, the stride-16 map brought to stride 32 by a strided
+3x3 conv, the two concatenated and mixed by a 3x3 conv; the map is then
+flattened (a box needs *where*, which global pooling throws away), goes
+through a dense layer, and answers a box's center and size (normalized by
+the image's sides) turned into ``(xmin, ymin, xmax, ymax)`` by plain Keras
+layers (no custom layer to register). With several classes a
+softmax ``"class"`` output shares the dense layer.
+
+Losses are registered Keras objects (package "transfer"), so checkpoints
+holding a compiled model load back.
+
+Example:
+    >>> from transfer.backbones import get_backbone
+    >>> model, info = build_localizer(get_backbone("mobilenet_0.25"), num_classes=3, image_size=128,
+    ...                               weights=None)
+    >>> {k: v.shape for k, v in model.output.items()}
+    {'box': (None, 4), 'class': (None, 3)}
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import keras
+
+from transfer.backbones import BackboneSpec
+from transfer.boxops import box_ciou, box_giou, box_iou
+from transfer.tasks.backbone_model import backbone_features
+
+
+@dataclass(frozen=True)
+class HeadShape:
+    """The localizer head's sizes (run.json keeps them, so a run rebuilds the same model).
+
+    ``strides``: backbone features fused; ``channels``: width of the conv
+    layers; ``hidden``: the dense layer; ``pooling``: "flatten" (keeps where
+    things are) or "average".
+    """
+
+    strides: tuple[int, ...] = (16, 32)
+    channels: int = 64
+    hidden: int = 256
+    pooling: str = "flatten"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "strides": list(self.strides)}
+
+    @classmethod
+    def from_dict(cls, data) -> "HeadShape":
+        data = dict(data or {})
+        if "strides" in data:
+            data["strides"] = tuple(int(s) for s in data["strides"])
+        return cls(**data)
+
+
+def build_localizer(spec: BackboneSpec, num_classes: int, image_size: int, weights=None, *,
+                    head: HeadShape = HeadShape(), dropout: float = 0.2,
+                    freeze_batchnorm: bool | None = None):
+    """The localizer ``(model, weights_info)``: uint8 ``[S, S, 3]`` in, ``{"box", "class"}`` out.
+
+    ``"box"``: float32 ``[N, 4]`` normalized ``xyxy``; ``"class"``: float32
+    ``[N, C]`` softmax, only when ``num_classes > 1``. Every layer outside the
+    nested ``"backbone"`` model is head (what ``transfer.train.set_trainable`` assumes).
+    """
+    if head.pooling not in ("flatten", "average"):
+        raise ValueError(f"pooling must be 'flatten' or 'average'. Received: pooling={head.pooling!r}")
+    image, features, info = backbone_features(spec, image_size, weights, head.strides, freeze_batchnorm)
+    top = max(head.strides)
+    maps = []
+    for stride, tensor in sorted(features.items()):
+        x = keras.layers.Conv2D(head.channels, 1, activation="relu", name=f"box_lateral{stride}")(tensor)
+        # Strided 3x3 convs bring finer maps to the top stride: ceil(ceil(S/16)/2) == ceil(S/32)
+        # for any S, where upsampling the coarse map could miss by one pixel.
+        step = stride
+        while step < top:
+            step *= 2
+            x = keras.layers.Conv2D(head.channels, 3, strides=2, padding="same", activation="relu",
+                                    name=f"box_down{stride}_to{step}")(x)
+        maps.append(x)
+    x = maps[0] if len(maps) == 1 else keras.layers.Concatenate(name="box_fuse")(maps)
+    x = keras.layers.Conv2D(head.channels, 3, padding="same", activation="relu", name="box_mix")(x)
+    if head.pooling == "flatten":
+        x = keras.layers.Flatten(name="box_flatten")(x)
+    else:
+        x = keras.layers.GlobalAveragePooling2D(name="box_pool")(x)
+    x = keras.layers.Dropout(dropout, name="box_dropout")(x)
+    x = keras.layers.Dense(head.hidden, activation="relu", name="box_hidden")(x)
+    outputs = {"box": _box_output(x)}
+    if num_classes > 1:
+        # float32 scores even under mixed precision, so losses and exports stay exact.
+        outputs["class"] = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="class")(x)
+    model = keras.Model(image, outputs, name=f"{spec.name}_localizer")
+    return model, info
+
+
+def _box_output(x):
+    """Center and size (linear, starting at the image's middle and half its size) ->
+    ``(xmin, ymin, xmax, ymax)``, in float32.
+
+    Linear, not sigmoid: Adam's first steps move every weight of the wide dense
+    layers at once, which drove sigmoid outputs into saturation (raccoon: the
+    loss rose and froze within 10 steps). A box that comes out inverted or
+    outside the image is clipped by the export; the L1 loss pulls it back in training.
+    """
+    f32 = {"dtype": "float32"}
+    # Zero kernels: every image starts at the middle box, not at a random one far outside.
+    start = {"kernel_initializer": "zeros", "bias_initializer": keras.initializers.Constant(0.5), **f32}
+    center = keras.layers.Dense(2, name="box_center", **start)(x)
+    size = keras.layers.Dense(2, name="box_size", **start)(x)
+    half = keras.layers.Rescaling(0.5, name="box_half_size", **f32)(size)
+    corner_min = keras.layers.Subtract(name="box_min", **f32)([center, half])
+    corner_max = keras.layers.Add(name="box_max", **f32)([center, half])
+    return keras.layers.Concatenate(name="box", **f32)([corner_min, corner_max])
+
+
+@keras.saving.register_keras_serializable(package="transfer")
+class BoxLoss(keras.losses.Loss):
+    """``iou_weight * (1 - GIoU or CIoU) + l1_weight * sum |box - target|`` per image.
+
+    Boxes are normalized ``xyxy`` ``[N, 4]``. The IoU term is scale-free and
+    keeps a gradient for boxes that do not overlap (GIoU); the L1 term pulls
+    the corners directly. The weights 1 : 2.5 are DETR's 2 : 5.
+
+    Example:
+        >>> BoxLoss()(tf.constant([[0.1, 0.1, 0.5, 0.5]]), tf.constant([[0.1, 0.1, 0.5, 0.5]]))  # 0.0
+    """
+
+    def __init__(self, kind: str = "giou", iou_weight: float = 1.0, l1_weight: float = 2.5,
+                 name: str = "box_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if kind not in ("giou", "ciou"):
+            raise ValueError(f"kind must be 'giou' or 'ciou'. Received: kind={kind!r}")
+        self.kind = kind
+        self.iou_weight = float(iou_weight)
+        self.l1_weight = float(l1_weight)
+
+    def call(self, y_true, y_pred):
+        y_true = keras.ops.cast(y_true, "float32")
+        y_pred = keras.ops.cast(y_pred, "float32")
+        overlap = box_giou(y_true, y_pred) if self.kind == "giou" else box_ciou(y_true, y_pred)
+        l1 = keras.ops.sum(keras.ops.abs(y_pred - y_true), axis=-1)
+        return self.iou_weight * (1.0 - overlap) + self.l1_weight * l1
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind, "iou_weight": self.iou_weight,
+                "l1_weight": self.l1_weight}
+
+
+@keras.saving.register_keras_serializable(package="transfer")
+class BoxIoU(keras.metrics.Mean):
+    """Mean IoU of predicted and true normalized boxes; with ``threshold``, the share of
+    images whose IoU is at least that (IoU@0.5 accuracy).
+
+    Example:
+        >>> metric = BoxIoU(threshold=0.5, name="iou50")
+    """
+
+    def __init__(self, threshold: float | None = None, name: str = "iou", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.threshold = None if threshold is None else float(threshold)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        iou = box_iou(keras.ops.cast(y_true, "float32"), keras.ops.cast(y_pred, "float32"))
+        if self.threshold is not None:
+            iou = keras.ops.cast(iou >= self.threshold, "float32")
+        return super().update_state(iou, sample_weight=sample_weight)
+
+    def get_config(self):
+        return {**super().get_config(), "threshold": self.threshold}
