@@ -167,8 +167,14 @@ def _parse_weights(value: str) -> Optional[str]:
 def train_command(
     ctx: typer.Context,
     data: Optional[str] = typer.Option(
-        None, "--data", help="Class folders (optionally train/ val/), a CSV, or tfds:NAME."
+        None, "--data",
+        help="classify: class folders (optionally train/ val/), a CSV, or tfds:NAME; "
+             "localize: a box CSV, a Pascal VOC folder or a COCO JSON file.",
     ),
+    val_data: Optional[str] = typer.Option(
+        None, "--val-data", help="Validate on this source (same kinds as --data) instead of splitting --data."
+    ),
+    task_name: str = typer.Option("classify", "--task", help="classify or localize (one box and class per image)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder to create."),
     resume: Optional[Path] = typer.Option(
         None, "--resume", help="Continue this killed or interrupted run (no other options needed)."
@@ -208,7 +214,6 @@ def train_command(
 
     A quick data check runs first; unreadable images are skipped, each named.
     """
-    from transfer.data import load_data
     from transfer.recipe import Recipe
     from transfer.train import resume as resume_run
     from transfer.distribute import choose_distribution
@@ -218,8 +223,9 @@ def train_command(
     distribution = choose_distribution(distribute)
     verbose = 1 if sys.stdout.isatty() else 2
     if resume is not None:
-        if (data is not None or out is not None or recipe is not None or epochs is not None
-                or precision != "float32" or xla is not None or feature_cache is not None or no_feature_cache):
+        if (data is not None or out is not None or recipe is not None or epochs is not None or val_data is not None
+                or task_name != "classify" or precision != "float32" or xla is not None
+                or feature_cache is not None or no_feature_cache):
             raise TransferError(
                 "--resume continues a run with its own data, recipe and settings.",
                 fix="Pass only --resume RUN_DIR.",
@@ -233,23 +239,26 @@ def train_command(
                             fix="Example: transfer train --data flowers/ --out runs/flowers")
     from transfer.backbones import get_backbone
     from transfer.precision import resolve_precision
+    from transfer.tasks import get_task
     from transfer.train import check_out_dir, checked_image_size, image_size_line, upsampling_warning
 
-    # Cheap mistakes fail now, not after the data scan: a typo'd precision or backbone,
+    # Cheap mistakes fail now, not after the data scan: a typo'd task, precision or backbone,
     # an --out that already holds a run, a size below the backbone's minimum, a bad recipe.
+    task = get_task(task_name)
     resolve_precision(precision)
     spec = get_backbone(backbone)
     size = checked_image_size(spec, image_size)
     check_out_dir(out)
-    chosen = Recipe.load(recipe) if recipe else Recipe()
+    chosen = Recipe.load(recipe) if recipe else task.default_recipe()
     if epochs is not None:
         if epochs < 1:
             raise TransferError(f"--epochs {epochs} is not positive.", fix="Pass --epochs 1 or more.")
         chosen = chosen.with_epochs(epochs)
+    task.check_recipe(chosen)
     typer.echo(image_size_line(spec, image_size))
-    split = load_data(data, val_fraction=val_fraction, seed=chosen.seed, allow_outside_root=allow_outside_root)
-    kind = f"{len(split.class_names)} labels, multi-label" if split.multi_label else f"{len(split.class_names)} classes"
-    typer.echo(f"Data: {len(split.train)} train / {len(split.val)} val images, {kind} ({split.origin})")
+    split = task.load_data(data, val_source=val_data, val_fraction=val_fraction, seed=chosen.seed,
+                           allow_outside_root=allow_outside_root, echo=typer.echo)
+    typer.echo(f"Data: {task.describe_data(split)}")
     from transfer.data.check import check_split
 
     report = check_split(split, image_size=size, source=data)
@@ -261,6 +270,7 @@ def train_command(
         split, out, backbone=backbone, weights=_parse_weights(weights), image_size=image_size,
         recipe=chosen, data_source=data, verbose=verbose, precision=precision, xla=xla,
         feature_cache=False if no_feature_cache else (feature_cache or True), distribution=distribution,
+        task=task.name, val_data_source=val_data,
     )
     if not distribution.is_chief:
         typer.echo(f"Worker {distribution.worker_index} finished; the chief wrote the run folder.")
@@ -274,9 +284,14 @@ def _outcome_text(result) -> str:
     Multi-label runs lead with macro F1 (what picked the epoch), then exact
     match and the per-label accuracy next to what predicting no label scores.
     """
+    from transfer.summary import metric_label
+
     metrics = result.best_metrics
     multi_label = "macro_f1" in metrics
-    name, value = ("macro F1", metrics["macro_f1"]) if multi_label else ("accuracy", metrics["accuracy"])
+    if multi_label or "accuracy" in metrics:
+        name, value = ("macro F1", metrics["macro_f1"]) if multi_label else ("accuracy", metrics["accuracy"])
+    else:  # other tasks: the monitored metric (e.g. val box IoU)
+        name, value = metric_label(metrics["monitor"]).removeprefix("val "), float(metrics["best_value"])
     text = f"Best val {name} {value:.4f} (epoch {result.best_epoch})"
     if metrics.get("last_epoch") and metrics["last_epoch"] != result.best_epoch and metrics.get("last_value") is not None:
         text += f"; last epoch {metrics['last_epoch']}: {metrics['last_value']:.4f}"
@@ -338,12 +353,12 @@ def evaluate_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ):
     """Accuracy, per-class precision/recall/F1 and a confusion matrix (JSON + PNG)."""
-    from transfer.evaluate import evaluate_run, write_evaluation
+    from transfer.evaluate import evaluate_run
     from transfer.run import RunDir
     from transfer.summary import training_record, training_text
 
     report = evaluate_run(run_dir, data)
-    written = write_evaluation(report, Path(run_dir) / "evaluation")
+    written = report.write(Path(run_dir) / "evaluation")
     config = RunDir(run_dir).config()
     if as_json:
         typer.echo(json.dumps({**report.summary(), "training": training_record(config),
@@ -383,19 +398,27 @@ def predict_command(
     ),
     max_megabytes: float = typer.Option(100.0, "--max-megabytes", min=0.000001, help="Refuse larger files."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    draw: Optional[Path] = typer.Option(
+        None, "--draw", help="Localization: write each image with its box and label drawn into this folder."
+    ),
 ):
-    """Classify image files with an exported model (no training code involved).
+    """Run an exported model on image files (no training code involved): classes, or a box and its class.
 
     Exit code 0: every file answered; 1: some files failed (each named, the others
     still answered); 2: usage error. Multi-label exports print the labels at or
     over the export's threshold first.
     """
-    from transfer.predict import ExportedClassifier
+    from transfer.predict import ExportedClassifier, export_task
 
     files = _expand_image_arguments(images)
-    classifier = ExportedClassifier.load(
-        export_dir, max_pixels=int(max_megapixels * 1e6), max_bytes=int(max_megabytes * 1e6)
-    )
+    limits = {"max_pixels": int(max_megapixels * 1e6), "max_bytes": int(max_megabytes * 1e6)}
+    if export_task(export_dir) == "localization":
+        _predict_boxes(export_dir, files, limits, as_json=as_json, draw=draw)
+        return
+    if draw is not None:
+        raise TransferError(f"--draw draws boxes; {export_dir} is a classification export.",
+                            fix="Drop --draw (classification prints classes and scores).")
+    classifier = ExportedClassifier.load(export_dir, **limits)
     results = classifier.predict_files(files, top_k=top_k)
     failed = [r for r in results if "error" in r]
     if as_json:
@@ -410,6 +433,39 @@ def predict_command(
                 labels = ", ".join(r["labels"]) or "(none)"
                 shown = f"labels {labels} (score >= {classifier.threshold:g}); scores {shown}"
             typer.echo(f"{r['file']}: {shown}")
+        if failed:
+            typer.echo(f"{len(failed)} of {len(results)} file(s) failed.", err=True)
+    if failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _predict_boxes(export_dir: Path, files: List[str], limits: dict, *, as_json: bool, draw: Optional[Path]) -> None:
+    """``transfer predict`` for a localization export: one box, class and score per file."""
+    from transfer.predict_boxes import ExportedLocalizer, draw_box
+
+    localizer = ExportedLocalizer.load(export_dir, **limits)
+    results = localizer.predict_files(files)
+    failed = [r for r in results if "error" in r]
+    drawn = []
+    if draw is not None:
+        draw.mkdir(parents=True, exist_ok=True)
+        for r in results:
+            if "error" not in r:
+                target = draw / (Path(r["file"]).stem + ".png")
+                draw_box(r["file"], r, target)
+                r["drawn"] = str(target)
+                drawn.append(target)
+    if as_json:
+        typer.echo(json.dumps({"export": str(export_dir), "results": results}, indent=2))
+    else:
+        for r in results:
+            if "error" in r:
+                typer.echo(f"{r['file']}: ERROR {r['error']}")
+                continue
+            box = ", ".join(f"{v:.0f}" for v in r["box"])
+            typer.echo(f"{r['file']}: {r['class']} {r['score']:.3f} box ({box}) (xmin, ymin, xmax, ymax in pixels)")
+        if drawn:
+            typer.echo(f"Drew {len(drawn)} image(s) into {draw}")
         if failed:
             typer.echo(f"{len(failed)} of {len(results)} file(s) failed.", err=True)
     if failed:

@@ -73,6 +73,10 @@ class EvalReport:
         out["worst"] = self.worst
         return out
 
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """``write_evaluation(self, out_dir)``: metrics.json and the confusion matrix (JSON, PNG)."""
+        return write_evaluation(self, out_dir)
+
     def table(self) -> str:
         """A plain-text per-class (per-label) table and the headline numbers."""
         kind = "label" if self.multi_label else "class"
@@ -161,64 +165,37 @@ def evaluate_model(model, samples: Samples, image_size: int, batch_size: int = 3
     )
 
 
-def evaluate_run(run_dir: str | Path, data: str | Path | None = None, *, batch_size: int = 32) -> EvalReport:
-    """Evaluate a run's best checkpoint on its validation split, or on ``data``.
+def evaluate_run(run_dir: str | Path, data: str | Path | None = None, *, batch_size: int = 32):
+    """Evaluate a run's best checkpoint on its validation split, or on ``data``; any task.
 
-    ``data`` may be a folder of class folders (evaluated whole, e.g. a test
-    set), or a folder with ``train/``/``val/``, a CSV or a ``tfds:`` name
-    (evaluated on its validation split).
+    Returns the task's report (``EvalReport`` for classification). ``data``
+    is read by the run's task: for classification a folder of class folders
+    (evaluated whole, e.g. a test set), or a folder with ``train/``/``val/``,
+    a CSV or a ``tfds:`` name (evaluated on its validation split); for
+    localization a box CSV, VOC folder or COCO JSON (evaluated whole).
+
+    Example:
+        >>> evaluate_run("runs/flowers", "flowers-test/").headline()
+        ('accuracy', 0.91)
     """
+    from transfer.run_config import samples_from_record
+    from transfer.tasks import get_task
+
     run = RunDir(run_dir).require()
     config = run.config()
-    class_names = tuple(config["class_names"])
-    samples = _evaluation_samples(run, config, data)
-    if samples.class_names != class_names:
-        unknown = sorted(set(samples.class_names) - set(class_names))
-        if unknown:
-            raise TransferError(
-                f"The evaluation data has classes the model was not trained on: {unknown}.",
-                fix=f"The model knows {list(class_names)}; evaluate on data with those class folders.",
-            )
-        samples = _remap(samples, class_names)
-    model = run.load_model()
-    return evaluate_model(model, samples, int(config["image_size"]), batch_size)
-
-
-def _evaluation_samples(run: RunDir, config: dict[str, Any], data) -> Samples:
-    from transfer.data import load_data
-    from transfer.data.folder import read_class_folders
-
-    class_names = tuple(config["class_names"])
-    multi_label = bool(config.get("multi_label"))
-    if data is None:
+    task = get_task(config.get("task", "classify"))
+    if data is not None:
+        samples = task.evaluation_samples(str(data), config)
+    else:
         split = run.split()
         if split.get("val") is not None:
-            rows = split["val"]
-            targets = tuple(tuple(r["target"]) if multi_label else int(r["target"]) for r in rows)
-            return Samples(tuple(r["path"] for r in rows), targets, class_names, multi_label)
-        if not config.get("data_source"):
-            raise TransferError(
-                f"{run.root} does not record its validation data.", fix="Pass --data to evaluate on."
-            )
-        return load_data(config["data_source"]).val
-    source = str(data)
-    path = Path(source)
-    if path.is_dir() and not any((path / name).is_dir() for name in ("train", "val", "validation")):
-        return read_class_folders(path)
-    return load_data(source).val
-
-
-def _remap(samples: Samples, class_names: tuple[str, ...]) -> Samples:
-    """Express targets with the model's class order (a subset of classes is fine)."""
-    index = {name: i for i, name in enumerate(class_names)}
-
-    def convert(target):
-        if isinstance(target, tuple):
-            return tuple(index[samples.class_names[t]] for t in target)
-        return index[samples.class_names[target]]
-
-    return Samples(samples.sources, tuple(convert(t) for t in samples.targets), class_names,
-                   samples.multi_label, samples.encoded)
+            samples = samples_from_record(split["val"], config, task)
+        elif config.get("data_source"):
+            samples = task.load_data(config["data_source"], val_source=config.get("val_data_source")).val
+        else:
+            raise TransferError(f"{run.root} does not record its validation data.", fix="Pass --data to evaluate on.")
+    model = run.load_model()
+    return task.evaluate(model, samples, int(config["image_size"]), batch_size, config)
 
 
 def write_evaluation(report: EvalReport, out_dir: str | Path) -> dict[str, Path]:

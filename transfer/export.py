@@ -1,4 +1,4 @@
-"""Export a trained classifier as a self-contained SavedModel (+ ``model.keras``).
+"""Export a trained model (any task) as a self-contained SavedModel (+ ``model.keras``).
 
 The export answers raw image bytes with named results and needs neither
 ``transfer`` nor Keras custom layers to run: decoding, resizing (the same
@@ -13,7 +13,8 @@ Layout of ``out_dir``::
     assets/transfer.json                          metadata (see ``export_model``)
     model.keras                                   the Keras model (reload after ``import transfer.layers``)
 
-Signatures (outputs are the same for both):
+Signatures (outputs are the same for both; each task names its own outputs,
+``Task.serving_outputs``, and ``transfer.json`` lists them; a classifier's are):
 
 - ``serving_default``: ``image_bytes`` tf.string ``[N]`` (encoded JPEG, PNG,
   GIF or BMP).
@@ -58,7 +59,7 @@ import numpy as np
 import tensorflow as tf
 
 from transfer.atomic import atomic_directory
-from transfer.imageops import RESIZE_METHOD, decode_and_resize, resize_image
+from transfer.imageops import RESIZE_METHOD, decode_image, resize_image
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +90,12 @@ SIGNATURES = {
 
 
 def signatures_for(multi_label: bool) -> dict[str, dict]:
-    """The signatures' inputs and outputs, as ``transfer.json`` records them."""
-    if not multi_label:
-        return SIGNATURES
-    return {key: {**value, "outputs": MULTI_LABEL_OUTPUTS} for key, value in SIGNATURES.items()}
+    """The signatures' inputs and outputs of a classification export, as ``transfer.json`` records them."""
+    return SIGNATURES if not multi_label else _signatures(MULTI_LABEL_OUTPUTS)
+
+
+def _signatures(outputs: Mapping[str, str]) -> dict[str, dict]:
+    return {key: {**value, "outputs": dict(outputs)} for key, value in SIGNATURES.items()}
 
 # Keys export_model fills itself; caller metadata may not override them.
 _RESERVED = frozenset(
@@ -132,59 +135,52 @@ class _ServingModule(tf.Module):
     signatures in a graph-mode session before the export is moved into place.
     """
 
-    def __init__(self, model, class_names: Sequence[str], image_size: int, asset_files: Mapping[str, Path],
-                 multi_label: bool = False, threshold: float = MULTI_LABEL_THRESHOLD):
+    def __init__(self, model, task, config: Mapping[str, Any], image_size: int, asset_files: Mapping[str, Path]):
         super().__init__(name="transfer_export")
-        names = tf.constant(list(class_names), dtype=tf.string)
+        class_names = list(config["class_names"])
         input_dtype = tf.as_dtype(model.inputs[0].dtype)
         # Non-trainable variables so `loaded.class_names` / `loaded.image_size`
         # are readable on the reloaded object (plain constants would not be saved).
-        self.class_names = tf.Variable(names, trainable=False, name="class_names")
+        self.class_names = tf.Variable(tf.constant(class_names, dtype=tf.string), trainable=False,
+                                       name="class_names")
         self.image_size = tf.Variable(int(image_size), dtype=tf.int32, trainable=False, name="image_size")
         # Assets are copied into `assets/` and re-pointed on load (`.asset_path`).
         self.class_names_file = tf.saved_model.Asset(str(asset_files[CLASS_NAMES_FILE]))
         self.recipe_file = tf.saved_model.Asset(str(asset_files[RECIPE_FILE]))
         self.metadata_file = tf.saved_model.Asset(str(asset_files[METADATA_FILE]))
 
-        num_classes = len(class_names)
-
         def run_model(images):
+            # An empty batch runs the model on one blank image, then keeps none of it:
+            # with oneDNN (TF's default on x86) Conv2D returns a wrongly shaped tensor
+            # for batch size 0 and the graph fails.
+            count = tf.shape(images)[0]
+            batch = tf.cond(count > 0, lambda: images,
+                            lambda: tf.zeros([1, image_size, image_size, 3], images.dtype))
             # training=False: BatchNorm in inference mode and Dropout off.
-            return tf.cast(model(tf.cast(images, input_dtype), training=False), tf.float32)
+            raw = model(tf.cast(batch, input_dtype), training=False)
+            return tf.nest.map_structure(lambda t: tf.cast(t, tf.float32)[:count], raw)
 
-        def answer(images):
-            # An empty batch skips the model: with oneDNN (TF's default on x86) Conv2D
-            # returns a wrongly shaped tensor for batch size 0 and the graph fails.
-            scores = tf.cond(
-                tf.shape(images)[0] > 0,
-                lambda: run_model(images),
-                lambda: tf.zeros([0, num_classes], tf.float32),
-            )
-            top = tf.argmax(scores, axis=-1, output_type=tf.int32)
-            tiled_names = tf.tile(names[tf.newaxis], [tf.shape(scores)[0], 1])
-            outputs = {
-                "scores": scores,
-                "class_names": tiled_names,
-                "top_class": tf.gather(names, top),
-                "top_score": tf.reduce_max(scores, axis=-1),
-            }
-            if multi_label:
-                above = scores >= tf.constant(threshold, tf.float32)
-                outputs["above_threshold"] = above
-                outputs["labels"] = tf.where(above, tiled_names, tf.fill(tf.shape(tiled_names), ""))
-            return outputs
+        def answer(images, original_sizes):
+            # The task's post-processing: raw outputs -> named results (boxes in the original pixels, ...).
+            return task.postprocess(run_model(images), original_sizes, image_size, config)
+
+        def decode_one(encoded):
+            # The very functions the training pipeline maps over its files.
+            image = decode_image(encoded)
+            return resize_image(image, image_size), tf.shape(image)[:2]
 
         def serve_bytes(image_bytes):
-            # The very function the training pipeline maps over its files.
-            images = tf.map_fn(
-                lambda encoded: decode_and_resize(encoded, image_size),
-                image_bytes,
-                fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8),
+            images, sizes = tf.map_fn(
+                decode_one, image_bytes,
+                fn_output_signature=(tf.TensorSpec([image_size, image_size, 3], tf.uint8),
+                                     tf.TensorSpec([2], tf.int32)),
             )
-            return answer(images)
+            return answer(images, sizes)
 
         def serve_images(images):
-            return answer(resize_image(images, image_size))
+            shape = tf.shape(images)
+            sizes = tf.tile(shape[1:3][tf.newaxis], [shape[0], 1])
+            return answer(resize_image(images, image_size), sizes)
 
         self.serve_bytes = tf.function(
             serve_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")]
@@ -216,6 +212,8 @@ def export_model(
     recipe_toml: str = "",
     metadata: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    task: str = "classify",
+    task_config: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` as a serving-ready SavedModel folder at ``out_dir``; returns its path.
 
@@ -234,15 +232,23 @@ def export_model(
         metadata: extra JSON-serializable fields for ``assets/transfer.json``
             (e.g. ``{"backbone": "resnet50"}``).
         overwrite: replace an existing ``out_dir``.
+        task: the ``transfer.tasks`` name whose post-processing makes the outputs.
+        task_config: the run's settings the task reads (run.json); by default
+            ``{"class_names": ..., "multi_label": ...}``.
 
     Example:
         >>> export_model(model, "exports/pets", class_names=["cat", "dog"], image_size=160)
     """
+    from transfer.tasks import get_task
+
     out_dir = Path(out_dir)
+    task = get_task(task)
     class_names = _check_class_names(class_names)
     image_size = _check_image_size(model, image_size)
-    _check_output_width(model, len(class_names))
-    meta = _metadata(model, class_names, image_size, multi_label, metadata)
+    config = {**(task_config or {"multi_label": bool(multi_label)}), "class_names": class_names}
+    if task.name == "classify":
+        _check_output_width(model, len(class_names))
+    meta = _metadata(model, task, config, image_size, metadata)
 
     with atomic_directory(out_dir, overwrite=overwrite) as staging, tempfile.TemporaryDirectory(
         prefix=".transfer-assets-", dir=staging
@@ -259,7 +265,7 @@ def export_model(
             asset_paths[name] = Path(sources) / name
             asset_paths[name].write_text(text, encoding="utf-8")
 
-        module = _ServingModule(model, class_names, image_size, asset_paths, multi_label=bool(multi_label))
+        module = _ServingModule(model, task, config, image_size, asset_paths)
         tf.saved_model.save(
             module,
             str(staging),
@@ -269,8 +275,8 @@ def export_model(
             },
         )
         model.save(staging / KERAS_FILE)
-        _check_parity(model, staging, image_size)
-    logger.info("Exported %d-class model to %s", len(class_names), out_dir)
+        _check_parity(model, task, staging, image_size)
+    logger.info("Exported %d-class %s model to %s", len(class_names), task.title, out_dir)
     return out_dir
 
 
@@ -327,26 +333,26 @@ def _transfer_version() -> str:
     return transfer.__version__
 
 
-def _metadata(model, class_names, image_size, multi_label, extra) -> dict:
+def _metadata(model, task, config, image_size, extra) -> dict:
     import keras
 
     extra = dict(extra or {})
-    clash = sorted(_RESERVED & set(extra))
+    task_meta = task.export_metadata(config)
+    clash = sorted((_RESERVED | set(task_meta)) & set(extra))
     if clash:
         raise ValueError(f"metadata may not set keys that export_model fills itself. Received: {clash}")
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "task": "classification",
-        "class_names": class_names,
-        "num_classes": len(class_names),
+        "task": task.title,
+        "class_names": list(config["class_names"]),
+        "num_classes": len(config["class_names"]),
         "image_size": image_size,
-        "multi_label": bool(multi_label),
-        **({"threshold": MULTI_LABEL_THRESHOLD} if multi_label else {}),
+        **task_meta,
         "backbone": None,
         "preprocessing": _preprocessing_mode(model),
         "resize": {"method": RESIZE_METHOD, "antialias": True},
-        "signatures": signatures_for(bool(multi_label)),
+        "signatures": _signatures(task.serving_outputs(config)),
         "files": {
             "keras_model": KERAS_FILE,
             "class_names": f"assets/{CLASS_NAMES_FILE}",
@@ -365,23 +371,28 @@ def _metadata(model, class_names, image_size, multi_label, extra) -> dict:
     return meta
 
 
-def _check_parity(model, export_dir: Path, image_size: int) -> None:
+def _check_parity(model, task, export_dir: Path, image_size: int) -> None:
     """Reload the staged export and compare both signatures with the Keras model.
 
     Twice: through ``tf.saved_model.load`` (what Python callers and
     ``transfer predict`` use) and through a graph-mode TF1 session (what
     ``saved_model_cli run`` and TF Serving's C++ server do), which restores the
-    variables from the checkpoint instead of rebinding Python objects.
+    variables from the checkpoint instead of rebinding Python objects. The
+    task says how its served outputs compare with the model's raw ones.
     """
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(2, image_size, image_size, 3), dtype=np.uint8)
-    expected = np.asarray(model(images, training=False), dtype=np.float32)
+    raw = tf.nest.map_structure(lambda t: np.asarray(t, dtype=np.float32), model(images, training=False))
     # PNG is lossless, so the bytes signature must decode to these exact pixels.
     encoded = [tf.io.encode_png(img).numpy() for img in images]
     loaded = tf.saved_model.load(str(export_dir))
+
+    def numpy(outputs):
+        return {k: v.numpy() for k, v in outputs.items()}
+
     results = {
-        IMAGES_SIGNATURE: loaded.signatures[IMAGES_SIGNATURE](images=tf.constant(images))["scores"].numpy(),
-        BYTES_SIGNATURE: loaded.signatures[BYTES_SIGNATURE](image_bytes=tf.constant(encoded))["scores"].numpy(),
+        IMAGES_SIGNATURE: numpy(loaded.signatures[IMAGES_SIGNATURE](images=tf.constant(images))),
+        BYTES_SIGNATURE: numpy(loaded.signatures[BYTES_SIGNATURE](image_bytes=tf.constant(encoded))),
     }
     try:
         graph_mode = run_signatures_in_session(
@@ -394,9 +405,9 @@ def _check_parity(model, export_dir: Path, image_size: int) -> None:
             "The exported signatures do not run in graph mode (tf.compat.v1 loader, as `saved_model_cli run` "
             f"and TF Serving load them): {type(e).__name__}: {reason} The export was not written."
         ) from e
-    results.update({f"{name} (graph mode)": out["scores"] for name, out in graph_mode.items()})
-    for name, got in results.items():
-        err = float(np.max(np.abs(got - expected)))
+    results.update({f"{name} (graph mode)": out for name, out in graph_mode.items()})
+    for name, served in results.items():
+        err = task.parity_error(raw, served, image_size)
         if not err <= _PARITY_ATOL:
             raise RuntimeError(
                 f"The exported signature {name!r} disagrees with the Keras model "
@@ -457,6 +468,8 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, overwr
         class_names=config["class_names"],
         image_size=int(config["image_size"]),
         multi_label=bool(config.get("multi_label")),
+        task=config.get("task", "classify"),
+        task_config=config,
         recipe_toml=run.recipe_file.read_text(encoding="utf-8"),
         metadata={
             "backbone": config["backbone"],

@@ -56,6 +56,22 @@ DEFAULT_MAX_BYTES = 100_000_000
 _LIMIT_FIX = "pass --max-megapixels / --max-megabytes (max_pixels= / max_bytes= in Python) to allow it if you trust it"
 
 
+def export_task(export_dir: str | os.PathLike) -> str:
+    """The ``task`` an export's ``assets/transfer.json`` records (``"classification"`` when it
+    cannot be read: ``ExportedClassifier.load`` then says what is wrong).
+
+    Example:
+        >>> export_task("exports/raccoon")
+        'localization'
+    """
+    try:
+        metadata = json.loads((Path(export_dir) / METADATA_PATH).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "classification"
+    task = metadata.get("task") if isinstance(metadata, dict) else None
+    return task if isinstance(task, str) else "classification"
+
+
 class ExportedClassifier:
     """A loaded export: ``class_names``, ``image_size``, ``multi_label``, ``metadata`` and predict methods.
 

@@ -101,8 +101,9 @@ class RunDir:
         """The best checkpoint as a Keras model."""
         import keras
 
-        import transfer.layers  # noqa: F401  registers FamilyPreprocessing for deserialization
+        from transfer.custom_objects import register_custom_objects
 
+        register_custom_objects()  # any task's layers, losses and metrics
         return keras.saving.load_model(self.best_checkpoint, compile=False)
 
 

@@ -1,4 +1,10 @@
-"""Run a recipe's stages on a classifier. The freezing rules live here and only here.
+"""Run a recipe's stages on any task's model: the engine. It names no task.
+
+The task (``transfer.tasks``) builds the model and its datasets, says what to
+compile with and which metric picks the best epoch, and evaluates; this module
+runs the stages (``transfer.freezing``), the schedules, the weight average,
+checkpoints and resume (``transfer.checkpoints``) and the run folder
+(``transfer.run_config``).
 
 Example:
     >>> from transfer.data import load_data
@@ -9,10 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import io
-import json
 import logging
 import platform
 import shutil
@@ -24,39 +26,32 @@ from typing import Any
 
 import keras
 
-from transfer.atomic import atomic_link_or_copy, atomic_save_keras, atomic_write_json, atomic_write_text
-from transfer.backbones import BackboneSpec, get_backbone
+from transfer.atomic import atomic_write_json
+from transfer.backbones import get_backbone
+from transfer.checkpoints import MONITOR, Progress, RunCheckpoints, remove_epoch_checkpoints, weights_of
 from transfer.data.cache_policy import choose_image_cache
-from transfer.data.pipeline import make_dataset, steps_per_epoch
-from transfer.data.samples import DataSplit, Samples
+from transfer.data.pipeline import steps_per_epoch
+from transfer.data.samples import Boxes, DataSplit, Samples
 from transfer.distribute import distribute_dataset
 from transfer.errors import TransferError
-from transfer.evaluate import evaluate_model, write_evaluation
+from transfer.freezing import set_trainable
 from transfer.precision import dtype_policy, resolve_precision, with_loss_scaling
 from transfer.rates import bind_rate_scales, rate_scales
 from transfer.recipe import Recipe, Stage
 from transfer.run import RunDir
-from transfer.summary import describe_stage, final_line, metric_label, stage_regression, stage_summaries
+from transfer.run_config import (check_out_dir, checked_image_size, feature_cache_dir, image_size_line,  # noqa: F401
+                                 prepare_run_dir, reload_split, run_monitor, split_record, transfer_version,
+                                 upsampling_warning)
 from transfer.schedules import (ema_momentum, make_optimizer, no_decay_variables, swap_ema_weights, uses_ema,
                                  warmup_cosine, warmup_steps_for)
-from transfer.tasks.classify import (BACKBONE_LAYER, MULTI_LABEL_THRESHOLD, build_classifier,
-                                     freeze_batchnorm_layers, loss_and_metrics, monitor_for)
+from transfer.summary import describe_stage, final_line, metric_label, stage_regression, stage_summaries
+from transfer.tasks import get_task
 
 log = logging.getLogger(__name__)
 
 # What picked the best epoch of runs whose run.json has no "monitor" (older runs, all
 # compiled without macro_f1). A run's own monitor: ``run_monitor(config)``.
 MONITOR = "val_accuracy"
-
-
-def run_monitor(config: dict[str, Any]) -> str:
-    """The validation metric a run picks its best epoch by (run.json ``"monitor"``).
-
-    Example:
-        >>> run_monitor({"multi_label": True, "monitor": "val_macro_f1"})
-        'val_macro_f1'
-    """
-    return str(config.get("monitor") or MONITOR)
 
 
 @dataclass(frozen=True)
@@ -69,115 +64,22 @@ class TrainResult:
     seconds: float
 
 
-def set_trainable(model, spec: BackboneSpec, stage: Stage, *, freeze_batchnorm: bool = True) -> int:
-    """Make exactly the stage's layers trainable; returns how many backbone layers train.
-
-    With ``freeze_batchnorm`` (any pretrained backbone) BatchNorm layers stay
-    non-trainable whatever the stage, which keeps them in inference mode with
-    their ImageNet statistics (see ``transfer.tasks.classify``).
-    """
-    backbone = model.get_layer(BACKBONE_LAYER)
-    # Set every layer explicitly: the flags a previous stage left must not leak.
-    backbone.trainable = stage.trainable != "head"
-    for layer in backbone.layers:
-        layer.trainable = backbone.trainable
-    if stage.top_blocks is not None or stage.from_layer is not None:
-        blocks = spec.blocks(backbone)
-        first = max(len(blocks) - stage.top_blocks, 0) if stage.top_blocks else _block_of(blocks, stage.from_layer)
-        frozen = {name for block in blocks[:first] for name in block}
-        for layer in backbone.layers:
-            if layer.name in frozen:
-                layer.trainable = False
-    if freeze_batchnorm:
-        freeze_batchnorm_layers(backbone)
-    return sum(1 for layer in backbone.layers if layer.trainable and layer.weights)
-
-
-def checked_image_size(spec: BackboneSpec, image_size: int | None) -> int:
-    """``image_size``, or the backbone's default; a clear error below the backbone's minimum."""
-    image_size = int(image_size or spec.default_size)
-    if image_size < spec.min_size:
-        raise TransferError(
-            f"Image size {image_size} is too small for {spec.name} (minimum {spec.min_size}).",
-            fix=f"Pass --image-size {spec.min_size} or more.",
-        )
-    return image_size
-
-
-def image_size_line(spec: BackboneSpec, image_size: int | None) -> str:
-    """One line saying which input size a run uses and why.
-
-    Example:
-        >>> image_size_line(get_backbone("mobilenet_0.25"), None)
-        'Image size: 224 px, the default of mobilenet_0.25 (its ImageNet size); pass --image-size to match ...'
-    """
-    size = checked_image_size(spec, image_size)
-    if image_size:
-        return f"Image size: {size} px (--image-size)."
-    return (f"Image size: {size} px, the default of {spec.name} (its ImageNet size); pass --image-size to match "
-            f"your images (compute grows with its square).")
-
-
-# Images whose typical short side is upsampled more than this to the input size: a warning.
-UPSAMPLE_WARNING = 1.5
-
-
-def upsampling_warning(spec: BackboneSpec, image_size: int, median_side: int | None) -> str | None:
-    """A warning when the images (median short side, from the data check) are much smaller than
-    ``image_size``: upsampled pixels add compute, not detail. None otherwise.
-
-    Example:
-        >>> upsampling_warning(get_backbone("mobilenet_0.25"), 224, 128)
-        'Warning: the images are small for 224 px (median short side 128 px, upsampled 1.8x): ...'
-    """
-    if not median_side:
-        return None
-    suggested = max(int(median_side), spec.min_size)
-    if median_side * UPSAMPLE_WARNING >= image_size or suggested >= image_size:
-        return None
-    cost = (image_size / suggested) ** 2
-    return (f"Warning: the images are small for {image_size} px (median short side {median_side} px, upsampled "
-            f"{image_size / median_side:.1f}x): each step costs ~{cost:.{0 if cost >= 10 else 1}f}x what it "
-            f"would at --image-size {suggested}, for pixels that add no detail. Consider --image-size {suggested}.")
-
-
-def check_out_dir(out_dir: str | Path) -> None:
-    """A ``TransferError`` when ``out_dir`` already holds a training run or is a file (checked before any work)."""
-    run = RunDir(out_dir)
-    if run.config_file.exists():
-        raise TransferError(
-            f"{run.root} already holds a training run.",
-            fix="Choose a new --out folder (or delete the old run first).",
-        )
-    if run.root.exists() and not run.root.is_dir():
-        raise TransferError(f"--out {run.root} is a file, not a folder.", fix="Choose a folder path.")
-
-
-def _block_of(blocks: list[list[str]], name: str) -> int:
-    """Index of the block holding the layer ``name`` (or the first layer starting with it)."""
-    for exact in (True, False):
-        for index, block in enumerate(blocks):
-            if any(layer == name if exact else layer.startswith(name) for layer in block):
-                return index
-    starts = ", ".join(block[0] for block in blocks)
-    raise TransferError(
-        f"No backbone layer is called {name!r} (trainable = \"from:{name}\").",
-        fix=f"Use a layer name of the backbone; its blocks start at: {starts}.",
-    )
-
-
 def class_weights(samples: Samples, mode: str) -> dict[int, float] | None:
-    """``{class: N / (C * count)}`` for ``mode == "balanced"``; None otherwise."""
-    if mode == "none":
-        return None
-    if samples.multi_label:
-        raise TransferError(
-            'class_weight = "balanced" works for single-label data only.',
-            fix='Use class_weight = "none" for multi-label data.',
-        )
-    counts = samples.class_counts()
-    total, num_classes = len(samples), samples.num_classes
-    return {i: total / (num_classes * max(counts[name], 1)) for i, name in enumerate(samples.class_names)}
+    """``{class: N / (C * count)}`` for ``mode == "balanced"``; None otherwise (classification)."""
+    from transfer.tasks.classify_task import ClassifyTask
+
+    class _Mode:
+        class_weight = mode
+
+    return ClassifyTask().class_weight(samples, _Mode)
+
+
+def task_of(data: DataSplit, task: str | None = None):
+    """The task named ``task``, or the one ``data``'s targets belong to (boxes: localize)."""
+    if task is not None:
+        return get_task(task)
+    targets = data.train.targets[:1]
+    return get_task("localize" if targets and isinstance(targets[0], Boxes) else "classify")
 
 
 def stage_optimizer(recipe: Recipe, stage: Stage, steps_per_epoch: int, model):
@@ -226,8 +128,14 @@ def train(
     xla: bool | None = None,
     feature_cache: str | Path | bool = True,
     distribution=None,
+    task: str | None = None,
+    val_data_source: str | None = None,
 ) -> TrainResult:
-    """Train a classifier on ``data`` by ``recipe`` and write a run folder at ``out_dir``.
+    """Train a model for ``task`` on ``data`` by ``recipe`` and write a run folder at ``out_dir``.
+
+    ``task``: ``"classify"``, ``"localize"`` (see ``transfer.tasks``); by
+    default the one ``data``'s targets belong to. ``recipe``: by default the
+    task's own (``task.default_recipe()``).
 
     ``data_source`` (the ``--data`` string) is recorded so TFDS data can be
     reloaded; file-based data is recorded file by file in split.json. Every
@@ -243,9 +151,12 @@ def train(
     TensorFlow) to train on several GPUs or machines; only its chief writes
     ``out_dir``, the other workers keep their files in a temporary folder.
     ``recipe.batch_size`` is then the global batch, split over the replicas.
+    ``val_data_source``: the ``--val-data`` string, recorded like ``data_source``.
     """
     started = time.perf_counter()
-    recipe = recipe or Recipe()
+    task = task_of(data, task)
+    recipe = recipe or task.default_recipe()
+    task.check_recipe(recipe)
     spec = get_backbone(backbone)
     choice = resolve_precision(precision)
     image_size = checked_image_size(spec, image_size)
@@ -255,50 +166,48 @@ def train(
     data = drop_unreadable(data, echo=(lambda message: _say(verbose, message)) if verbose else None)
     dist = _distribution(distribution)
     run = RunDir(out_dir if dist.is_chief else tempfile.mkdtemp(prefix="transfer-worker-"))
-    _prepare_run_dir(run)
+    prepare_run_dir(run)
     keras.utils.set_random_seed(recipe.seed)
     if dist.kind != "none":
         _say(verbose, dist.describe())
 
+    task_config = task.run_config(data, recipe)
     with dist.scope(), dtype_policy(choice.policy):
-        model, weights_info = build_classifier(
-            spec, data.train.num_classes, image_size, weights=weights, multi_label=data.multi_label,
-            dropout=recipe.dropout,
-        )
+        model, weights_info = task.build_model(spec, task_config, image_size, weights, recipe)
+    objective = task.objective(task_config, recipe)
     _say(verbose, f"Backbone {spec.name}: {weights_info.message}")
     if choice.requested != "float32":
         _say(verbose, f"Precision {choice.requested}: {choice.policy} ({choice.reason})")
     pretrained = weights_info.source != "random"
     config = {
-        "task": "classify",
+        "task": task.name,
         "backbone": spec.name,
         "weights": weights_info.source,
         "weights_path": weights_info.path,
         "batchnorm": "frozen (inference mode)" if pretrained else "trained (random init)",
         "image_size": image_size,
-        "class_names": list(data.class_names),
-        "multi_label": data.multi_label,
-        "monitor": monitor_for(data.multi_label),
+        **task_config,
+        "monitor": objective.monitor,
+        "monitor_mode": objective.mode,
         "data_source": data_source,
+        "val_data_source": val_data_source,
         "split": data.origin,
         "num_train": len(data.train),
         "num_val": len(data.val),
         "precision": choice.policy,
         "xla": xla,
-        "feature_cache": _feature_cache_dir(feature_cache),
-        "transfer_version": _version(),
+        "feature_cache": feature_cache_dir(feature_cache) if task.uses_feature_cache else None,
+        "transfer_version": transfer_version(),
         "keras_version": keras.__version__,
         "python": platform.python_version(),
         "status": "training",
     }
     atomic_write_json(run.config_file, config)
     recipe.save(run.recipe_file)
-    atomic_write_json(run.split_file, _split_record(data))
-    if data.multi_label:
-        _say(verbose, f"Multi-label: {data.train.num_classes} labels, each scored on its own (sigmoid), "
-                      f"present at a score >= {MULTI_LABEL_THRESHOLD:g}; the best epoch is the one with the best "
-                      f"{metric_label(config['monitor'])} (the mean over labels of each label's F1).")
-    return _run_stages(run, model, config, recipe, data, Progress(), started, verbose, dist, resumed=False)
+    atomic_write_json(run.split_file, split_record(data, task))
+    for line in task.training_notes(data, config):
+        _say(verbose, line)
+    return _run_stages(run, model, config, recipe, data, task, Progress(), started, verbose, dist, resumed=False)
 
 
 def resume(run_dir: str | Path, *, verbose: int = 1, distribution=None) -> TrainResult:
@@ -336,9 +245,13 @@ def resume(run_dir: str | Path, *, verbose: int = 1, distribution=None) -> Train
             fix=f"Delete {run.root} and start the run again.",
         )
     recipe = Recipe.load(run.recipe_file)
-    data = _reload_split(run, config, recipe)
+    task = get_task(config.get("task", "classify"))
+    data = reload_split(run, config, recipe, task)
     # The compiled model comes back with its optimizer state and step count, so
     # a stage resumed mid-way keeps its learning-rate schedule.
+    from transfer.custom_objects import register_custom_objects
+
+    register_custom_objects()
     with dist.scope():
         model = keras.saving.load_model(run.root / "checkpoints" / progress.checkpoint)
     restore_weight_decay_exclusions(model)
@@ -347,53 +260,32 @@ def resume(run_dir: str | Path, *, verbose: int = 1, distribution=None) -> Train
     if uses_ema(model):
         swap_ema_weights(model)
     _say(verbose, f"Resuming {run.root} after epoch {progress.epoch} (stage {progress.stage_index + 1}).")
-    return _run_stages(run, model, config, recipe, data, progress, started, verbose, dist, resumed=True)
+    return _run_stages(run, model, config, recipe, data, task, progress, started, verbose, dist, resumed=True)
 
 
-@dataclass
-class Progress:
-    """Where a run stands; saved after every epoch as checkpoints/state.json."""
-
-    stage_index: int = 0
-    stage_epochs_done: int = 0
-    epoch: int = 0
-    best_value: float = float("-inf")
-    best_epoch: int = 0
-    checkpoint: str | None = None
-    history: list = dataclasses.field(default_factory=list)
-
-    @classmethod
-    def load(cls, path: Path) -> "Progress | None":
-        if not path.is_file():
-            return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(**{**data, "best_value": float(data["best_value"])})
-
-    def save(self, path: Path) -> None:
-        atomic_write_json(path, {**dataclasses.asdict(self), "best_value": str(self.best_value)})
-
-
-def _run_stages(run, model, config, recipe, data, progress, started, verbose, dist, *, resumed) -> TrainResult:
+def _run_stages(run, model, config, recipe, data, task, progress, started, verbose, dist, *,
+                resumed) -> TrainResult:
     spec = get_backbone(config["backbone"])
     image_size = int(config["image_size"])
     pretrained = config["weights"] != "random"
     monitor = run_monitor(config)
+    mode = config.get("monitor_mode", "max")
     # Decoded images in memory only when train + val fit the budget; else on disk in the run folder.
     image_cache = choose_image_cache(len(data.train) + len(data.val), image_size, cache_dir=run.root)
     _say(verbose, f"Image cache: {image_cache.describe()}")
     config["image_cache"] = image_cache.to_dict()
     atomic_write_json(run.config_file, config)
     train_ds = distribute_dataset(
-        make_dataset(data.train, image_size, recipe.batch_size, training=True, augment=recipe.augment,
-                     seed=recipe.seed, cache=image_cache),
+        task.make_dataset(data.train, image_size, recipe.batch_size, training=True, recipe=recipe,
+                          cache=image_cache, config=config),
         dist, batch_size=recipe.batch_size, num_examples=len(data.train),
     )
-    val_ds = distribute_dataset(make_dataset(data.val, image_size, recipe.batch_size, training=False,
-                                             cache=image_cache),
+    val_ds = distribute_dataset(task.make_dataset(data.val, image_size, recipe.batch_size, training=False,
+                                                  recipe=recipe, cache=image_cache, config=config),
                                 dist, batch_size=recipe.batch_size, num_examples=len(data.val))
     steps = steps_per_epoch(data.train, recipe.batch_size)
-    checkpoints = RunCheckpoints(run, progress, monitor=monitor)
-    weights_per_class = class_weights(data.train, recipe.class_weight)
+    checkpoints = RunCheckpoints(run, progress, monitor=monitor, mode=mode)
+    weights_per_class = task.class_weight(data.train, recipe)
 
     for index in range(progress.stage_index, len(recipe.stages)):
         stage = recipe.stages[index]
@@ -402,18 +294,20 @@ def _run_stages(run, model, config, recipe, data, progress, started, verbose, di
             continue
         # Under a strategy the head stage runs the whole model: every worker
         # must take part in the same collective steps.
-        on_cached_features = stage.trainable == "head" and recipe.head_cache_views > 0 and dist.kind == "none"
+        on_cached_features = (stage.trainable == "head" and recipe.head_cache_views > 0 and dist.kind == "none"
+                              and task.uses_feature_cache)
         if stage.trainable == "head" and not on_cached_features and stage.epochs > 10:
-            why = "under a distribution strategy" if dist.kind != "none" else "head_cache_views = 0"
+            why = ("under a distribution strategy" if dist.kind != "none" else "head_cache_views = 0"
+                   if task.uses_feature_cache else f"the {task.name} head reads spatial features")
             _say(verbose, f"Stage {stage.name!r} runs the whole model {stage.epochs} times ({why}, no feature "
                           "cache); a recipe with 5-10 head epochs saves most of that time.")
         if not (resumed and index == progress.stage_index and done > 0):
             trainable_layers = set_trainable(model, spec, stage, freeze_batchnorm=pretrained)
             # A fresh compile per stage: trainable flags are read at compile time.
-            loss, metrics = loss_and_metrics(data.multi_label, recipe.label_smoothing)
+            objective = task.objective(config, recipe)
             with dist.scope():
                 optimizer = with_loss_scaling(stage_optimizer(recipe, stage, steps, model), model)
-                model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
+                model.compile(optimizer=optimizer, loss=objective.loss, metrics=objective.metrics,
                               jit_compile="auto" if config.get("xla") is None else bool(config["xla"]))
             bind_rate_scales(model, rate_scales(model, spec, stage))
             _say(verbose, describe_stage(index, len(recipe.stages), stage, trainable_layers,
@@ -425,7 +319,7 @@ def _run_stages(run, model, config, recipe, data, progress, started, verbose, di
             # First, so validation, checkpoints and the best model all see the averaged weights.
             callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
         if stage.patience:
-            callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=stage.patience))
+            callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=stage.patience))
         if on_cached_features:
             fit = _fit_head_on_cached_features(
                 model, data, image_size, recipe, config, callbacks,
@@ -463,15 +357,15 @@ def _run_stages(run, model, config, recipe, data, progress, started, verbose, di
         # Evaluated by the chief alone, so outside the strategy (its predict would wait for the others).
         model = keras.saving.load_model(run.best_checkpoint, compile=False)
     else:
-        model.set_weights(checkpoints.best_weights or _weights_of(run.best_checkpoint))
-    report = evaluate_model(model, data.val, image_size, recipe.batch_size)
-    write_evaluation(report, run.evaluation_dir)
+        model.set_weights(checkpoints.best_weights or weights_of(run.best_checkpoint))
+    report = task.evaluate(model, data.val, image_size, recipe.batch_size, config)
+    report.write(run.evaluation_dir)
     seconds = time.perf_counter() - started
     outcome = _outcome(progress, recipe, monitor)
     metrics = {**report.summary(), **outcome, "train_seconds": round(seconds, 2)}
     atomic_write_json(run.metrics_file, metrics)
     atomic_write_json(run.config_file, {**config, "status": "done", **outcome})
-    _remove_epoch_checkpoints(run)
+    remove_epoch_checkpoints(run)
     _say(verbose, final_line(progress.history, monitor, progress.best_epoch, run.root))
     return TrainResult(run.root, progress.best_epoch, metrics, seconds)
 
@@ -507,6 +401,7 @@ def _fit_head_on_cached_features(model, data, image_size, recipe, config, callba
     from transfer.data.pipeline import targets_array
     from transfer.features import extract_features, fit_head_on_features
 
+    # Only tasks with uses_feature_cache get here (classification): pooled features, one-hot targets.
     cache_dir = config.get("feature_cache")
     _say(verbose, f"Backbone features of {len(data.train)} + {len(data.val)} images "
                   f"({recipe.head_cache_views} view(s) per training image)"
@@ -533,136 +428,6 @@ def _distribution(distribution):
     return Distribution("none")
 
 
-def _feature_cache_dir(feature_cache: str | Path | bool) -> str | None:
-    if feature_cache is True:
-        from transfer.features import default_cache_dir
-
-        return str(default_cache_dir())
-    return str(feature_cache) if feature_cache else None
-
-
-def _prepare_run_dir(run: RunDir) -> None:
-    check_out_dir(run.root)
-    run.root.mkdir(parents=True, exist_ok=True)
-
-
-def _split_record(data: DataSplit) -> dict[str, Any]:
-    def files(samples):
-        if samples.encoded is not None:
-            return None  # in-memory data (TFDS): reloaded from the data source
-        return [{"path": s, "target": t} for s, t in zip(samples.sources, samples.targets)]
-
-    return {"origin": data.origin, "class_names": list(data.class_names), "train": files(data.train),
-            "val": files(data.val), "num_train": len(data.train), "num_val": len(data.val)}
-
-
-def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
-    fields: list[str] = []
-    for row in rows:
-        fields.extend(k for k in row if k not in fields)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
-
-
-class RunCheckpoints(keras.callbacks.Callback):
-    """After every epoch: the history row, the best model (across all stages) and a
-    resumable checkpoint with its state, each written atomically.
-
-    Keras's ModelCheckpoint forgets its best value between ``fit`` calls, that
-    is between stages; this one keeps it for the whole run (and across a
-    resume) and holds the best weights in memory so the run ends on them.
-    ``monitor`` is the logged metric that decides the best epoch (higher is better).
-    """
-
-    def __init__(self, run: RunDir, progress: Progress, *, monitor: str = MONITOR):
-        super().__init__()
-        self.run = run
-        self.progress = progress
-        self.monitor = monitor
-        self.best_weights = None
-        self.stage_index, self.stage_name, self.stage_start = 0, "", 0
-        self.epoch_started = time.perf_counter()
-
-    def stage(self, index: int, name: str, stage_start: int) -> None:
-        self.stage_index, self.stage_name, self.stage_start = index, name, stage_start
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        progress = self.progress
-        row = {"epoch": epoch + 1, "stage": self.stage_name, **{k: float(v) for k, v in logs.items()}}
-        progress.history.append(row)
-        # Order matters for a kill at any moment: the new epoch file first, then
-        # the state naming it, then the old file goes.
-        previous = progress.checkpoint
-        progress.checkpoint = f"epoch-{epoch + 1:03d}.keras"
-        epoch_file = self.run.root / "checkpoints" / progress.checkpoint
-        atomic_save_keras(self.model, epoch_file)
-        value = logs.get(self.monitor)
-        if value is not None and value > progress.best_value:
-            progress.best_value, progress.best_epoch = float(value), epoch + 1
-            self.best_weights = [w.copy() for w in self.model.get_weights()]
-            # The same bytes as the epoch file: a link, not a second save (~0.4 s each).
-            atomic_link_or_copy(epoch_file, self.run.best_checkpoint)
-        progress.stage_index = self.stage_index
-        progress.stage_epochs_done = epoch + 1 - self.stage_start
-        progress.epoch = epoch + 1
-        # The epoch's wall time includes its validation and checkpoint writes.
-        row["seconds"] = round(time.perf_counter() - self.epoch_started, 3)
-        # history.csv first: it may run one epoch ahead of state.json after a
-        # kill, never behind (a resume rewrites it from the state).
-        _write_history(self.run.history_file, progress.history)
-        progress.save(self.run.state_file)
-        if previous and previous != progress.checkpoint:
-            (self.run.root / "checkpoints" / previous).unlink(missing_ok=True)
-
-
-def _weights_of(path: Path) -> list:
-    return keras.saving.load_model(path, compile=False).get_weights()
-
-
-def _remove_epoch_checkpoints(run: RunDir) -> None:
-    """A finished run keeps best.keras only (epoch files are for resuming)."""
-    for path in (run.root / "checkpoints").glob("epoch-*.keras"):
-        path.unlink(missing_ok=True)
-    run.state_file.unlink(missing_ok=True)
-
-
-def _reload_split(run: RunDir, config: dict[str, Any], recipe: Recipe) -> DataSplit:
-    """The exact train/val samples of a run (from split.json, or its TFDS source)."""
-    record = run.split()
-    class_names = tuple(config["class_names"])
-    multi_label = bool(config.get("multi_label"))
-
-    def samples(rows):
-        targets = tuple(tuple(r["target"]) if multi_label else int(r["target"]) for r in rows)
-        return Samples(tuple(r["path"] for r in rows), targets, class_names, multi_label)
-
-    if record.get("train") is not None and record.get("val") is not None:
-        return DataSplit(samples(record["train"]), samples(record["val"]), record.get("origin", ""))
-    from transfer.data import load_data
-
-    data = load_data(config["data_source"], seed=recipe.seed)
-    if (len(data.train), len(data.val)) != (config["num_train"], config["num_val"]):
-        raise TransferError(
-            f"The data at {config['data_source']} no longer matches the run "
-            f"({len(data.train)}/{len(data.val)} images, the run had {config['num_train']}/{config['num_val']}).",
-            fix="Restore the data, or start a new run.",
-        )
-    return data
-
-
 def _say(verbose: int, message: str) -> None:
     if verbose:
         print(message, flush=True)
-
-
-def _version() -> str:
-    import transfer
-
-    return transfer.__version__

@@ -162,6 +162,7 @@ def _orientation(info: ImageInfo, ctx: CheckContext) -> Iterable[Finding]:
 
 
 def _class_of(target: Any, ctx: CheckContext) -> str:
+    target = getattr(target, "labels", target)  # a Boxes target: the classes of its boxes
     if isinstance(target, tuple):
         return ";".join(ctx.class_names[t] for t in target)
     return ctx.class_names[target]
@@ -253,7 +254,8 @@ def _balance(items: list[Item], ctx: CheckContext) -> Iterable[Finding]:
     listed: Counter = Counter()
     usable: Counter = Counter()
     for item in items:
-        for t in item.target if isinstance(item.target, tuple) else (item.target,):
+        target = getattr(item.target, "labels", item.target)  # Boxes: one count per box
+        for t in target if isinstance(target, tuple) else (target,):
             listed[t] += 1
             usable[t] += item.info.error is None
     for t in sorted(listed):

@@ -1,1 +1,35 @@
-"""Task heads: each module builds a model for one task and knows its loss, metrics and decoding."""
+"""Tasks: each module owns one task's data, head, objective, evaluation and serving outputs.
+
+``get_task(name)`` returns the ``transfer.tasks.base.Task`` registered under a
+name (the run's ``config["task"]``, the CLI's ``--task``). Task modules are
+imported only when asked for, so this package imports nothing heavy.
+
+Example:
+    >>> get_task("localize").name
+    'localize'
+    >>> sorted(TASKS)
+    ['classify', 'localize']
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from transfer.errors import TransferError
+
+# name -> "module:class"; imported on first use.
+TASKS = {
+    "classify": "transfer.tasks.classify_task:ClassifyTask",
+    "localize": "transfer.tasks.localize:LocalizeTask",
+}
+# Names older runs and exports recorded.
+_ALIASES = {"classification": "classify", "localization": "localize"}
+
+
+def get_task(name: str):
+    """The task registered as ``name`` (an instance of a ``transfer.tasks.base.Task`` subclass)."""
+    key = _ALIASES.get(str(name).strip().lower(), str(name).strip().lower())
+    if key not in TASKS:
+        raise TransferError(f"Unknown task {name!r}.", fix=f"Use one of: {', '.join(sorted(TASKS))}.")
+    module, cls = TASKS[key].split(":")
+    return getattr(importlib.import_module(module), cls)()

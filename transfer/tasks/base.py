@@ -1,0 +1,165 @@
+"""The task seam: what a task (classify, localize, ...) owns, and what the engine may ask of it.
+
+The engine (``transfer.train``, ``transfer.evaluate``, ``transfer.export``,
+the CLI) holds stages, freezing, schedules, checkpoints, resume, the run
+folder and atomic writes, and names no task: it looks the run's task up with
+``transfer.tasks.get_task(config["task"])`` and calls the methods below. A new
+task is one module in ``transfer/tasks/`` (plus its data readers) with a
+``Task`` subclass, listed in ``transfer.tasks.TASKS``.
+
+Plain values cross the seam: ``DataSplit`` / ``Samples`` (targets of the
+task's own type), the run's ``config`` dict (run.json, which the task fills
+through ``run_config``), the ``Recipe``, Keras models and ``tf.data`` datasets.
+
+Example:
+    >>> from transfer.tasks import get_task
+    >>> task = get_task("classify")
+    >>> task.name, task.uses_feature_cache
+    ('classify', True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping, Protocol
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a model is compiled with and how its best epoch is chosen.
+
+    ``monitor`` is a logged validation metric (``"val_accuracy"``,
+    ``"val_iou"``); ``mode`` says whether higher (``"max"``) or lower
+    (``"min"``) is better. ``loss`` and ``metrics`` go to ``model.compile``
+    as they are (dicts keyed by output name for multi-output models).
+    """
+
+    loss: Any
+    metrics: Any
+    monitor: str
+    mode: str = "max"
+
+
+class Report(Protocol):
+    """An evaluation: what ``Task.evaluate`` returns."""
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready metrics (``transfer evaluate --json``, metrics.json)."""
+
+    def table(self) -> str:
+        """Plain text for ``transfer evaluate``."""
+
+    def headline(self) -> tuple[str, float]:
+        """The one figure to lead with, e.g. ``("accuracy", 0.91)`` or ``("mean IoU", 0.78)``."""
+
+    def write(self, out_dir: Path) -> dict[str, Path]:
+        """Write metrics.json and the task's figures into ``out_dir``; returns what went where."""
+
+
+class Task:
+    """Base class of the tasks. Subclasses set ``name`` and implement every method that raises here.
+
+    ``uses_feature_cache``: whether a ``"head"`` stage may train on cached
+    pooled backbone features (``transfer.features``); a task whose head
+    reads spatial features (localize, detect, segment) runs the model instead.
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""  # what exports record as their "task", e.g. "classification"
+    uses_feature_cache: ClassVar[bool] = False
+
+    # --- data -------------------------------------------------------------------------------
+    def load_data(self, source: str, *, val_source: str | None = None, val_fraction: float = 0.2,
+                  seed: int = 0, allow_outside_root: bool = False,
+                  echo: Callable[[str], None] | None = None):
+        """Training and validation ``DataSplit`` from what the user named (``--data``, ``--val-data``).
+
+        Problems that do not stop training (a clipped box, a dropped box) go
+        to ``echo`` one line each, every line naming its file.
+        """
+        raise NotImplementedError
+
+    def describe_data(self, data) -> str:
+        """One line for the train output, e.g. ``160 train / 40 val images, 1 class (raccoon), 173 boxes``."""
+        raise NotImplementedError
+
+    def target_to_json(self, target) -> Any:
+        """A sample's target as JSON (split.json), read back by ``target_from_json``."""
+        raise NotImplementedError
+
+    def target_from_json(self, value: Any, config: Mapping[str, Any]):
+        raise NotImplementedError
+
+    def evaluation_samples(self, data: str, config: Mapping[str, Any]):
+        """``Samples`` to evaluate a run on, from a ``--data`` given to ``transfer evaluate``,
+        with targets in the run's class order (``config["class_names"]``)."""
+        raise NotImplementedError
+
+    # --- recipe -----------------------------------------------------------------------------
+    def default_recipe(self):
+        """The ``Recipe`` used when the user gives none (chosen by measuring, see its docstring)."""
+        from transfer.recipe import Recipe
+
+        return Recipe()
+
+    def check_recipe(self, recipe) -> None:
+        """Raise ``TransferError`` for recipe settings this task cannot honour (an augmentation
+        it cannot apply to its targets, class weights without classes, ...), saying which."""
+
+    # --- model ------------------------------------------------------------------------------
+    def run_config(self, data, recipe) -> dict[str, Any]:
+        """The task's fields for run.json: at least ``class_names``; anything ``build_model``,
+        ``objective``, ``make_dataset``, ``evaluate`` and the export need later."""
+        raise NotImplementedError
+
+    def build_model(self, spec, config: Mapping[str, Any], image_size: int, weights, recipe):
+        """``(model, weights_info)``: raw uint8 ``[S, S, 3]`` in, the task's outputs out.
+
+        The backbone is a nested model named ``transfer.tasks.classify.BACKBONE_LAYER``
+        so the engine's freezing rules find it; BatchNorm handling as in
+        ``transfer.tasks.classify.build_classifier``.
+        """
+        raise NotImplementedError
+
+    def objective(self, config: Mapping[str, Any], recipe) -> Objective:
+        raise NotImplementedError
+
+    def make_dataset(self, samples, image_size: int, batch_size: int, *, training: bool, recipe,
+                     cache, config: Mapping[str, Any]):
+        """A ``tf.data.Dataset`` of ``(uint8 images [B, S, S, 3], targets)`` batches, targets in the
+        form the objective's loss takes. ``training``: shuffled, augmented, repeated as
+        ``transfer.data.pipeline.make_dataset`` does; ``cache``: a ``CacheDecision`` or False."""
+        raise NotImplementedError
+
+    def training_notes(self, data, config: Mapping[str, Any]) -> list[str]:
+        """Lines ``train`` prints before the first stage (what is measured, rules applied to the data)."""
+        return []
+
+    def class_weight(self, samples, recipe) -> dict[int, float] | None:
+        """Keras ``class_weight`` for ``fit`` (classification only)."""
+        return None
+
+    # --- evaluation -------------------------------------------------------------------------
+    def evaluate(self, model, samples, image_size: int, batch_size: int, config: Mapping[str, Any]) -> Report:
+        raise NotImplementedError
+
+    # --- export -----------------------------------------------------------------------------
+    def serving_outputs(self, config: Mapping[str, Any]) -> dict[str, str]:
+        """Output name -> ``"dtype [shape] (meaning)"``, as transfer.json records the signatures."""
+        raise NotImplementedError
+
+    def postprocess(self, raw, original_sizes, image_size: int, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Inside the serving graph: the model's raw outputs for a batch (a tensor, or a dict
+        for multi-output models), the images' original ``(height, width)`` (int32 ``[N, 2]``)
+        -> the named outputs (TF ops only; fixed shapes, no ragged tensors)."""
+        raise NotImplementedError
+
+    def parity_error(self, raw, served: Mapping[str, Any], image_size: int) -> float:
+        """Largest difference between the Keras model's raw outputs on images of exactly
+        ``image_size`` and what the export served for them (normalized so 1e-4 is the tolerance)."""
+        raise NotImplementedError
+
+    def export_metadata(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Task fields for the export's transfer.json (besides class_names and image_size)."""
+        return {}
