@@ -51,7 +51,8 @@ import tensorflow as tf  # noqa: E402
 from transfer.backbones import get_backbone  # noqa: E402
 from transfer.data import load_data  # noqa: E402
 from transfer.data.pipeline import make_dataset, steps_per_epoch, targets_array  # noqa: E402
-from transfer.features import extract_features, fit_head_on_features  # noqa: E402
+from transfer.features import extract_features  # noqa: E402
+from transfer.head_fit import fit_head_on_features  # noqa: E402
 from transfer.recipe import Recipe, Stage  # noqa: E402
 from transfer.schedules import make_optimizer, warmup_cosine, warmup_steps_for  # noqa: E402
 from transfer.tasks.classify import build_classifier, loss_and_metrics  # noqa: E402

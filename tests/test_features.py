@@ -11,13 +11,8 @@ from tests.modelfactory import pretrained_like_classifier
 from transfer.data import read_class_folders
 from transfer.data.pipeline import make_dataset, targets_array
 from transfer.errors import TransferError
-from transfer.features import (
-    extract_features,
-    feature_cache_key,
-    feature_model,
-    fit_head_on_features,
-    head_model,
-)
+from transfer.features import extract_features, feature_cache_key, feature_model
+from transfer.head_fit import fit_head_on_features, head_model
 
 SIZE = 32
 

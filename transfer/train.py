@@ -399,7 +399,8 @@ def _fit_head_on_cached_features(model, data, image_size, recipe, config, callba
     train, with the compiled optimizer, and the callbacks see the classifier.
     """
     from transfer.data.pipeline import targets_array
-    from transfer.features import extract_features, fit_head_on_features
+    from transfer.features import extract_features
+    from transfer.head_fit import fit_head_on_features
 
     # Only tasks with uses_feature_cache get here (classification): pooled features, one-hot targets.
     cache_dir = config.get("feature_cache")
