@@ -315,3 +315,58 @@ def test_raccoon_data_and_notes(fixtures_dir):
     assert sum(len(t) for t in data.train.targets) == 173
     description = task().describe_data(data)
     assert "160 train / 40 val" in description and "the largest is used" in description
+
+
+# --- export and predict ----------------------------------------------------------------------
+def known_box_localizer(class_names):
+    """A small localizer whose box is fixed at normalized (0.2, 0.4, 0.4, 0.8) whatever the image."""
+    localize = task()
+    config = config_for(class_names, channels=8, hidden=8)
+    model, _ = localize.build_model(get_backbone("smallcnn"), config, 32, None, Recipe())
+    model.get_layer("box_center").set_weights([np.zeros((8, 2), np.float32), np.array([0.3, 0.6], np.float32)])
+    model.get_layer("box_size").set_weights([np.zeros((8, 2), np.float32), np.array([0.2, 0.4], np.float32)])
+    return model, config
+
+
+def test_export_in_a_fresh_interpreter_answers_original_pixels(tmp_path):
+    import subprocess
+    import sys
+
+    from transfer.export import export_model
+    from transfer.predict_boxes import ExportedLocalizer, draw_box
+
+    model, config = known_box_localizer(("raccoon",))
+    export_dir = export_model(model, tmp_path / "export", class_names=config["class_names"], image_size=32,
+                              task="localize", task_config=config)
+    image = tmp_path / "wide.png"
+    Image.fromarray(np.full((100, 300, 3), 90, np.uint8)).save(image)  # 3:1, not the 32x32 input
+    code = ("import json, sys; from transfer.predict_boxes import ExportedLocalizer; "
+            "print(json.dumps(ExportedLocalizer.load(sys.argv[1]).predict_files(sys.argv[2:])))")
+    done = subprocess.run([sys.executable, "-c", code, str(export_dir), str(image), str(tmp_path / "no.png")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    good, bad = json.loads(done.stdout.strip().splitlines()[-1])
+    assert good["box"] == pytest.approx([60.0, 40.0, 120.0, 80.0], abs=0.01)  # (0.2, 0.4, 0.4, 0.8) of 300x100
+    assert good["class"] == "raccoon" and good["score"] == 1.0
+    assert bad["file"].endswith("no.png") and "not found" in bad["error"]
+    drawn = draw_box(image, good, tmp_path / "drawn" / "wide.jpg")
+    with Image.open(drawn) as picture:
+        assert picture.size == (300, 100) and picture.format == "JPEG"
+        assert np.asarray(picture)[60, 60, 0] > 200  # the red left edge of the box
+    with pytest.raises(TransferError, match="no.png"):
+        draw_box(tmp_path / "no.png", bad, tmp_path / "drawn" / "no.png")
+    localizer = ExportedLocalizer.load(export_dir)
+    assert localizer.predict_bytes([image.read_bytes()])["box"].shape == (1, 4)
+    with pytest.raises(TransferError, match="position"):
+        localizer.predict_bytes([b"not an image"])
+
+
+def test_classification_export_is_not_a_localizer(tmp_path):
+    from transfer.export import export_model
+    from transfer.predict_boxes import ExportedLocalizer
+    from transfer.tasks.classify import build_classifier
+
+    model, _ = build_classifier(get_backbone("smallcnn"), 2, 32, weights=None)
+    export_dir = export_model(model, tmp_path / "clf", class_names=["a", "b"], image_size=32)
+    with pytest.raises(TransferError, match="not a localizer"):
+        ExportedLocalizer.load(export_dir)
