@@ -49,11 +49,6 @@ from transfer.tasks import get_task
 
 log = logging.getLogger(__name__)
 
-# What picked the best epoch of runs whose run.json has no "monitor" (older runs, all
-# compiled without macro_f1). A run's own monitor: ``run_monitor(config)``.
-MONITOR = "val_accuracy"
-
-
 @dataclass(frozen=True)
 class TrainResult:
     """What a finished run produced."""
