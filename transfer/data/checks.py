@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Sequence
 from transfer import imagesize
 from transfer.data.findings import Finding, finding
 from transfer.data.inspection import DEFAULT_MAX_PIXELS, MIN_SIDE, ImageInfo
+from transfer.data.samples import class_indices
 
 # Upscaled more than this many times to the input size: reported.
 UPSCALE_WARNING = 4
@@ -162,10 +163,7 @@ def _orientation(info: ImageInfo, ctx: CheckContext) -> Iterable[Finding]:
 
 
 def _class_of(target: Any, ctx: CheckContext) -> str:
-    target = getattr(target, "labels", target)  # a Boxes target: the classes of its boxes
-    if isinstance(target, tuple):
-        return ";".join(ctx.class_names[t] for t in target)
-    return ctx.class_names[target]
+    return ";".join(ctx.class_names[t] for t in class_indices(target))
 
 
 @register("dataset")
@@ -254,8 +252,7 @@ def _balance(items: list[Item], ctx: CheckContext) -> Iterable[Finding]:
     listed: Counter = Counter()
     usable: Counter = Counter()
     for item in items:
-        target = getattr(item.target, "labels", item.target)  # Boxes: one count per box
-        for t in target if isinstance(target, tuple) else (target,):
+        for t in class_indices(item.target):  # a box target counts each box
             listed[t] += 1
             usable[t] += item.info.error is None
     for t in sorted(listed):

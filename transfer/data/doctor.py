@@ -29,7 +29,7 @@ from transfer.data.checks import CHECKS, DEFAULT_IMAGE_SIZE, CheckContext, Item
 from transfer.data.findings import Finding, finding
 from transfer.data.inspection import DEFAULT_MAX_PIXELS, ImageInfo, inspect_images
 from transfer.data.report import DataReport, _sort_findings
-from transfer.data.samples import DataSplit, Samples
+from transfer.data.samples import DataSplit, Samples, class_indices
 from transfer.errors import TransferError
 
 
@@ -56,7 +56,7 @@ def run_checks(
     usable_items = [i for i in judged if i.info.error is None]
     counts = Counter()
     for item in usable_items:
-        for t in item.target if isinstance(item.target, tuple) else (item.target,):
+        for t in class_indices(item.target):
             counts[ctx.class_names[t]] += 1
     seconds = time.perf_counter() - started if started is not None else 0.0
     sides = sorted(min(i.info.width, i.info.height) for i in usable_items if i.info.width and i.info.height)

@@ -54,6 +54,18 @@ class Boxes:
 Target = Union[int, tuple[int, ...], Boxes]
 
 
+def class_indices(target: Target) -> tuple[int, ...]:
+    """The class indices a target holds: one for a label, each label's, each box's.
+
+    Example:
+        >>> class_indices(2), class_indices((0, 3))
+        ((2,), (0, 3))
+    """
+    if isinstance(target, Boxes):
+        return tuple(target.labels)
+    return tuple(target) if isinstance(target, tuple) else (target,)
+
+
 @dataclass(frozen=True)
 class Samples:
     """Images with targets. ``encoded`` holds image bytes when there is no file."""
@@ -98,9 +110,7 @@ class Samples:
         a box target once for each of its boxes)."""
         counts = {name: 0 for name in self.class_names}
         for target in self.targets:
-            if isinstance(target, Boxes):
-                target = target.labels
-            for index in (target if isinstance(target, tuple) else (target,)):
+            for index in class_indices(target):
                 counts[self.class_names[index]] += 1
         return counts
 
