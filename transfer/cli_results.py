@@ -1,0 +1,211 @@
+"""``transfer check-data``, ``evaluate``, ``export`` and ``predict`` (see ``transfer.cli``).
+
+Example:
+    $ transfer evaluate runs/raccoon --json
+    $ transfer predict exports/raccoon photo.jpg --draw drawn/
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from transfer.cli import EXIT_SOME_FAILED, app, user_errors
+from transfer.errors import TransferError
+
+
+@app.command("check-data")
+@user_errors
+def check_data_command(
+    ctx: typer.Context,
+    data: str = typer.Argument(..., help="Class folders (optionally train/ val/), a CSV, or tfds:NAME."),
+    image_size: int = typer.Option(224, "--image-size", min=1, help="The training input side (for size warnings)."),
+    quarantine: Optional[Path] = typer.Option(
+        None, "--quarantine", help="Move the files training would skip into this folder (never deletes)."
+    ),
+    max_megapixels: float = typer.Option(
+        100.0, "--max-megapixels", min=0.000064, help="Larger images are skipped without decoding (bombs)."
+    ),
+    allow_outside_root: bool = typer.Option(
+        False, "--allow-outside-root", help="Let CSV paths point outside the CSV's folder (trusted CSVs only)."
+    ),
+    show_all: bool = typer.Option(False, "--all", help="List every file of every warning."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+):
+    """Find images training cannot read or should not trust; a table of files and what training does.
+
+    Exit code 0: every image is usable; 1: some would be skipped or training would not start; 2: usage error.
+    """
+    from transfer.data.check import check_data, quarantine as move_aside
+
+    report = check_data(
+        data, image_size=image_size, max_pixels=int(max_megapixels * 1e6), allow_outside_root=allow_outside_root
+    )
+    moved = move_aside(report, quarantine) if quarantine is not None else []
+    if as_json:
+        document = {**report.to_dict(), "quarantined": [{"from": a, "to": b} for a, b in moved]}
+        typer.echo(json.dumps(document, indent=2))
+    else:
+        typer.echo(report.table(all_rows=show_all))
+        for source, target in moved:
+            typer.echo(f"Moved {source} -> {target}")
+        if moved:
+            typer.echo(f"Moved {len(moved)} file(s) to {quarantine} (see {quarantine / 'quarantine.json'}).")
+    if moved:  # what was moved aside no longer stops anything
+        left = set(report.skipped) - {source for source, _ in moved}
+        raise typer.Exit(1 if report.stops or left else 0)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate_command(
+    ctx: typer.Context,
+    run_dir: Path = typer.Argument(..., help="A `transfer train` run folder."),
+    data: Optional[str] = typer.Option(None, "--data", help="Evaluate on this data instead of the run's val split."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+):
+    """Metrics of a run on its validation data or --data: classification's accuracy, per-class
+    precision/recall/F1 and confusion matrix; localization's mean IoU, IoU >= 0.5 and worst images."""
+    from transfer.evaluate import evaluate_run
+    from transfer.run import RunDir
+    from transfer.summary import training_record, training_text
+
+    report = evaluate_run(run_dir, data)
+    written = report.write(Path(run_dir) / "evaluation")
+    config = RunDir(run_dir).config()
+    if as_json:
+        typer.echo(json.dumps({**report.summary(), "training": training_record(config),
+                               "files": {k: str(v) for k, v in written.items()}}))
+        return
+    typer.echo(report.table())
+    if training_text(config):
+        typer.echo(training_text(config))
+    for path in written.values():
+        typer.echo(f"Wrote {path}")
+
+
+@app.command("export")
+@user_errors
+def export_command(
+    ctx: typer.Context,
+    run_dir: Path = typer.Argument(..., help="A `transfer train` run folder."),
+    out: Path = typer.Option(..., "--out", help="Export folder (a SavedModel) to create."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export."),
+):
+    """Write a SavedModel (image bytes in, named results out: classes and scores, or a box) and a .keras file."""
+    from transfer.export import export_run
+
+    path = export_run(run_dir, out, overwrite=overwrite)
+    typer.echo(f"Exported {run_dir} -> {path} (SavedModel signatures: serving_default, serving_images)")
+
+
+@app.command("predict")
+@user_errors
+def predict_command(
+    ctx: typer.Context,
+    export_dir: Path = typer.Argument(..., help="An export folder from `transfer export`."),
+    images: List[Path] = typer.Argument(..., help="Image files, or folders (their images, not subfolders)."),
+    top_k: int = typer.Option(3, "--top-k", min=1, help="How many classes to show per image."),
+    max_megapixels: float = typer.Option(
+        40.0, "--max-megapixels", min=0.000064, help="Refuse images whose header declares more pixels."
+    ),
+    max_megabytes: float = typer.Option(100.0, "--max-megabytes", min=0.000001, help="Refuse larger files."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    draw: Optional[Path] = typer.Option(
+        None, "--draw", help="Localization: write each image with its box and label drawn into this folder."
+    ),
+):
+    """Run an exported model on image files (no training code involved): classes, or a box and its class.
+
+    Exit code 0: every file answered; 1: some files failed (each named, the others
+    still answered); 2: usage error. Multi-label exports print the labels at or
+    over the export's threshold first.
+    """
+    from transfer.predict import ExportedClassifier, export_task
+
+    files = _expand_image_arguments(images)
+    limits = {"max_pixels": int(max_megapixels * 1e6), "max_bytes": int(max_megabytes * 1e6)}
+    if export_task(export_dir) == "localization":
+        _predict_boxes(export_dir, files, limits, as_json=as_json, draw=draw)
+        return
+    if draw is not None:
+        raise TransferError(f"--draw draws boxes; {export_dir} is a classification export.",
+                            fix="Drop --draw (classification prints classes and scores).")
+    classifier = ExportedClassifier.load(export_dir, **limits)
+    results = classifier.predict_files(files, top_k=top_k)
+    failed = [r for r in results if "error" in r]
+    if as_json:
+        typer.echo(json.dumps({"export": str(export_dir), "results": results}, indent=2))
+    else:
+        for r in results:
+            if "error" in r:
+                typer.echo(f"{r['file']}: ERROR {r['error']}")
+                continue
+            shown = ", ".join(f"{p['class']} {p['score']:.3f}" for p in r["predictions"])
+            if classifier.multi_label:
+                labels = ", ".join(r["labels"]) or "(none)"
+                shown = f"labels {labels} (score >= {classifier.threshold:g}); scores {shown}"
+            typer.echo(f"{r['file']}: {shown}")
+        if failed:
+            typer.echo(f"{len(failed)} of {len(results)} file(s) failed.", err=True)
+    if failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _predict_boxes(export_dir: Path, files: List[str], limits: dict, *, as_json: bool, draw: Optional[Path]) -> None:
+    """``transfer predict`` for a localization export: one box, class and score per file."""
+    from transfer.predict_boxes import ExportedLocalizer, draw_box
+
+    localizer = ExportedLocalizer.load(export_dir, **limits)
+    results = localizer.predict_files(files)
+    failed = [r for r in results if "error" in r]
+    drawn = []
+    if draw is not None:
+        draw.mkdir(parents=True, exist_ok=True)
+        for r in results:
+            if "error" not in r:
+                target = draw / (Path(r["file"]).stem + ".png")
+                draw_box(r["file"], r, target)
+                r["drawn"] = str(target)
+                drawn.append(target)
+    if as_json:
+        typer.echo(json.dumps({"export": str(export_dir), "results": results}, indent=2))
+    else:
+        for r in results:
+            if "error" in r:
+                typer.echo(f"{r['file']}: ERROR {r['error']}")
+                continue
+            box = ", ".join(f"{v:.0f}" for v in r["box"])
+            typer.echo(f"{r['file']}: {r['class']} {r['score']:.3f} box ({box}) (xmin, ymin, xmax, ymax in pixels)")
+        if drawn:
+            typer.echo(f"Drew {len(drawn)} image(s) into {draw}")
+        if failed:
+            typer.echo(f"{len(failed)} of {len(results)} file(s) failed.", err=True)
+    if failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _expand_image_arguments(paths: List[Path]) -> List[str]:
+    """``paths`` as files: a folder becomes its image files (sorted); one without any is an error."""
+    from transfer.imagesize import EXTENSIONS
+
+    suffixes = tuple(ext for exts in EXTENSIONS.values() for ext in exts)
+    files: List[str] = []
+    for path in paths:
+        if not path.is_dir():
+            files.append(str(path))  # a missing or bad file is answered with an error of its own
+            continue
+        found = sorted(p for p in path.iterdir()
+                       if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
+        if not found:
+            raise TransferError(
+                f"The folder {path} holds no image files ({', '.join(suffixes)}).",
+                fix=f"Pass image files; for the images in its subfolders use a glob, e.g. "
+                    f"transfer predict EXPORT {path}/*/*.jpg",
+            )
+        files.extend(map(str, found))
+    return files
