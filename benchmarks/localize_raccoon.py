@@ -41,7 +41,7 @@ def parse_args(argv=None):
     parser.add_argument("--augment", default=None, help="comma separated, e.g. flip,zoom,color ('' for none)")
     parser.add_argument("--channels", type=int, default=None)
     parser.add_argument("--hidden", type=int, default=None)
-    parser.add_argument("--pooling", default=None, choices=("flatten", "average"))
+    parser.add_argument("--pooling", default=None, choices=("flatten", "average", "softargmax"))
     parser.add_argument("--strides", default=None, help="e.g. 16,32 or 32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="append the result as one JSON line to this file")

@@ -141,10 +141,37 @@ def test_model_outputs_and_head_layers(backbone, size):
     assert count(model.trainable_weights) == count([w for layer in head for w in layer.weights])
 
 
+@pytest.mark.parametrize("pooling", ["flatten", "average", "softargmax"])
+def test_every_head_builds_at_an_odd_size_and_reloads(pooling, tmp_path):
+    # 200 px: stride 16 gives 13x13, stride 32 gives 7x7 (not 2x its size): the fusion must cope.
+    model, _ = build_localizer(get_backbone("mobilenet_0.25"), 2, 200, None,
+                               head=HeadShape(pooling=pooling, channels=8, hidden=8))
+    images = np.random.default_rng(2).integers(0, 256, (1, 200, 200, 3), dtype=np.uint8)
+    out = model(images)
+    assert out["box"].shape == (1, 4) and out["class"].shape == (1, 2)
+    model.save(tmp_path / "model.keras")
+    again = keras.saving.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(again(images)["box"], out["box"], atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", ["flatten", "softargmax"])
+def test_outputs_stay_float32_under_mixed_precision(pooling):
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model, _ = build_localizer(get_backbone("smallcnn"), 3, 64, None, head=HeadShape(pooling=pooling))
+        out = model(np.zeros((1, 64, 64, 3), np.uint8))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    assert model.get_layer("box_hidden" if pooling == "flatten" else "box_mix").compute_dtype == "float16"
+    assert out["box"].dtype == "float32" and out["class"].dtype == "float32"
+
+
 def test_untrained_model_starts_at_the_middle_box():
-    model, _ = build_localizer(get_backbone("smallcnn"), 1, 64, None)
-    out = model(np.zeros((1, 64, 64, 3), np.uint8))["box"].numpy()
-    np.testing.assert_allclose(out, [[0.25, 0.25, 0.75, 0.75]], atol=1e-6)
+    for pooling in ("flatten", "softargmax"):
+        model, _ = build_localizer(get_backbone("smallcnn"), 1, 64, None, head=HeadShape(pooling=pooling))
+        out = model(np.zeros((1, 64, 64, 3), np.uint8))["box"].numpy()
+        np.testing.assert_allclose(out, [[0.25, 0.25, 0.75, 0.75]], atol=1e-3)
 
 
 def test_box_loss_and_metrics_values():
@@ -321,7 +348,7 @@ def test_raccoon_data_and_notes(fixtures_dir):
 def known_box_localizer(class_names):
     """A small localizer whose box is fixed at normalized (0.2, 0.4, 0.4, 0.8) whatever the image."""
     localize = task()
-    config = config_for(class_names, channels=8, hidden=8)
+    config = config_for(class_names, channels=8, hidden=8, pooling="flatten")
     model, _ = localize.build_model(get_backbone("smallcnn"), config, 32, None, Recipe())
     model.get_layer("box_center").set_weights([np.zeros((8, 2), np.float32), np.array([0.3, 0.6], np.float32)])
     model.get_layer("box_size").set_weights([np.zeros((8, 2), np.float32), np.array([0.2, 0.4], np.float32)])
