@@ -159,6 +159,27 @@ PROBLEMS: dict[str, Problem] = {
     "box_crowd": Problem(
         "info", "ignore", "COCO crowd region (not used)", "Nothing to do: crowd regions are not single objects.",
     ),
+    # --- detection data (transfer.data.boxes.detection_checks): judged over the whole split ---
+    "box_background": Problem(
+        "info", "use", "image without boxes (background)",
+        "Nothing to do if no object of the classes shows: it teaches the detector what to leave alone. "
+        "Otherwise annotate its objects.",
+    ),
+    "box_tiny": Problem(
+        "warning", "review", "tiny box",
+        "Check the box: a slip of the mouse makes tiny boxes. If the object is real, train at a larger image "
+        "size so the detector can see it.",
+    ),
+    "box_duplicate": Problem(
+        "warning", "review", "duplicate box",
+        "Delete one of the two boxes: the object counts twice, and NMS always removes one of two such "
+        "predictions.",
+    ),
+    "box_val_only_class": Problem(
+        "warning", "review", "class only in validation",
+        "Add training images with boxes of this class, or remove its boxes from validation: the model cannot "
+        "learn it, so its AP is 0.",
+    ),
 }
 
 
