@@ -15,8 +15,17 @@ from transfer.tasks.detect_model import Detector, anchor_points, build_detector
 from tests.test_backbones import SLOW
 
 
+# One backbone per family in the default run (about a minute); every other one with `-m slow`.
+FAMILY_REPRESENTATIVES = {
+    "vgg16", "resnet50", "resnet50v2", "inceptionv3", "inceptionresnetv2", "xception", "mobilenet_0.25",
+    "mobilenetv2_0.35", "mobilenetv3small_minimalistic", "densenet121", "nasnetmobile", "efficientnetb0",
+    "efficientnetv2b0", "convnext_tiny", "smallcnn",
+}
+
+
 def _params(names):
-    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in names]
+    return [n if n in FAMILY_REPRESENTATIVES and n not in SLOW else pytest.param(n, marks=pytest.mark.slow)
+            for n in names]
 
 
 NAMES = [spec.name for spec in list_backbones()]
