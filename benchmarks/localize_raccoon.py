@@ -137,6 +137,7 @@ def main(argv=None) -> dict:
         "best_epoch": best["epoch"], "monitor": objective.monitor,
         "best": {k: best_report[k] for k in ("mean_iou", "iou50_accuracy")},
         "last": {k: last[k] for k in ("mean_iou", "iou50_accuracy")},
+        "worst": best_report["worst"][:6],
         "history": [{k: r[k] for k in r if k in ("epoch", "loss", objective.monitor[4:], objective.monitor,
                                                  "val_iou50", "val_box_iou50")} for r in history],
     }

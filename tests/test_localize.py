@@ -110,6 +110,19 @@ def test_largest_box_rule_and_count(tmp_path):
     np.testing.assert_array_equal(y["class"].numpy(), [[0, 1]])
 
 
+def test_recipe_augment_names_map_to_the_box_augmenter():
+    from transfer.data.box_pipeline import box_augmenter
+
+    assert box_augmenter(()) is None
+    flip_only = box_augmenter(("flip",))
+    assert flip_only.flip and not flip_only.color and flip_only.scale_range == (1.0, 1.0)
+    assert flip_only.translate == 0.0 and flip_only.keep_all_boxes
+    every = box_augmenter(("flip", "zoom", "color"))
+    assert every.color and every.scale_range == (0.75, 1.33) and every.translate == 0.1
+    with pytest.raises(TransferError, match="rotate"):
+        box_augmenter(("rotate",))
+
+
 def test_image_without_box_is_refused_naming_it():
     samples = Samples(("empty.jpg",), (Boxes((), (), 10, 10),), ("thing",))
     with pytest.raises(TransferError, match="empty.jpg"):
@@ -311,6 +324,8 @@ def test_default_recipe_is_accepted_and_needs_no_feature_cache():
     task().check_recipe(recipe)
     task().check_recipe(Recipe(label_smoothing=0.1, augment=("flip", "zoom", "color")))
     assert recipe.head_cache_views == 0 and not task().uses_feature_cache
+    size = task().default_image_size(get_backbone("mobilenet_0.25"))
+    assert size > 224 and size % 32 == 0  # measured: larger inputs localize better
 
 
 def test_run_config_counts_images_with_several_boxes():

@@ -23,6 +23,9 @@ from transfer.tasks.base import Objective, Task
 
 RESIZE = "stretch"  # the resize of training, evaluation and serving alike
 BOX_RULE = "largest"
+# Inputs larger than the backbone's ImageNet size: 224 -> 288 lifted raccoon's test mean IoU
+# from 0.718 to 0.735 (see LocalizeTask.default_recipe).
+LOCALIZE_SIZE_SCALE = 9 / 7
 
 
 def monitor_for(num_classes: int) -> str:
@@ -117,19 +120,49 @@ class LocalizeTask(Task):
 
     # --- recipe -----------------------------------------------------------------------------
     def default_recipe(self):
-        """The recipe measured on raccoon (benchmarks/localize_raccoon.py; 160 train / 40 test images,
-        mobilenet_0.25 with the fixture's ImageNet weights, 224 px, two CPU cores).
+        """The recipe measured on raccoon: 10 head epochs at 1e-3, then 25 epochs of the whole
+        network at 1e-3 (the backbone at 0.3x), batch 8, flip + zoom + color, no feature cache.
 
-        Filled in from the measurements: see ``DEFAULT_RECIPE_NOTES``.
+        Measured with benchmarks/localize_raccoon.py (160 train / 40 test images,
+        mobilenet_0.25 with the fixture's ImageNet weights, two shared CPU cores;
+        test split, best epoch by val IoU / last epoch, mean IoU and IoU@0.5):
+
+        ======  =====  ==================================  ============  ============  =====
+        size    batch  stages (epochs@lr, backbone scale)  best          last          train
+        ======  =====  ==================================  ============  ============  =====
+        224     16     5@1e-3 head, 15@1e-3 x0.3           0.702 0.900   0.702 0.900   208 s
+        224     16     same, soft-argmax head              0.674 0.850   0.667 0.825   199 s
+        224     16     5@1e-3 head, 30@2e-3 x0.5           0.704 0.900   0.704 0.900   203 s
+        224     8      10@1e-3 head, 25@1e-3 x0.3          0.718 0.925   0.717 0.925   210 s
+        224     8      same without color                  0.708 0.900   0.701 0.900   273 s
+        288     8      10@1e-3 head, 25@1e-3 x0.3          0.735 0.950   0.732 0.925   305 s
+        ======  =====  ==================================  ============  ============  =====
+
+        Floors on that split: the training set's mean box 0.57 / 0.75, ridge
+        regression on frozen features 0.66 / 0.875. Head-only training reaches
+        0.64; fine-tuning everything adds ~0.07. Smaller batches (more steps) and
+        larger images help most; the image size is not part of a recipe, so
+        ``default_image_size`` says which one to use.
         """
         from transfer.recipe import Recipe, Stage
 
         return Recipe(
-            stages=(Stage("head", trainable="head", learning_rate=1e-3, epochs=5),
-                    Stage("finetune", trainable="all", learning_rate=1e-3, epochs=20, backbone_lr_scale=0.3)),
-            batch_size=16, label_smoothing=0.0, augment=("flip", "zoom", "color"), head_cache_views=0,
+            stages=(Stage("head", trainable="head", learning_rate=1e-3, epochs=10),
+                    Stage("finetune", trainable="all", learning_rate=1e-3, epochs=25, backbone_lr_scale=0.3)),
+            batch_size=8, label_smoothing=0.0, augment=("flip", "zoom", "color"), head_cache_views=0,
             warmup_epochs=1.0, ema_epochs=1.0,
         )
+
+    def default_image_size(self, spec) -> int:
+        """The input size when the user names none: the backbone's ImageNet size scaled by 9/7
+        (288 for 224), rounded to a multiple of 32; larger inputs localize better (see
+        ``default_recipe``), at ~1.5x the training time.
+
+        Example:
+            >>> LocalizeTask().default_image_size(get_backbone("mobilenet_0.25"))
+            288
+        """
+        return int(round(spec.default_size * LOCALIZE_SIZE_SCALE / 32) * 32)
 
     def check_recipe(self, recipe) -> None:
         if "rotate" in recipe.augment:
