@@ -116,7 +116,7 @@ def predict_command(
     max_megabytes: float = typer.Option(100.0, "--max-megabytes", min=0.000001, help="Refuse larger files."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     draw: Optional[Path] = typer.Option(
-        None, "--draw", help="Localization: write each image with its box and label drawn into this folder."
+        None, "--draw", help="Localization and detection: write each image with its boxes and labels drawn into this folder."
     ),
 ):
     """Run an exported model on image files (no training code involved): classes, or a box and its class.
@@ -131,6 +131,9 @@ def predict_command(
     limits = {"max_pixels": int(max_megapixels * 1e6), "max_bytes": int(max_megabytes * 1e6)}
     if export_task(export_dir) == "localization":
         _predict_boxes(export_dir, files, limits, as_json=as_json, draw=draw)
+        return
+    if export_task(export_dir) == "detection":
+        _predict_detections(export_dir, files, limits, as_json=as_json, draw=draw)
         return
     if draw is not None:
         raise TransferError(f"--draw draws boxes; {export_dir} is a classification export.",
@@ -181,6 +184,37 @@ def _predict_boxes(export_dir: Path, files: List[str], limits: dict, *, as_json:
                 continue
             box = ", ".join(f"{v:.0f}" for v in r["box"])
             typer.echo(f"{r['file']}: {r['class']} {r['score']:.3f} box ({box}) (xmin, ymin, xmax, ymax in pixels)")
+        if drawn:
+            typer.echo(f"Drew {len(drawn)} image(s) into {draw}")
+        if failed:
+            typer.echo(f"{len(failed)} of {len(results)} file(s) failed.", err=True)
+    if failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _predict_detections(export_dir: Path, files: List[str], limits: dict, *, as_json: bool,
+                        draw: Optional[Path]) -> None:
+    """``transfer predict`` for a detection export: every box found, with its class and score, per file."""
+    from transfer.predict_detect import ExportedDetector, describe_detections, draw_detections
+
+    detector = ExportedDetector.load(export_dir, **limits)
+    results = detector.predict_files(files)
+    failed = [r for r in results if "error" in r]
+    drawn = []
+    if draw is not None:
+        draw.mkdir(parents=True, exist_ok=True)
+        for r in results:
+            if "error" not in r:
+                target = draw / (Path(r["file"]).stem + ".png")
+                draw_detections(r["file"], r, target, detector.class_names)
+                r["drawn"] = str(target)
+                drawn.append(target)
+    if as_json:
+        typer.echo(json.dumps({"export": str(export_dir), "results": results}, indent=2))
+    else:
+        for r in results:
+            for line in describe_detections(r):
+                typer.echo(line)
         if drawn:
             typer.echo(f"Drew {len(drawn)} image(s) into {draw}")
         if failed:

@@ -29,7 +29,7 @@ def train_command(
     val_data: Optional[str] = typer.Option(
         None, "--val-data", help="Validate on this source (same kinds as --data) instead of splitting --data."
     ),
-    task_name: str = typer.Option("classify", "--task", help="classify or localize (one box and class per image)."),
+    task_name: str = typer.Option("classify", "--task", help="classify, localize (one box and class per image) or detect (every box of every class)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder to create."),
     resume: Optional[Path] = typer.Option(
         None, "--resume", help="Continue this killed or interrupted run (no other options needed)."

@@ -169,7 +169,8 @@ def train(
     task_config = task.run_config(data, recipe)
     with dist.scope(), dtype_policy(choice.policy):
         model, weights_info = task.build_model(spec, task_config, image_size, weights, recipe)
-    objective = task.objective(task_config, recipe)
+    # The objective may depend on the input side (a detection loss lays its locations out by it).
+    objective = task.objective({**task_config, "image_size": image_size}, recipe)
     _say(verbose, f"Backbone {spec.name}: {weights_info.message}")
     if choice.requested != "float32":
         _say(verbose, f"Precision {choice.requested}: {choice.policy} ({choice.reason})")

@@ -8,7 +8,7 @@ Example:
     >>> get_task("localize").name
     'localize'
     >>> sorted(TASKS)
-    ['classify', 'localize']
+    ['classify', 'detect', 'localize']
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from transfer.errors import TransferError
 TASKS = {
     "classify": "transfer.tasks.classify_task:ClassifyTask",
     "localize": "transfer.tasks.localize:LocalizeTask",
+    "detect": "transfer.tasks.detect:DetectTask",
 }
 # Names older runs and exports recorded.
-_ALIASES = {"classification": "classify", "localization": "localize"}
+_ALIASES = {"classification": "classify", "localization": "localize", "detection": "detect"}
 
 
 def get_task(name: str):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from transfer.data.boxes.detection_checks import detection_findings
 from transfer.data.boxes.loading import seeded_box_split
 from transfer.data.boxes.reading import list_boxes
 from transfer.data.boxes.voc import find_voc_layout
@@ -52,12 +53,16 @@ def list_box_source(
     if "train" in lists and "val" in lists:
         train = list_boxes(path, split="train")
         val = list_boxes(path, split="val", class_names=train.samples.class_names)
-        split = DataSplit(as_class_sets(train.samples), as_class_sets(val.samples), "ImageSets/Main train/val lists")
-        return split, None, [*train.findings, *val.findings], train.root, True
+        boxes = DataSplit(train.samples, val.samples, "ImageSets/Main train/val lists")
+        split = DataSplit(as_class_sets(train.samples), as_class_sets(val.samples), boxes.origin)
+        return split, None, [*train.findings, *val.findings, *detection_findings(boxes)], train.root, True
     listing = list_boxes(path, allow_outside_root=allow_outside_root)
     try:
         split = seeded_box_split(listing.samples, val_fraction=val_fraction, seed=seed)
     except TransferError:  # too few images to split: checked as one set
         return None, as_class_sets(listing.samples), list(listing.findings), listing.root, False
+    # Detection's own checks (background images, tiny and duplicate boxes, classes only in
+    # validation) judge the boxes of the split training would make.
+    extra = [*listing.findings, *detection_findings(split)]
     split = DataSplit(as_class_sets(split.train), as_class_sets(split.val), split.origin)
-    return split, None, list(listing.findings), listing.root, False
+    return split, None, extra, listing.root, False

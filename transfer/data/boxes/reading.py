@@ -27,10 +27,26 @@ from transfer.errors import TransferError
 
 FORMATS = ("voc", "csv", "coco")
 _SOURCES_HELP = (
-    "Pass a folder of Pascal VOC .xml files (or its images/ + annotations/ parent), a .csv file with the columns "
-    f"{EXPECTED}, or a COCO .json file."
+    "Pass a folder of Pascal VOC .xml files (or its images/ + annotations/ parent; one of its lists as "
+    f"FOLDER/ImageSets/Main/NAME.txt), a .csv file with the columns {EXPECTED}, or a COCO .json file."
 )
 _MAX_LISTED = 20
+
+
+def voc_list_source(source: str | os.PathLike) -> tuple[str, str] | None:
+    """``(VOC folder, split)`` for a source naming one ``ImageSets/Main`` list file, else None.
+
+    This is how ``--data`` / ``--val-data`` / ``transfer evaluate --data`` name one split of
+    a VOC folder (e.g. BCCD's test list) with a plain path.
+
+    Example:
+        >>> voc_list_source("bccd/ImageSets/Main/test.txt")
+        ('bccd', 'test')
+    """
+    path = Path(source)
+    if path.suffix.lower() != ".txt" or path.parent.name != "Main" or path.parent.parent.name != "ImageSets":
+        return None
+    return os.fspath(path.parents[2]), path.stem
 
 
 def box_format(source: str | os.PathLike) -> str | None:
@@ -40,6 +56,9 @@ def box_format(source: str | os.PathLike) -> str | None:
         >>> box_format("raccoon/"), box_format("raccoon/train_labels.csv"), box_format("flowers/")
         ('voc', 'csv', None)
     """
+    listed = voc_list_source(source)
+    if listed is not None:
+        return "voc" if Path(source).is_file() and find_voc_layout(listed[0]) is not None else None
     path = Path(source)
     suffix = path.suffix.lower()
     if suffix == ".csv" and path.is_file():
@@ -85,6 +104,12 @@ def list_boxes(
     if kind is None:
         what = "not found" if not os.path.exists(source) else "not a box annotation source"
         raise TransferError(f"{source}: {what}.", fix=_SOURCES_HELP)
+    listed = voc_list_source(source)
+    if listed is not None:
+        if split is not None and split != listed[1]:
+            raise TransferError(f"{source}: names the {listed[1]!r} list, but split={split!r} was asked for.",
+                                fix="Give the folder with split, or the list file alone.")
+        source, split = listed
     if split is not None and kind != "voc":
         raise TransferError(
             f"{source}: split={split!r} names an ImageSets/Main list of a Pascal VOC folder; a {kind.upper()} "
@@ -111,7 +136,8 @@ def read_boxes(
     ``annotations/`` folder of them), a ``.csv`` with the columns
     ``filename,width,height,class,xmin,ymin,xmax,ymax``, a COCO ``.json``.
     ``split`` reads one ``ImageSets/Main`` list of a VOC folder (e.g.
-    ``"test"``). ``class_names`` fixes the classes (a validation source read
+    ``"test"``); naming the list file itself (``"bccd/ImageSets/Main/test.txt"``)
+    does the same, which is how the command line names a split. ``class_names`` fixes the classes (a validation source read
     with training's names): boxes of other classes are dropped and reported.
     Without it the classes are the sorted names of the boxes found.
     ``allow_outside_root`` lets CSV/COCO file names point outside the

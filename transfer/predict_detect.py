@@ -1,0 +1,193 @@
+"""Run an exported detector on files or bytes, and draw its boxes.
+
+The detection counterpart of ``transfer.predict_boxes.ExportedLocalizer``
+(whose loading, input limits and per-file refusals it shares through
+``transfer.predict.ExportedClassifier``): TensorFlow, NumPy, PIL (for
+``draw_detections``) and the standard library only, everything else read
+from the export. The export has already applied its score threshold, per-class
+NMS and detection limit (recorded in its ``assets/transfer.json``).
+
+Results of ``predict_files`` are one plain dict per input file, in input order:
+
+- ``{"file": path, "detections": [{"box": [xmin, ymin, xmax, ymax], "class": name, "score": s}, ...]}``:
+  boxes in the original image's pixels, best score first (an empty list: nothing found);
+- ``{"file": path, "error": message}`` for a file that cannot be used.
+
+Security: loading a SavedModel runs its graph; only load exports you trust.
+
+Example:
+    >>> detector = ExportedDetector.load("exports/bccd")
+    >>> detector.predict_files(["BloodImage_00007.jpg"])[0]["detections"][0]
+    {'box': [263.1, 188.4, 380.2, 301.9], 'class': 'WBC', 'score': 0.87}
+    >>> draw_detections("BloodImage_00007.jpg", _, "drawn/BloodImage_00007.png")
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from transfer.errors import TransferError
+from transfer.predict import ExportedClassifier, _check_positive, _decode_error
+
+logger = logging.getLogger(__name__)
+
+DETECTION_OUTPUTS = ("boxes", "scores", "class_names", "count")
+# Distinct, readable colors, one per class (cycled past ten classes).
+_PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+            (70, 240, 240), (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40))
+
+
+class ExportedDetector(ExportedClassifier):
+    """A loaded detection export: ``class_names``, ``image_size``, ``metadata`` and predict methods.
+
+    Example:
+        >>> detector = ExportedDetector.load("exports/raccoon")
+        >>> out = detector.predict_bytes([open("raccoon-1.jpg", "rb").read()])
+        >>> out[0][0]["class"], len(out[0])
+        ('raccoon', 1)
+    """
+
+    def __init__(self, export_dir: Path, loaded, metadata: dict[str, Any], **limits):
+        super().__init__(export_dir, loaded, metadata, **limits)
+        outputs = set(self._serve.structured_outputs)
+        missing = [name for name in DETECTION_OUTPUTS if name not in outputs]
+        if missing:
+            raise TransferError(
+                f"The export '{export_dir}' has no {missing} output(s): it is not a detector "
+                f"(its task: {metadata.get('task', 'unknown')!r}).",
+                fix="Use transfer.predict.ExportedClassifier or transfer.predict_boxes.ExportedLocalizer for "
+                    "those exports, or export a --task detect run.",
+            )
+
+    def __repr__(self) -> str:
+        return f"ExportedDetector('{self.export_dir}', classes={len(self.class_names)}, image_size={self.image_size})"
+
+    def predict_bytes(self, images: Sequence[bytes], batch_size: int = 32) -> list[list[dict[str, Any]]]:
+        """Per image, its detections ``[{"box", "class", "score"}, ...]`` (best first).
+
+        Raises ``TransferError`` naming the positions of images that are refused
+        (``predict_files`` gives one error per file instead).
+        """
+        _check_positive("batch_size", batch_size)
+        images = [bytes(data) for data in images]
+        problems = {i: p for i, p in enumerate(map(self._refuse, images)) if p}
+        problems = problems or {i: p for i, p in enumerate(map(_decode_error, images)) if p}
+        if problems:
+            listed = "; ".join(f"{i}: {problem}" for i, problem in list(problems.items())[:10])
+            raise TransferError(f"Cannot use the images at positions {sorted(problems)}: {listed}.",
+                                fix="Check those inputs, or use predict_files to get an error per file.")
+        answers: list[list[dict[str, Any]]] = []
+        for start in range(0, len(images), batch_size):
+            served = self._serve(image_bytes=tf.constant(images[start:start + batch_size], dtype=tf.string))
+            out = {name: served[name].numpy() for name in DETECTION_OUTPUTS}
+            for boxes, scores, names, count in zip(out["boxes"], out["scores"], out["class_names"], out["count"]):
+                answers.append([
+                    {"box": [round(float(v), 2) for v in boxes[k]], "class": names[k].decode("utf-8"),
+                     "score": round(float(scores[k]), 4)}
+                    for k in range(int(count))
+                ])
+        return answers
+
+    def predict_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 32) -> list[dict[str, Any]]:
+        """One result dict per file, in input order (see the module docstring).
+
+        Example:
+            >>> detector.predict_files(["raccoon-1.jpg", "missing.jpg"])[1]
+            {'file': 'missing.jpg', 'error': "File not found: 'missing.jpg'."}
+        """
+        _check_positive("batch_size", batch_size)
+        results: list[dict[str, Any]] = []
+        good: list[tuple[int, bytes]] = []
+        for path in paths:
+            data, error = self._read_image(path)
+            results.append({"file": str(path), "error": error} if error else {"file": str(path)})
+            if not error:
+                good.append((len(results) - 1, data))
+        if good:
+            answers = self.predict_bytes([data for _, data in good], batch_size=batch_size)
+            for (index, _), detections in zip(good, answers):
+                results[index]["detections"] = detections
+        bad = sum("error" in r for r in results)
+        if bad:
+            logger.warning("%d of %d files could not be read as images", bad, len(results))
+        return results
+
+
+def describe_detections(result: dict[str, Any]) -> list[str]:
+    """The lines ``transfer predict`` prints for one file.
+
+    Example:
+        >>> describe_detections({"file": "a.jpg", "detections": [{"box": [1, 2, 30, 40], "class": "WBC",
+        ...                                                       "score": 0.9}]})
+        ['a.jpg: 1 detection', '  WBC 0.900 at (1, 2, 30, 40)']
+    """
+    if "error" in result:
+        return [f"{result['file']}: ERROR {result['error']}"]
+    found = result["detections"]
+    lines = [f"{result['file']}: {len(found)} detection{'' if len(found) == 1 else 's'}"]
+    for d in found:
+        box = ", ".join(f"{v:.0f}" for v in d["box"])
+        lines.append(f"  {d['class']} {d['score']:.3f} at ({box})")
+    return lines
+
+
+def draw_detections(image_path: str | os.PathLike, result: dict[str, Any], out_path: str | os.PathLike,
+                    class_names: Sequence[str] = ()) -> Path:
+    """Write ``image_path`` with ``result``'s boxes and labels drawn to ``out_path`` (atomically).
+
+    One color per class (its position in ``class_names``, else in order of appearance).
+    The format follows ``out_path``'s suffix (JPEG for ``.jpg``/``.jpeg``, else PNG).
+    A result holding an ``"error"`` is refused.
+
+    Example:
+        >>> draw_detections("a.jpg", detector.predict_files(["a.jpg"])[0], "drawn/a.png", detector.class_names)
+        PosixPath('drawn/a.png')
+    """
+    from PIL import Image, ImageDraw
+
+    from transfer.atomic import atomic_write_bytes
+
+    if "error" in result or "detections" not in result:
+        raise TransferError(f"No detections to draw for '{image_path}': {result.get('error', 'no detections')}.",
+                            fix="Draw only results that have detections.")
+    with Image.open(image_path) as opened:
+        image = opened.convert("RGB")
+    draw = ImageDraw.Draw(image)
+    order = list(class_names)
+    # A line about 0.4% of the image's side: visible on a photo and on a thumbnail.
+    width = max(2, round(max(image.size) / 250))
+    for d in sorted(result["detections"], key=lambda d: d["score"]):  # best drawn last, on top
+        if d["class"] not in order:
+            order.append(d["class"])
+        color = _PALETTE[order.index(d["class"]) % len(_PALETTE)]
+        xmin, ymin, xmax, ymax = (float(v) for v in d["box"])
+        draw.rectangle([xmin, ymin, max(xmax - 1, xmin), max(ymax - 1, ymin)], outline=color, width=width)
+        label = f"{d['class']} {float(d['score']):.2f}"
+        text_box = draw.textbbox((0, 0), label)
+        text_h = text_box[3] - text_box[1] + 4
+        top = ymin - text_h if ymin >= text_h else ymin
+        draw.rectangle([xmin, top, xmin + text_box[2] - text_box[0] + 6, top + text_h], fill=color)
+        draw.text((xmin + 3, top + 1), label, fill=(255, 255, 255))
+    out_path = Path(out_path)
+    suffix = out_path.suffix.lower()
+    fmt = "JPEG" if suffix in (".jpg", ".jpeg") else Image.registered_extensions().get(suffix, "PNG")
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **({"quality": 92} if fmt == "JPEG" else {}))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(out_path, buffer.getvalue())
+
+
+def detections_as_arrays(detections: list[dict[str, Any]], class_names: Sequence[str]):
+    """``(boxes [K, 4], scores [K], labels [K])`` of one file's detections (for ``evaluate_detections``)."""
+    names = list(class_names)
+    boxes = np.array([d["box"] for d in detections], np.float32).reshape(-1, 4)
+    scores = np.array([d["score"] for d in detections], np.float32)
+    labels = np.array([names.index(d["class"]) for d in detections], np.int64)
+    return boxes, scores, labels
