@@ -102,7 +102,7 @@ def train_command(
     task = get_task(task_name)
     resolve_precision(precision)
     spec = get_backbone(backbone)
-    size = checked_image_size(spec, image_size)
+    size = checked_image_size(spec, image_size, task)
     check_out_dir(out)
     chosen = Recipe.load(recipe) if recipe else task.default_recipe()
     if epochs is not None:
@@ -110,7 +110,7 @@ def train_command(
             raise TransferError(f"--epochs {epochs} is not positive.", fix="Pass --epochs 1 or more.")
         chosen = chosen.with_epochs(epochs)
     task.check_recipe(chosen)
-    typer.echo(image_size_line(spec, image_size))
+    typer.echo(image_size_line(spec, image_size, task))
     split = task.load_data(data, val_source=val_data, val_fraction=val_fraction, seed=chosen.seed,
                            allow_outside_root=allow_outside_root, echo=typer.echo)
     typer.echo(f"Data: {task.describe_data(split)}")

@@ -29,9 +29,11 @@ def run_monitor(config: dict[str, Any]) -> str:
     return str(config.get("monitor") or MONITOR)
 
 
-def checked_image_size(spec: BackboneSpec, image_size: int | None) -> int:
-    """``image_size``, or the backbone's default; a clear error below the backbone's minimum."""
-    image_size = int(image_size or spec.default_size)
+def checked_image_size(spec: BackboneSpec, image_size: int | None, task=None) -> int:
+    """``image_size``, or the default (the task's for this backbone, else the backbone's ImageNet
+    size); a clear error below the backbone's minimum."""
+    default = task.default_image_size(spec) if task is not None else spec.default_size
+    image_size = int(image_size or default)
     if image_size < spec.min_size:
         raise TransferError(
             f"Image size {image_size} is too small for {spec.name} (minimum {spec.min_size}).",
@@ -40,17 +42,20 @@ def checked_image_size(spec: BackboneSpec, image_size: int | None) -> int:
     return image_size
 
 
-def image_size_line(spec: BackboneSpec, image_size: int | None) -> str:
+def image_size_line(spec: BackboneSpec, image_size: int | None, task=None) -> str:
     """One line saying which input size a run uses and why.
 
     Example:
         >>> image_size_line(get_backbone("mobilenet_0.25"), None)
         'Image size: 224 px, the default of mobilenet_0.25 (its ImageNet size); pass --image-size to match ...'
     """
-    size = checked_image_size(spec, image_size)
+    size = checked_image_size(spec, image_size, task)
     if image_size:
         return f"Image size: {size} px (--image-size)."
-    return (f"Image size: {size} px, the default of {spec.name} (its ImageNet size); pass --image-size to match "
+    why = "its ImageNet size"
+    if size != spec.default_size:
+        why = f"the {task.name} task's default for it, measured better than its ImageNet size {spec.default_size}"
+    return (f"Image size: {size} px, the default of {spec.name} ({why}); pass --image-size to match "
             f"your images (compute grows with its square).")
 
 

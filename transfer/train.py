@@ -154,7 +154,7 @@ def train(
     task.check_recipe(recipe)
     spec = get_backbone(backbone)
     choice = resolve_precision(precision)
-    image_size = checked_image_size(spec, image_size)
+    image_size = checked_image_size(spec, image_size, task)
     from transfer.data.check import drop_unreadable
 
     # Unreadable images are left out (each named) instead of crashing the run mid-epoch.

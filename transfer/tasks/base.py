@@ -107,6 +107,11 @@ class Task:
         """Raise ``TransferError`` for recipe settings this task cannot honour (an augmentation
         it cannot apply to its targets, class weights without classes, ...), saying which."""
 
+    def default_image_size(self, spec) -> int:
+        """The input side when the user names none: the backbone's ImageNet size, unless the
+        task measured better (localization: larger)."""
+        return spec.default_size
+
     # --- model ------------------------------------------------------------------------------
     def run_config(self, data, recipe) -> dict[str, Any]:
         """The task's fields for run.json: at least ``class_names``; anything ``build_model``,
