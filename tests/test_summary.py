@@ -66,3 +66,12 @@ def test_evaluate_text_names_the_lost_ground():
     assert lines[0] == "Checkpoint: best epoch 2 of 4 (val accuracy 0.6700); last epoch: 0.6200"
     assert lines[1].startswith("Stage 'finetune' ended at val accuracy 0.6200")
     assert training_text({"best_epoch": 3}) == ""  # runs from before the record say nothing
+
+
+def test_a_loss_monitor_counts_lower_as_better():
+    rows = [{"epoch": 1, "stage": "head", "val_loss": 1.9}, {"epoch": 2, "stage": "head", "val_loss": 1.5},
+            {"epoch": 3, "stage": "finetune", "val_loss": 1.1}]
+    assert stage_summaries(rows, "val_loss", "min")[0]["best_epoch"] == 2
+    assert stage_regression(rows, "finetune", "val_loss", next_lr=1e-3, mode="min") is None
+    worse = rows[:2] + [{"epoch": 3, "stage": "finetune", "val_loss": 1.7}]
+    assert "above the 1.5000" in stage_regression(worse, "finetune", "val_loss", next_lr=1e-3, mode="min")

@@ -23,8 +23,9 @@ def metric_label(monitor: str) -> str:
     return " ".join("F1" if word == "f1" else word for word in words)
 
 
-def stage_summaries(history: list[dict[str, Any]], monitor: str) -> list[dict[str, Any]]:
-    """Per stage, in order: epochs run, the last epoch's value and the best epoch's.
+def stage_summaries(history: list[dict[str, Any]], monitor: str, mode: str = "max") -> list[dict[str, Any]]:
+    """Per stage, in order: epochs run, the last epoch's value and the best epoch's
+    (``mode``: "max" when higher is better, "min" for a loss).
 
     Example:
         >>> stage_summaries([{"epoch": 1, "stage": "head", "val_accuracy": 0.5}], "val_accuracy")
@@ -41,22 +42,29 @@ def stage_summaries(history: list[dict[str, Any]], monitor: str) -> list[dict[st
         current = out[-1]
         current["epochs"] += 1
         current["last_epoch"], current["last"] = epoch, value
-        if value > current["best"]:
+        if _better(value, current["best"], mode):
             current["best_epoch"], current["best"] = epoch, value
     return out
 
 
-def stage_regression(history: list[dict[str, Any]], stage: str, monitor: str, *, next_lr: float) -> str | None:
-    """One line when ``stage`` (the latest) ended below the best epoch of an earlier stage, else None."""
-    stages = stage_summaries(history, monitor)
+def _better(value: float, than: float, mode: str) -> bool:
+    return value < than if mode == "min" else value > than
+
+
+def stage_regression(history: list[dict[str, Any]], stage: str, monitor: str, *, next_lr: float,
+                     mode: str = "max") -> str | None:
+    """One line when ``stage`` (the latest) ended worse than the best epoch of an earlier stage, else None."""
+    stages = stage_summaries(history, monitor, mode)
     if len(stages) < 2 or stages[-1]["stage"] != stage:
         return None
     last = stages[-1]
-    earlier = max(stages[:-1], key=lambda s: s["best"])
-    if last["last"] >= earlier["best"]:
+    sign = -1.0 if mode == "min" else 1.0
+    earlier = max(stages[:-1], key=lambda s: sign * s["best"])
+    if not _better(earlier["best"], last["last"], mode):
         return None
     label = metric_label(monitor)
-    return (f"Stage {stage!r} ended at {label} {last['last']:.4f}, below the {earlier['best']:.4f} of stage "
+    where = "above" if mode == "min" else "below"
+    return (f"Stage {stage!r} ended at {label} {last['last']:.4f}, {where} the {earlier['best']:.4f} of stage "
             f"{earlier['stage']!r} (epoch {earlier['best_epoch']}): it lost ground, and the run keeps the best "
             f"epoch's weights. Try a lower learning_rate for {stage!r} (e.g. {next_lr / 3:.2g}) or a smaller "
             f"backbone_lr_scale.")

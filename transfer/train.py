@@ -339,7 +339,7 @@ def _run_stages(run, model, config, recipe, data, task, progress, started, verbo
             # Mark the stage finished so a resume moves on to the next one.
             progress.stage_index, progress.stage_epochs_done = index, stage.epochs
             progress.save(run.state_file)
-        note = stage_regression(progress.history, stage.name, monitor, next_lr=stage.learning_rate)
+        note = stage_regression(progress.history, stage.name, monitor, next_lr=stage.learning_rate, mode=mode)
         if note:
             _say(verbose, note)
 
@@ -357,7 +357,7 @@ def _run_stages(run, model, config, recipe, data, task, progress, started, verbo
     report = task.evaluate(model, data.val, image_size, recipe.batch_size, config)
     report.write(run.evaluation_dir)
     seconds = time.perf_counter() - started
-    outcome = _outcome(progress, recipe, monitor)
+    outcome = _outcome(progress, recipe, monitor, mode)
     metrics = {**report.summary(), **outcome, "train_seconds": round(seconds, 2)}
     atomic_write_json(run.metrics_file, metrics)
     atomic_write_json(run.config_file, {**config, "status": "done", **outcome})
@@ -366,13 +366,13 @@ def _run_stages(run, model, config, recipe, data, task, progress, started, verbo
     return TrainResult(run.root, progress.best_epoch, metrics, seconds)
 
 
-def _outcome(progress: Progress, recipe: Recipe, monitor: str) -> dict[str, Any]:
+def _outcome(progress: Progress, recipe: Recipe, monitor: str, mode: str = "max") -> dict[str, Any]:
     """Best and last epoch, per-stage summaries and the stages that lost ground, for run.json."""
     last = progress.history[-1] if progress.history else {}
     notes = []
     for index, stage in enumerate(recipe.stages):
         rows = [r for r in progress.history if r["stage"] in {s.name for s in recipe.stages[:index + 1]}]
-        note = stage_regression(rows, stage.name, monitor, next_lr=stage.learning_rate)
+        note = stage_regression(rows, stage.name, monitor, next_lr=stage.learning_rate, mode=mode)
         if note:
             notes.append(note)
     return {
@@ -381,7 +381,7 @@ def _outcome(progress: Progress, recipe: Recipe, monitor: str) -> dict[str, Any]
         "best_value": progress.best_value,
         "last_epoch": int(last.get("epoch", 0)),
         "last_value": float(last[monitor]) if monitor in last else None,
-        "stages": stage_summaries(progress.history, monitor),
+        "stages": stage_summaries(progress.history, monitor, mode),
         "notes": notes,
     }
 
