@@ -24,7 +24,7 @@ def train_command(
     data: Optional[str] = typer.Option(
         None, "--data",
         help="classify: class folders (optionally train/ val/), a CSV, or tfds:NAME; "
-             "localize: a box CSV, a Pascal VOC folder or a COCO JSON file.",
+             "localize/detect: a box CSV, a Pascal VOC folder (one of its lists: FOLDER/ImageSets/Main/NAME.txt) or a COCO JSON file.",
     ),
     val_data: Optional[str] = typer.Option(
         None, "--val-data", help="Validate on this source (same kinds as --data) instead of splitting --data."
