@@ -1,4 +1,4 @@
-"""--task detect end to end: the seam, targets, VOC list sources, the serving post-processing, train -> export -> predict."""
+"""--task detect end to end: seam, targets, VOC list sources, serving post-processing, train -> export -> predict."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def test_run_config_caps_max_boxes_and_counts_background():
     from transfer.tasks.detect_data import max_boxes_for
 
     many = Boxes(tuple((i, i, i + 2, i + 2) for i in range(150)), (0,) * 150, 200, 200)
-    train = Samples(("a.jpg", "b.jpg", "c.jpg"), (many, Boxes((), (), 9, 9), Boxes(((0, 0, 1, 1),), (0,), 9, 9)), ("x",))
+    targets = (many, Boxes((), (), 9, 9), Boxes(((0, 0, 1, 1),), (0,), 9, 9))
+    train = Samples(("a.jpg", "b.jpg", "c.jpg"), targets, ("x",))
     val = Samples(("d.jpg",), (Boxes((), (), 9, 9),), ("x",))
     config = get_task("detect").run_config(DataSplit(train, val), get_task("detect").default_recipe())
     assert config["max_boxes"] == 100 == max_boxes_for(train)

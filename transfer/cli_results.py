@@ -116,7 +116,8 @@ def predict_command(
     max_megabytes: float = typer.Option(100.0, "--max-megabytes", min=0.000001, help="Refuse larger files."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     draw: Optional[Path] = typer.Option(
-        None, "--draw", help="Localization and detection: write each image with its boxes and labels drawn into this folder."
+        None, "--draw",
+        help="Localization and detection: write each image with its boxes and labels drawn into this folder.",
     ),
 ):
     """Run an exported model on image files (no training code involved): classes, or a box and its class.

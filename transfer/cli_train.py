@@ -24,12 +24,16 @@ def train_command(
     data: Optional[str] = typer.Option(
         None, "--data",
         help="classify: class folders (optionally train/ val/), a CSV, or tfds:NAME; "
-             "localize/detect: a box CSV, a Pascal VOC folder (one of its lists: FOLDER/ImageSets/Main/NAME.txt) or a COCO JSON file.",
+             "localize/detect: a box CSV, a Pascal VOC folder (one of its lists: "
+             "FOLDER/ImageSets/Main/NAME.txt) or a COCO JSON file.",
     ),
     val_data: Optional[str] = typer.Option(
         None, "--val-data", help="Validate on this source (same kinds as --data) instead of splitting --data."
     ),
-    task_name: str = typer.Option("classify", "--task", help="classify, localize (one box and class per image) or detect (every box of every class)."),
+    task_name: str = typer.Option(
+        "classify", "--task",
+        help="classify, localize (one box and class per image) or detect (every box of every class).",
+    ),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder to create."),
     resume: Optional[Path] = typer.Option(
         None, "--resume", help="Continue this killed or interrupted run (no other options needed)."
