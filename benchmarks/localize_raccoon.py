@@ -9,10 +9,12 @@ the best epoch (by the task's monitor) and for the last.
 
 Usage (from the repo root; the issue's targets: iou50_accuracy >= 0.90, mean_iou >= 0.75):
 
-    python benchmarks/localize_raccoon.py --image-size 224 --head-epochs 5 --ft-epochs 20 \
-        --json benchmarks/results/localize_raccoon.json
+    python benchmarks/localize_raccoon.py --json benchmarks/results/localize_raccoon-DATE.jsonl
+    python benchmarks/localize_raccoon.py --image-size 224 --head-epochs 5 --ft-epochs 15 --batch-size 16
 
-Without options it runs ``LocalizeTask().default_recipe()``.
+Without options it runs ``LocalizeTask().default_recipe()`` at ``default_image_size`` (288 px):
+measured 0.756 mean IoU, 0.975 IoU@0.5 (best epoch), 0.753 / 0.975 (last), 528 s.
+Every run measured is in benchmarks/results/localize_raccoon-2026-11-29.jsonl.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ FIXTURES = Path(os.environ.get("TRANSFER_FIXTURES", ROOT.parent / "shared" / "fi
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--image-size", type=int, default=None, help="default: the task's default_image_size")
     parser.add_argument("--head-epochs", type=int, default=None)
     parser.add_argument("--head-lr", type=float, default=None)
     parser.add_argument("--ft-epochs", type=int, default=None)
@@ -93,7 +95,7 @@ def main(argv=None) -> dict:
     config["head"] = head
     spec = get_backbone("mobilenet_0.25")
     weights = str(FIXTURES / "weights" / "mobilenet_2_5_224_tf_no_top.h5")
-    size = args.image_size
+    size = args.image_size or task.default_image_size(spec)
     model, info = task.build_model(spec, config, size, weights, recipe)
     objective = task.objective(config, recipe)
     train_ds = task.make_dataset(data.train, size, recipe.batch_size, training=True, recipe=recipe,
