@@ -356,7 +356,8 @@ def test_raccoon_data_and_notes(fixtures_dir):
     assert (len(data.train), len(data.val)) == (160, 40)
     assert sum(len(t) for t in data.train.targets) == 173
     description = task().describe_data(data)
-    assert "160 train / 40 val" in description and "the largest is used" in description
+    assert "160 train / 40 val" in description and "173 train boxes" in description
+    assert "test_labels.csv" in description  # where validation came from
 
 
 # --- export and predict ----------------------------------------------------------------------

@@ -10,7 +10,7 @@ Example:
     >>> task = LocalizeTask()
     >>> data = task.load_data("raccoon/train_labels.csv", val_source="raccoon/test_labels.csv")
     >>> task.describe_data(data)
-    '160 train / 40 val images, 1 class (raccoon), 173 boxes; 13 train images have 2+ boxes: ...'
+    '160 train / 40 val images, 1 class (raccoon), 173 train boxes (separate validation source raccoon/test_labels.csv)'
 """
 
 from __future__ import annotations
@@ -73,13 +73,8 @@ class LocalizeTask(Task):
         classes = f"{len(names)} class{'es' if len(names) > 1 else ''} ({', '.join(names[:5])}" \
                   f"{', ...' if len(names) > 5 else ''})"
         boxes = sum(len(t) for t in data.train.targets)
-        line = f"{len(data.train)} train / {len(data.val)} val images, {classes}, {boxes} train boxes"
-        from transfer.data.box_pipeline import several_boxes
-
-        crowded = several_boxes(data.train) + several_boxes(data.val)
-        if crowded:
-            line += f"; {crowded} images have 2+ boxes: the largest is used"
-        return line
+        # How many images hold several boxes (and which box is used) is said once, by training_notes.
+        return f"{len(data.train)} train / {len(data.val)} val images, {classes}, {boxes} train boxes ({data.origin})"
 
     def training_notes(self, data: DataSplit, config: Mapping[str, Any]) -> list[str]:
         counts = config.get("images_with_several_boxes") or {}
