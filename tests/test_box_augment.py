@@ -250,7 +250,9 @@ def test_runs_inside_dataset_map_with_fixed_shapes():
     image, boxes, labels = example()
     ds = tf.data.Dataset.from_tensors((image, boxes, labels)).repeat(3)
     seeds = tf.data.Dataset.random(seed=0, rerandomize_each_iteration=True).batch(2)
-    augment = BoxAugmenter(keep_all_boxes=True)
+    # Geometry only: the drawn stream depends on TF's global seed (earlier tests set it), and a
+    # bright color jitter can lift the gray zoom-out fill over the "bright" threshold.
+    augment = BoxAugmenter(keep_all_boxes=True, color=False)
     ds = tf.data.Dataset.zip((ds, seeds)).map(lambda ex, seed: augment(*ex, seed)).batch(3)
     assert ds.element_spec[0].shape.as_list() == [None, SIZE, SIZE, 3]
     assert ds.element_spec[1].shape.as_list() == [None, 2, 4]

@@ -444,7 +444,9 @@ def test_check_data_view_of_a_box_source(tmp_path):
     split, samples, extra, root, given = list_box_source(tmp_path, 0.2, 0, False)
     assert samples is None and given and root == str(tmp_path)
     assert len(split.train) == 6 and split.train.multi_label and split.train.targets[1] == (1,)
-    assert [f.code for f in extra] == ["box_degenerate"]
+    # The zero-width box is dropped, which leaves img0 a background image (the detection checks say so).
+    assert [f.code for f in extra] == ["box_degenerate", "box_background"]
+    assert all("img0" in (f.related or "") + (f.path or "") + f.detail for f in extra)
 
 
 def test_importing_the_box_readers_does_not_import_tensorflow():
