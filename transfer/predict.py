@@ -208,6 +208,18 @@ class ExportedClassifier:
             _check_positive("top_k", top_k)
         _check_positive("batch_size", batch_size)
         threshold = self.threshold if threshold is None else float(threshold)
+
+        def answer(images):
+            scores = self.predict_bytes(images, batch_size=batch_size)
+            return [rank_scores(row, self.class_names, top_k=top_k, multi_label=self.multi_label,
+                                threshold=threshold) for row in scores]
+
+        return self._answer_files(paths, answer)
+
+    def _answer_files(self, paths, answer) -> list[dict[str, Any]]:
+        """One dict per file, in order: ``{"file", "error"}`` for a file that cannot be used, else
+        ``{"file", **fields}`` with ``fields`` from ``answer(list of image bytes) -> list of dicts``
+        (called once, on the readable files; every task's ``predict_files`` goes through here)."""
         results: list[dict[str, Any]] = []
         good: list[tuple[int, bytes]] = []
         for path in paths:
@@ -216,11 +228,8 @@ class ExportedClassifier:
             if not error:
                 good.append((len(results) - 1, data))
         if good:
-            scores = self.predict_bytes([data for _, data in good], batch_size=batch_size)
-            for (index, _), row in zip(good, scores):
-                results[index].update(
-                    rank_scores(row, self.class_names, top_k=top_k, multi_label=self.multi_label, threshold=threshold)
-                )
+            for (index, _), fields in zip(good, answer([data for _, data in good])):
+                results[index].update(fields)
         bad = sum("error" in r for r in results)
         if bad:
             logger.warning("%d of %d files could not be read as images", bad, len(results))

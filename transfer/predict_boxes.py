@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import io
-import logging
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,7 +35,6 @@ import tensorflow as tf
 from transfer.errors import TransferError
 from transfer.predict import ExportedClassifier, _check_positive, _decode_error
 
-logger = logging.getLogger(__name__)
 
 BOX_OUTPUTS = ("box", "class_name", "score")
 
@@ -100,25 +98,13 @@ class ExportedLocalizer(ExportedClassifier):
             {'file': 'missing.jpg', 'error': "File not found: 'missing.jpg'."}
         """
         _check_positive("batch_size", batch_size)
-        results: list[dict[str, Any]] = []
-        good: list[tuple[int, bytes]] = []
-        for path in paths:
-            data, error = self._read_image(path)
-            results.append({"file": str(path), "error": error} if error else {"file": str(path)})
-            if not error:
-                good.append((len(results) - 1, data))
-        if good:
-            out = self.predict_bytes([data for _, data in good], batch_size=batch_size)
-            for row, (index, _) in enumerate(good):
-                results[index].update({
-                    "box": [round(float(v), 2) for v in out["box"][row]],
-                    "class": str(out["class_name"][row]),
-                    "score": float(out["score"][row]),
-                })
-        bad = sum("error" in r for r in results)
-        if bad:
-            logger.warning("%d of %d files could not be read as images", bad, len(results))
-        return results
+
+        def answer(images):
+            out = self.predict_bytes(images, batch_size=batch_size)
+            return [{"box": [round(float(v), 2) for v in out["box"][row]], "class": str(out["class_name"][row]),
+                     "score": float(out["score"][row])} for row in range(len(images))]
+
+        return self._answer_files(paths, answer)
 
 
 def describe_result(result: dict[str, Any]) -> str:
