@@ -158,28 +158,41 @@ class ExportedClassifier:
             (1, 5)
         """
         _check_positive("batch_size", batch_size)
+        batches = self._serve_batches(images, batch_size, ("scores",))
+        return np.concatenate([np.zeros((0, len(self.class_names)), np.float32)]
+                              + [b["scores"] for b in batches], axis=0)
+
+    def _serve_batches(self, images: Sequence[bytes], batch_size: int, outputs: Sequence[str]) -> list[dict]:
+        """The bytes signature's ``outputs`` (NumPy), batch by batch, for every task's ``predict_bytes``.
+
+        Raises one ``TransferError`` naming the positions of the images that are
+        refused (headers, checked before anything is decoded) or undecodable
+        (each image decoded on its own only when its batch fails).
+        """
         images = [bytes(data) for data in images]
         # Header checks first (cheap, and a bomb must never reach the decoder) ...
         problems = {i: p for i, p in enumerate(map(self._refuse, images)) if p}
-        out = [np.zeros((0, len(self.class_names)), np.float32)]
+        batches = []
         for start in range(0, len(images), batch_size):
             if problems:
                 break
             batch = images[start : start + batch_size]
             try:
-                out.append(self._serve(image_bytes=tf.constant(batch, dtype=tf.string))["scores"].numpy())
+                served = self._serve(image_bytes=tf.constant(batch, dtype=tf.string))
             except tf.errors.InvalidArgumentError:
                 # ... then, only when the batch fails, a per-image decode to name the culprits.
                 problems = {start + i: p for i, p in enumerate(map(_decode_error, batch)) if p}
                 if not problems:
                     raise
+                continue
+            batches.append({name: served[name].numpy() for name in outputs})
         if problems:
             listed = "; ".join(f"{i}: {problem}" for i, problem in list(problems.items())[:10])
             raise TransferError(
                 f"Cannot use the images at positions {sorted(problems)}: {listed}.",
                 fix="Check those inputs, or use predict_files to get an error per file and answers for the rest.",
             )
-        return np.concatenate(out, axis=0)
+        return batches
 
     def _refuse(self, data: bytes) -> str | None:
         """Why ``data`` is refused before decoding (size, format, header), or None."""

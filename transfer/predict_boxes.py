@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from transfer.errors import TransferError
-from transfer.predict import ExportedClassifier, _check_positive, _decode_error
+from transfer.predict import ExportedClassifier, _check_positive
 
 
 BOX_OUTPUTS = ("box", "class_name", "score")
@@ -71,22 +70,11 @@ class ExportedLocalizer(ExportedClassifier):
         (``predict_files`` gives one error per file instead).
         """
         _check_positive("batch_size", batch_size)
-        images = [bytes(data) for data in images]
-        problems = {i: p for i, p in enumerate(map(self._refuse, images)) if p}
-        problems = problems or {i: p for i, p in enumerate(map(_decode_error, images)) if p}
-        if problems:
-            listed = "; ".join(f"{i}: {problem}" for i, problem in list(problems.items())[:10])
-            raise TransferError(f"Cannot use the images at positions {sorted(problems)}: {listed}.",
-                                fix="Check those inputs, or use predict_files to get an error per file.")
-        parts: dict[str, list] = {name: [] for name in BOX_OUTPUTS}
-        for start in range(0, len(images), batch_size):
-            served = self._serve(image_bytes=tf.constant(images[start:start + batch_size], dtype=tf.string))
-            for name in BOX_OUTPUTS:
-                parts[name].append(served[name].numpy())
-        if not images:
+        batches = self._serve_batches(images, batch_size, BOX_OUTPUTS)
+        if not batches:
             return {"box": np.zeros((0, 4), np.float32), "class_name": np.zeros((0,), str),
                     "score": np.zeros((0,), np.float32)}
-        out = {name: np.concatenate(arrays) for name, arrays in parts.items()}
+        out = {name: np.concatenate([b[name] for b in batches]) for name in BOX_OUTPUTS}
         out["class_name"] = np.array([name.decode("utf-8") for name in out["class_name"]])
         return out
 

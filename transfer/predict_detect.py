@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from transfer.errors import TransferError
-from transfer.predict import ExportedClassifier, _check_positive, _decode_error
+from transfer.predict import ExportedClassifier, _check_positive
 
 
 DETECTION_OUTPUTS = ("boxes", "scores", "class_names", "count")
@@ -74,17 +73,8 @@ class ExportedDetector(ExportedClassifier):
         (``predict_files`` gives one error per file instead).
         """
         _check_positive("batch_size", batch_size)
-        images = [bytes(data) for data in images]
-        problems = {i: p for i, p in enumerate(map(self._refuse, images)) if p}
-        problems = problems or {i: p for i, p in enumerate(map(_decode_error, images)) if p}
-        if problems:
-            listed = "; ".join(f"{i}: {problem}" for i, problem in list(problems.items())[:10])
-            raise TransferError(f"Cannot use the images at positions {sorted(problems)}: {listed}.",
-                                fix="Check those inputs, or use predict_files to get an error per file.")
         answers: list[list[dict[str, Any]]] = []
-        for start in range(0, len(images), batch_size):
-            served = self._serve(image_bytes=tf.constant(images[start:start + batch_size], dtype=tf.string))
-            out = {name: served[name].numpy() for name in DETECTION_OUTPUTS}
+        for out in self._serve_batches(images, batch_size, DETECTION_OUTPUTS):
             for boxes, scores, names, count in zip(out["boxes"], out["scores"], out["class_names"], out["count"]):
                 answers.append([
                     {"box": [round(float(v), 2) for v in boxes[k]], "class": names[k].decode("utf-8"),
