@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Any, Sequence, Union
 
 
 
@@ -49,9 +49,60 @@ class Boxes:
         return len(self.labels)
 
 
+# The value a loaded mask holds for "ignored" pixels (CamVid's void, a VIA image's
+# unlabelled border...): training and metrics skip them. Whatever the user's
+# ignored value is (``--ignore-index``), mask readers map it to this one, so
+# class indices run 0..C-1 (at most 255 classes).
+IGNORE_VALUE = 255
+
+
+@dataclass(frozen=True)
+class Mask:
+    """Where the class mask of one image comes from, and that image's size.
+
+    Exactly one of ``path`` (a mask image file: PNG of class values, 0/255
+    binary PNG, or a JPEG mask, thresholded), ``polygons`` (``(class index,
+    (x0, y0, x1, y1, ...))`` in the image's own pixels, filled in order, as VIA
+    and COCO polygons give them) or ``rle`` (a COCO RLE dict per region, with
+    its class index) describes the pixels. ``values`` maps a mask file's pixel
+    values to class indices (``((0, 0), (255, 1))`` for a binary mask; values
+    mapped to ``IGNORE_VALUE`` are ignored); ``None`` means the file already
+    holds class indices (and ``IGNORE_VALUE``). ``width``/``height`` are the
+    decoded image's size. ``transfer.data.masks.load_mask`` turns a ``Mask``
+    into a uint8 ``[height, width]`` array of class indices.
+
+    Example:
+        >>> m = Mask(width=480, height=360, path="camvid/train/masks/0001TP_006690.png",
+        ...          values=tuple((v, v) for v in range(11)) + ((11, IGNORE_VALUE),))
+        >>> m.kind
+        'file'
+    """
+
+    width: int
+    height: int
+    path: str | None = None
+    polygons: tuple[tuple[int, tuple[float, ...]], ...] = ()
+    rle: tuple[tuple[int, Any], ...] = ()
+    values: tuple[tuple[int, int], ...] | None = None
+    threshold: bool = False  # a lossy (JPEG) mask file: snap values to the nearest listed value
+
+    def __post_init__(self):
+        given = sum((self.path is not None, bool(self.polygons), bool(self.rle)))
+        if given > 1:
+            raise ValueError("A Mask comes from one of path, polygons or rle. "
+                             f"Received: path={self.path!r}, {len(self.polygons)} polygons, {len(self.rle)} RLE regions")
+
+    @property
+    def kind(self) -> str:
+        """``"file"``, ``"polygons"``, ``"rle"`` or ``"empty"`` (no region: all background)."""
+        if self.path is not None:
+            return "file"
+        return "polygons" if self.polygons else "rle" if self.rle else "empty"
+
+
 # A single-label target is a class index; a multi-label target is a tuple of class indices;
-# a box target (localization, detection) is a ``Boxes``.
-Target = Union[int, tuple[int, ...], Boxes]
+# a box target (localization, detection) is a ``Boxes``; a segmentation target is a ``Mask``.
+Target = Union[int, tuple[int, ...], Boxes, Mask]
 
 
 def class_indices(target: Target) -> tuple[int, ...]:
@@ -63,6 +114,9 @@ def class_indices(target: Target) -> tuple[int, ...]:
     """
     if isinstance(target, Boxes):
         return tuple(target.labels)
+    if isinstance(target, Mask):
+        # A mask file's classes are known only once decoded; regions name theirs.
+        return tuple(sorted({c for c, _ in target.polygons} | {c for c, _ in target.rle}))
     return tuple(target) if isinstance(target, tuple) else (target,)
 
 
