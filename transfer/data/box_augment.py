@@ -101,19 +101,7 @@ def zoom_with_boxes(image: tf.Tensor, boxes: tf.Tensor, labels: tf.Tensor, scale
     scale = tf.cast(scale, tf.float32)
     ox, oy = tf.cast(offset[0], tf.float32), tf.cast(offset[1], tf.float32)
     flip = tf.cast(flip, tf.bool)
-
-    # Output pixel (column j, row i) samples input (x, y) in index coordinates
-    # (pixel centers at integers, as ImageProjectiveTransformV3 reads them):
-    # center j + 0.5 of the view is at ox + (j + 0.5) / scale in the input.
-    step_x = tf.where(flip, -1.0 / scale, 1.0 / scale)
-    start_x = tf.where(flip, ox + (w - 0.5) / scale - 0.5, ox + 0.5 / scale - 0.5)
-    transform = tf.stack([step_x, 0.0, start_x, 0.0, 1.0 / scale, oy + 0.5 / scale - 0.5, 0.0, 0.0])
-    pixels = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.cast(image, tf.float32)[None], transforms=transform[None], output_shape=shape[:2],
-        fill_value=float(LETTERBOX_FILL), interpolation="BILINEAR", fill_mode="CONSTANT",
-    )[0]
-    view = tf.cast(tf.clip_by_value(tf.round(pixels), 0.0, 255.0), tf.uint8)
-    view = tf.ensure_shape(view, image.shape)
+    view = view_pixels(image, scale, (ox, oy), flip)
 
     boxes = tf.cast(boxes, tf.float32)
     xmin, ymin, xmax, ymax = tf.unstack(boxes, 4, axis=-1)
@@ -124,6 +112,36 @@ def zoom_with_boxes(image: tf.Tensor, boxes: tf.Tensor, labels: tf.Tensor, scale
     x0, x1 = tf.where(flip, 1.0 - x1, x0), tf.where(flip, 1.0 - x0, x1)
     moved = tf.stack([x0, to_y(ymin), x1, to_y(ymax)], axis=-1)
     return (view, *_drop_hidden(moved, labels, min_visible))
+
+
+def view_pixels(image: tf.Tensor, scale, offset, flip=False, *, fill: int = LETTERBOX_FILL,
+                nearest: bool = False) -> tf.Tensor:
+    """The pixels of ``zoom_with_boxes``'s view of a uint8 ``[H, W, C]`` image (same shape and dtype).
+
+    Bilinear, with ``fill`` where the window leaves the image; ``nearest=True``
+    copies input values unchanged (class masks: no value is ever blended into a
+    new one), so a mask viewed with the image's ``scale``/``offset``/``flip``
+    stays aligned with it.
+    """
+    shape = tf.shape(image)
+    w = tf.cast(shape[1], tf.float32)
+    scale = tf.cast(scale, tf.float32)
+    ox, oy = tf.cast(offset[0], tf.float32), tf.cast(offset[1], tf.float32)
+    flip = tf.cast(flip, tf.bool)
+    # Output pixel (column j, row i) samples input (x, y) in index coordinates
+    # (pixel centers at integers, as ImageProjectiveTransformV3 reads them):
+    # center j + 0.5 of the view is at ox + (j + 0.5) / scale in the input.
+    step_x = tf.where(flip, -1.0 / scale, 1.0 / scale)
+    start_x = tf.where(flip, ox + (w - 0.5) / scale - 0.5, ox + 0.5 / scale - 0.5)
+    transform = tf.stack([step_x, 0.0, start_x, 0.0, 1.0 / scale, oy + 0.5 / scale - 0.5, 0.0, 0.0])
+    pixels = tf.raw_ops.ImageProjectiveTransformV3(
+        images=(image if nearest else tf.cast(image, tf.float32))[None], transforms=transform[None],
+        output_shape=shape[:2], fill_value=float(fill), interpolation="NEAREST" if nearest else "BILINEAR",
+        fill_mode="CONSTANT",
+    )[0]
+    if not nearest:
+        pixels = tf.cast(tf.clip_by_value(tf.round(pixels), 0.0, 255.0), tf.uint8)
+    return tf.ensure_shape(pixels, image.shape)
 
 
 def _drop_hidden(moved: tf.Tensor, labels: tf.Tensor, min_visible: float) -> tuple[tf.Tensor, tf.Tensor]:
@@ -184,23 +202,28 @@ class BoxAugmenter:
                  seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """``(image, boxes, labels)`` of one example and a ``[2]`` int seed -> the same, augmented."""
         seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 8)
-        shape = tf.shape(image)
-        size = tf.cast(tf.stack([shape[1], shape[0]]), tf.float32)  # (W, H)
         boxes = tf.cast(boxes, tf.float32)
+        scale, offset, flip = self.draw_view(tf.shape(image), seeds, boxes, labels)
+        view, boxes, labels = zoom_with_boxes(image, boxes, labels, scale, (offset[0], offset[1]),
+                                              flip=flip, min_visible=self.min_visible)
+        if self.color:
+            view = jitter_color(view, seeds[3:7])
+        return view, boxes, labels
+
+    def draw_view(self, shape, seeds, boxes=None, labels=None):
+        """``(scale, offset (x, y), flip)`` of one random view of an image of ``shape``, drawn from
+        ``seeds[0:3]`` (what ``__call__`` applies; ``seeds[3:7]`` are left for the color jitter)."""
+        size = tf.cast(tf.stack([shape[1], shape[0]]), tf.float32)  # (W, H)
         low, high = self.scale_range
         # Log-uniform, so zooming in by 1.33 is as likely as zooming out by 1/1.33.
         share = tf.random.stateless_uniform([], seeds[0])
         scale = tf.exp(math.log(low) + share * (math.log(high) - math.log(low)))
         lo, hi = self._window_range(size, scale)
-        if self.keep_all_boxes:
+        if self.keep_all_boxes and boxes is not None:
             scale, lo, hi = self._keep_boxes_whole(size, scale, boxes, labels)
         offset = lo + tf.random.stateless_uniform([2], seeds[1]) * (hi - lo)
         flip = self.flip and tf.random.stateless_uniform([], seeds[2]) < 0.5
-        view, boxes, labels = zoom_with_boxes(image, boxes, labels, scale, (offset[0], offset[1]),
-                                              flip=flip, min_visible=self.min_visible)
-        if self.color:
-            view = _jitter_color(view, seeds[3:7])
-        return view, boxes, labels
+        return scale, offset, flip
 
     def _window_range(self, size, scale):
         """Lowest and highest ``(x, y)`` of the window's corner: covering the image (zoom in) or
@@ -226,7 +249,7 @@ class BoxAugmenter:
         return capped, fit_lo, tf.maximum(fit_lo, fit_hi)
 
 
-def _jitter_color(image: tf.Tensor, seeds: tf.Tensor) -> tf.Tensor:
+def jitter_color(image: tf.Tensor, seeds: tf.Tensor) -> tf.Tensor:
     """Brightness, contrast, saturation and hue jitter of a uint8 image (pixels only)."""
     x = tf.cast(image, tf.float32) / 255.0  # the hue and saturation ops expect [0, 1]
     x = tf.image.stateless_random_brightness(x, 0.125, seeds[0])
