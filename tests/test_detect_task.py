@@ -104,9 +104,32 @@ def test_postprocess_maps_boxes_to_original_pixels_and_nms_keeps_one_of_two_over
     np.testing.assert_allclose(served["boxes"].numpy()[0, 0], [40, 20, 120, 60], atol=0.05)
     # The export's parity check serves S x S images, whose pixels are the input's.
     square = task.postprocess({k: tf.constant(v) for k, v in raw.items()}, tf.constant([[64, 64]]), 64, config)
-    assert task.parity_error(raw, {k: v.numpy() for k, v in square.items()}, 64) < 1e-6
+    assert task.parity_error(raw, {k: v.numpy() for k, v in square.items()}, 64, config) < 1e-6
     moved = {**raw, "box": raw["box"] + 0.01}
-    assert task.parity_error(moved, {k: v.numpy() for k, v in square.items()}, 64) > 1e-4
+    assert task.parity_error(moved, {k: v.numpy() for k, v in square.items()}, 64, config) > 1e-4
+    # Parity decodes with the config it is given: a looser NMS keeps the second box, a different count.
+    looser = {**config, "serving": {**config["serving"], "iou_threshold": 0.9}}
+    assert task.parity_error(raw, {k: v.numpy() for k, v in square.items()}, 64, looser) == 1.0
+
+
+def test_export_options_override_the_runs_thresholds_and_are_checked():
+    task = get_task("detect")
+    config = {"class_names": ["cell"], "serving": {"score_threshold": 0.3, "iou_threshold": 0.5,
+                                                   "max_detections": 100}}
+    merged = task.with_serving_options(config, {"iou_threshold": 0.6, "max_detections": 20})
+    assert merged["serving"] == {"score_threshold": 0.3, "iou_threshold": 0.6, "max_detections": 20}
+    assert config["serving"]["iou_threshold"] == 0.5  # the run's config is not changed
+    assert task.with_serving_options({"class_names": ["cell"]}, {})["serving"]["max_detections"] == 100
+    for bad in ({"score_threshold": 1.0}, {"iou_threshold": 0.0}, {"max_detections": 0},
+                {"max_detections": 2.5}, {"score_threshold": "high"}, {"iou_threshold": float("nan")}):
+        with pytest.raises(TransferError, match=next(iter(bad))):
+            task.with_serving_options(config, bad)
+    with pytest.raises(TransferError, match="unknown"):
+        task.with_serving_options({"class_names": ["cell"], "serving": {"nms": 0.5}}, {})
+    # Other tasks have no export options: given ones are refused by name, never ignored.
+    with pytest.raises(TransferError, match="--iou-threshold.*classification"):
+        get_task("classify").with_serving_options({"class_names": ["a", "b"]}, {"iou_threshold": 0.6})
+    assert get_task("localize").with_serving_options({"class_names": ["a"]}, {}) == {"class_names": ["a"]}
 
 
 def _rectangles(folder: Path, count: int, size: tuple[int, int] = (80, 64)) -> Path:
@@ -130,7 +153,6 @@ def _rectangles(folder: Path, count: int, size: tuple[int, int] = (80, 64)) -> P
 @pytest.mark.slow  # about 3 minutes on two shared CPU cores (train, evaluate, export with its parity checks)
 def test_train_evaluate_export_and_predict_in_a_fresh_process(tmp_path):
     from transfer.evaluate import evaluate_run
-    from transfer.export import export_run
     from transfer.recipe import Recipe, Stage
     from transfer.train import train
 
@@ -146,12 +168,20 @@ def test_train_evaluate_export_and_predict_in_a_fresh_process(tmp_path):
     summary = report.summary()
     assert {"map", "map50", "map75", "per_class_ap"} <= set(summary)
     assert set(summary["per_class_ap"]) == {"blue", "red"}
-    # Serve every box the untrained model scores at all, so the fresh process has boxes to map.
-    config["serving"] = {"score_threshold": 0.0, "iou_threshold": 0.5, "max_detections": 7}
-    (Path(result.run_dir) / "run.json").write_text(json.dumps(config))
-    export = export_run(result.run_dir, tmp_path / "export")
+    from typer.testing import CliRunner
+
+    from transfer.cli import app
+
+    # Serve every box the untrained model scores at all, so the fresh process has boxes to map
+    # (the export's options, through the CLI; the run's own thresholds stay as they were).
+    export = tmp_path / "export"
+    cli = CliRunner().invoke(app, ["export", str(result.run_dir), "--out", str(export), "--score-threshold", "0",
+                                   "--max-detections", "7"])
+    assert cli.exit_code == 0, cli.output
     meta = json.loads((export / "assets" / "transfer.json").read_text())
     assert meta["task"] == "detection" and meta["max_detections"] == 7 and meta["score_threshold"] == 0.0
+    assert meta["iou_threshold"] == 0.5
+    assert json.loads((Path(result.run_dir) / "run.json").read_text())["serving"]["score_threshold"] == 0.3
 
     other = tmp_path / "other.png"
     Image.fromarray(np.full((150, 300, 3), 90, np.uint8)).save(other)  # 300 wide, 150 high, not 64 x 64
@@ -167,10 +197,6 @@ def test_train_evaluate_export_and_predict_in_a_fresh_process(tmp_path):
     assert {d["class"] for d in found["detections"]} <= {"red", "blue"}
     scores = [d["score"] for d in found["detections"]]
     assert scores == sorted(scores, reverse=True)
-
-    from typer.testing import CliRunner
-
-    from transfer.cli import app
 
     cli = CliRunner().invoke(app, ["predict", str(export), str(other), "--json", "--draw", str(tmp_path / "drawn")])
     assert cli.exit_code == 0, cli.output

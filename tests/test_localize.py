@@ -291,7 +291,7 @@ def test_postprocess_maps_boxes_to_original_pixels_in_a_tf_function():
     assert [n.decode() for n in served["class_name"].numpy()] == [("cat", "dog")[i] for i in best]
     np.testing.assert_allclose(served["score"].numpy(), raw["class"].numpy().max(-1), rtol=1e-6)
     assert localize.parity_error({k: v.numpy() for k, v in raw.items()},
-                                 {k: v.numpy() for k, v in served.items()}, 32) < 1e-6
+                                 {k: v.numpy() for k, v in served.items()}, 32, {}) < 1e-6
 
 
 def test_postprocess_single_class_and_known_box():

@@ -95,11 +95,20 @@ def export_command(
     run_dir: Path = typer.Argument(..., help="A `transfer train` run folder."),
     out: Path = typer.Option(..., "--out", help="Export folder (a SavedModel) to create."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export."),
+    score_threshold: Optional[float] = typer.Option(
+        None, "--score-threshold", help="Detection: answer boxes scored at least this (default: the run's, 0.3)."),
+    iou_threshold: Optional[float] = typer.Option(
+        None, "--iou-threshold",
+        help="Detection: suppress a box overlapping a better one of its class by more (default: the run's, 0.5)."),
+    max_detections: Optional[int] = typer.Option(
+        None, "--max-detections", help="Detection: boxes answered per image at most (default: the run's, 100)."),
 ):
-    """Write a SavedModel (image bytes in, named results out: classes and scores, or a box) and a .keras file."""
+    """Write a SavedModel (image bytes in, named results out: classes and scores, or boxes) and a .keras file."""
     from transfer.export import export_run
 
-    path = export_run(run_dir, out, overwrite=overwrite)
+    given = {"score_threshold": score_threshold, "iou_threshold": iou_threshold, "max_detections": max_detections}
+    path = export_run(run_dir, out, overwrite=overwrite,
+                      serving_options={k: v for k, v in given.items() if v is not None})
     typer.echo(f"Exported {run_dir} -> {path} (SavedModel signatures: serving_default, serving_images)")
 
 

@@ -275,7 +275,7 @@ def export_model(
             },
         )
         model.save(staging / KERAS_FILE)
-        _check_parity(model, task, staging, image_size)
+        _check_parity(model, task, staging, image_size, config)
     logger.info("Exported %d-class %s model to %s", len(class_names), task.title, out_dir)
     return out_dir
 
@@ -371,7 +371,7 @@ def _metadata(model, task, config, image_size, extra) -> dict:
     return meta
 
 
-def _check_parity(model, task, export_dir: Path, image_size: int) -> None:
+def _check_parity(model, task, export_dir: Path, image_size: int, config: Mapping[str, Any]) -> None:
     """Reload the staged export and compare both signatures with the Keras model.
 
     Twice: through ``tf.saved_model.load`` (what Python callers and
@@ -407,7 +407,7 @@ def _check_parity(model, task, export_dir: Path, image_size: int) -> None:
         ) from e
     results.update({f"{name} (graph mode)": out for name, out in graph_mode.items()})
     for name, served in results.items():
-        err = task.parity_error(raw, served, image_size)
+        err = task.parity_error(raw, served, image_size, config)
         if not err <= _PARITY_ATOL:
             raise RuntimeError(
                 f"The exported signature {name!r} disagrees with the Keras model "
@@ -451,17 +451,25 @@ def _quiet_tensorflow_logger():
         tf_logger.setLevel(level)
 
 
-def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False,
+               serving_options: Mapping[str, Any] | None = None) -> Path:
     """Export the best checkpoint of a ``transfer train`` run (what ``transfer export`` does).
+
+    ``serving_options``: export-time settings of the run's task, e.g. detection's
+    ``{"score_threshold": 0.5}`` (the run's own are kept for what is not given).
 
     Example:
         >>> export_run("runs/flowers", "exports/flowers")
         PosixPath('exports/flowers')
+        >>> export_run("runs/bccd", "exports/bccd", serving_options={"iou_threshold": 0.6})
+        PosixPath('exports/bccd')
     """
     from transfer.run import RunDir
+    from transfer.tasks import get_task
 
     run = RunDir(run_dir).require()
     config = run.config()
+    config = get_task(config.get("task", "classify")).with_serving_options(config, dict(serving_options or {}))
     return export_model(
         run.load_model(),
         out_dir,

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Protocol
 
+from transfer.errors import TransferError
+
 
 @dataclass(frozen=True)
 class Objective:
@@ -57,6 +59,18 @@ class Report(Protocol):
         """Write metrics.json and the task's figures into ``out_dir``; returns what went where."""
 
 
+def raise_unknown_serving_options(task, options: Mapping[str, Any], known: tuple[str, ...]) -> None:
+    """Refuse export options a task has no use for, naming them and the task's own."""
+    from transfer.errors import TransferError
+
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unknown)
+        own = ", ".join("--" + name.replace("_", "-") for name in known) or "none"
+        raise TransferError(f"{flags} do(es) not apply to a {task.title} export (its export options: {own}).",
+                            fix="Leave them out; they set detection's non-maximum suppression.")
+
+
 class Task:
     """Base class of the tasks. Subclasses set ``name`` and implement every method that raises here.
 
@@ -68,6 +82,23 @@ class Task:
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""  # what exports record as their "task", e.g. "classification"
     uses_feature_cache: ClassVar[bool] = False
+
+    # --- options ----------------------------------------------------------------------------
+    def with_options(self, **options) -> "Task":
+        """This task with the user's task options (the CLI's ``--ignore-index``, ``--class-names``,
+        ``--decoder``, ...; an option left at None was not given). A task records the options it
+        takes in ``run_config``; one it does not take is refused, named as the CLI spells it.
+
+        Example:
+            >>> get_task("segment").with_options(ignore_index=11, decoder="fcn").ignore_index
+            11
+        """
+        given = sorted(name for name, value in options.items() if value is not None)
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise TransferError(f"--task {self.name} takes no {flags}.",
+                                fix=f"Leave {flags} out (or choose the task that takes it, e.g. --task segment).")
+        return self
 
     # --- data -------------------------------------------------------------------------------
     def load_data(self, source: str, *, val_source: str | None = None, val_fraction: float = 0.2,
@@ -160,10 +191,21 @@ class Task:
         -> the named outputs (TF ops only; fixed shapes, no ragged tensors)."""
         raise NotImplementedError
 
-    def parity_error(self, raw, served: Mapping[str, Any], image_size: int) -> float:
+    def parity_error(self, raw, served: Mapping[str, Any], image_size: int, config: Mapping[str, Any]) -> float:
         """Largest difference between the Keras model's raw outputs on images of exactly
-        ``image_size`` and what the export served for them (normalized so 1e-4 is the tolerance)."""
+        ``image_size`` and what the export served for them (normalized so 1e-4 is the tolerance);
+        ``config`` is the one ``postprocess`` traced the export with."""
         raise NotImplementedError
+
+    def with_serving_options(self, config: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
+        """``config`` with export-time settings applied (``transfer export --score-threshold ...``).
+
+        ``options`` holds only what the user gave. A task without such settings
+        refuses any, naming them, rather than ignoring them.
+        """
+        if options:
+            raise_unknown_serving_options(self, options, known=())
+        return dict(config)
 
     def export_metadata(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """Task fields for the export's transfer.json (besides class_names and image_size)."""

@@ -147,7 +147,7 @@ class ClassifyTask(Task):
             outputs["labels"] = tf.where(above, tiled_names, tf.fill(tf.shape(tiled_names), ""))
         return outputs
 
-    def parity_error(self, raw, served, image_size) -> float:
+    def parity_error(self, raw, served, image_size, config) -> float:
         import numpy as np
 
         return float(np.max(np.abs(np.asarray(served["scores"], np.float32) - np.asarray(raw, np.float32))))

@@ -17,12 +17,12 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Mapping
 
 from transfer.data.samples import Boxes, DataSplit, Samples
 from transfer.errors import TransferError
-from transfer.tasks.base import Objective, Task
+from transfer.tasks.base import Objective, Task, raise_unknown_serving_options
 
 # Imported for their registrations: checkpoints and exports hold a Detector compiled with a
 # DetectionLoss, and transfer.custom_objects imports this module so Keras can load them.
@@ -52,8 +52,8 @@ class DetectHead:
 
 @dataclass(frozen=True)
 class ServingThresholds:
-    """What the export keeps (run.json ``"serving"``, transfer.json): edit run.json before
-    ``transfer export`` to change them.
+    """What the export keeps (run.json ``"serving"``, transfer.json); ``transfer export
+    --score-threshold/--iou-threshold/--max-detections`` override them for one export.
 
     ``score_threshold``: boxes scored under it are not answered; ``iou_threshold``: a box
     overlapping a better one of its class by more is suppressed; ``max_detections``: slots
@@ -64,9 +64,33 @@ class ServingThresholds:
     iou_threshold: float = 0.5
     max_detections: int = 100
 
+    def __post_init__(self):
+        checks = (("score_threshold", self.score_threshold, 0.0 <= _number(self.score_threshold) < 1.0, "in [0, 1)"),
+                  ("iou_threshold", self.iou_threshold, 0.0 < _number(self.iou_threshold) <= 1.0, "in (0, 1]"),
+                  ("max_detections", self.max_detections,
+                   isinstance(self.max_detections, int) and not isinstance(self.max_detections, bool)
+                   and 1 <= self.max_detections <= 10_000, "a whole number from 1 to 10000"))
+        for name, value, ok, expected in checks:
+            if not ok:
+                raise TransferError(f"Detection {name} = {value!r} is not {expected}.",
+                                    fix=f"Give --{name.replace('_', '-')} a value {expected} "
+                                        "(defaults: score 0.3, IoU 0.5, 100 detections).")
+
     @classmethod
     def from_dict(cls, value: Mapping[str, Any] | None) -> "ServingThresholds":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(value or {}) - known)
+        if unknown:
+            raise TransferError(f"Detection serving settings {unknown} are unknown.",
+                                fix=f"Use only {sorted(known)} (run.json \"serving\").")
         return cls(**dict(value or {}))
+
+
+def _number(value) -> float:
+    """``value`` as a float for a range check; NaN (fails every comparison) for anything else."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return float("nan")
+    return float(value)
 
 
 class DetectTask(Task):
@@ -268,7 +292,6 @@ class DetectTask(Task):
         from transfer.tasks.detect_decode import decode_detections
 
         serving = ServingThresholds.from_dict(config.get("serving"))
-        self._traced_with = serving  # read by parity_error, which the export calls without the config
         found = decode_detections(raw["class_logits"], raw["box"], image_size,
                                   score_threshold=serving.score_threshold, iou_threshold=serving.iou_threshold,
                                   max_detections=serving.max_detections)
@@ -280,7 +303,7 @@ class DetectTask(Task):
         return {"boxes": boxes, "scores": found["scores"], "class_names": tf.gather(names, index),
                 "count": tf.cast(found["count"], tf.int32)}
 
-    def parity_error(self, raw, served: Mapping[str, Any], image_size: int) -> float:
+    def parity_error(self, raw, served: Mapping[str, Any], image_size: int, config: Mapping[str, Any]) -> float:
         """The Keras model's raw outputs decoded as the export decodes them, compared slot by slot:
         boxes in units of the input side (the parity images are ``S x S``), scores; a different
         count is an error of 1."""
@@ -288,8 +311,7 @@ class DetectTask(Task):
 
         from transfer.tasks.detect_decode import decode_detections
 
-        # The seam passes no config here: the thresholds are those postprocess traced the export with.
-        serving = getattr(self, "_traced_with", ServingThresholds())
+        serving = ServingThresholds.from_dict(config.get("serving"))
         count = np.asarray(served["count"])
         slots = np.asarray(served["scores"]).shape[1]
         found = decode_detections(raw["class_logits"], raw["box"], image_size,
@@ -301,6 +323,17 @@ class DetectTask(Task):
         error = float(np.max(np.abs(boxes - found["boxes"].numpy()), initial=0.0))
         scores = np.asarray(served["scores"], np.float64)
         return max(error, float(np.max(np.abs(scores - found["scores"].numpy()), initial=0.0)))
+
+    def with_serving_options(self, config: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
+        """``config`` with ``transfer export``'s NMS settings over the run's (checked).
+
+        Example:
+            >>> DetectTask().with_serving_options({"serving": {}}, {"iou_threshold": 0.6})["serving"]
+            {'score_threshold': 0.3, 'iou_threshold': 0.6, 'max_detections': 100}
+        """
+        raise_unknown_serving_options(self, options, known=tuple(f.name for f in fields(ServingThresholds)))
+        merged = {**asdict(ServingThresholds.from_dict(config.get("serving"))), **options}
+        return {**config, "serving": asdict(ServingThresholds(**merged))}
 
     def export_metadata(self, config: Mapping[str, Any]) -> dict[str, Any]:
         serving = ServingThresholds.from_dict(config.get("serving"))

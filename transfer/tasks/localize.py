@@ -255,7 +255,7 @@ class LocalizeTask(Task):
             score = tf.ones(tf.shape(normalized)[:1], tf.float32)
         return {"box": box, "box_normalized": normalized, "class_name": tf.gather(names, index), "score": score}
 
-    def parity_error(self, raw, served: Mapping[str, Any], image_size: int) -> float:
+    def parity_error(self, raw, served: Mapping[str, Any], image_size: int, config: Mapping[str, Any]) -> float:
         """Largest difference of the normalized box (and of the class score) between the Keras
         model and the export. The export clips boxes to the image, so the model's are clipped too."""
         import numpy as np
