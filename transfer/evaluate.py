@@ -214,28 +214,7 @@ def write_evaluation(report: EvalReport, out_dir: str | Path) -> dict[str, Path]
 
 def confusion_png(report: EvalReport) -> bytes:
     """The confusion matrix as a PNG heatmap with counts in the cells."""
-    import io
+    from transfer.figures import confusion_png as matrix_png
 
-    # Figure without pyplot: no GUI backend, no global state.
-    from matplotlib.figure import Figure
-
-    matrix = np.asarray(report.confusion)
-    n = len(report.class_names)
-    size = max(4.0, 0.6 * n + 2)
-    fig = Figure(figsize=(size, size))
-    ax = fig.subplots()
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(n), report.class_names, rotation=45, ha="right")
-    ax.set_yticks(range(n), report.class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"accuracy {report.accuracy:.3f} ({report.num_images} images)")
-    threshold = matrix.max() / 2 if matrix.size else 0
-    for i in range(n):
-        for j in range(n):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
-                    color="white" if matrix[i, j] > threshold else "black", fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
+    return matrix_png(report.confusion, report.class_names,
+                      f"accuracy {report.accuracy:.3f} ({report.num_images} images)")

@@ -160,22 +160,24 @@ class _ServingModule(tf.Module):
             raw = model(tf.cast(batch, input_dtype), training=False)
             return tf.nest.map_structure(lambda t: tf.cast(t, tf.float32)[:count], raw)
 
-        def answer(images, original_sizes):
+        def answer(images, original_sizes, signature=None):
             # The task's post-processing: raw outputs -> named results (boxes in the original pixels, ...).
-            return task.postprocess(run_model(images), original_sizes, image_size, config)
+            if signature is None:
+                return task.postprocess(run_model(images), original_sizes, image_size, config)
+            return task.postprocess(run_model(images), original_sizes, image_size, config, signature=signature)
 
         def decode_one(encoded):
             # The very functions the training pipeline maps over its files.
             image = decode_image(encoded)
             return resize_image(image, image_size), tf.shape(image)[:2]
 
-        def serve_bytes(image_bytes):
+        def serve_bytes(image_bytes, signature=None):
             images, sizes = tf.map_fn(
                 decode_one, image_bytes,
                 fn_output_signature=(tf.TensorSpec([image_size, image_size, 3], tf.uint8),
                                      tf.TensorSpec([2], tf.int32)),
             )
-            return answer(images, sizes)
+            return answer(images, sizes, signature)
 
         def serve_images(images):
             shape = tf.shape(images)
@@ -188,9 +190,15 @@ class _ServingModule(tf.Module):
         self.serve_images = tf.function(
             serve_images, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")]
         )
-        # Traces both functions (once: the signatures reuse these traces) and
+        # The task's further bytes signatures (segmentation's per-class probabilities).
+        self.extra = {
+            key: tf.function(lambda image_bytes, key=key: serve_bytes(image_bytes, key),
+                             input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+            for key in task.extra_signatures(config)
+        }
+        # Traces the functions (once: the signatures reuse these traces) and
         # tracks what they read; see the class docstring.
-        self.model_variables = _variables_read_by(self.serve_bytes, self.serve_images)
+        self.model_variables = _variables_read_by(self.serve_bytes, self.serve_images, *self.extra.values())
 
 
 def _variables_read_by(*functions) -> list[tf.Variable]:
@@ -272,6 +280,7 @@ def export_model(
             signatures={
                 BYTES_SIGNATURE: module.serve_bytes.get_concrete_function(),
                 IMAGES_SIGNATURE: module.serve_images.get_concrete_function(),
+                **{key: fn.get_concrete_function() for key, fn in module.extra.items()},
             },
         )
         model.save(staging / KERAS_FILE)
@@ -352,7 +361,9 @@ def _metadata(model, task, config, image_size, extra) -> dict:
         "backbone": None,
         "preprocessing": _preprocessing_mode(model),
         "resize": {"method": RESIZE_METHOD, "antialias": True},
-        "signatures": _signatures(task.serving_outputs(config)),
+        "signatures": {**_signatures(task.serving_outputs(config)),
+                       **{key: {"inputs": dict(SIGNATURES[BYTES_SIGNATURE]["inputs"]), "outputs": dict(outputs)}
+                          for key, outputs in task.extra_signatures(config).items()}},
         "files": {
             "keras_model": KERAS_FILE,
             "class_names": f"assets/{CLASS_NAMES_FILE}",
@@ -372,7 +383,8 @@ def _metadata(model, task, config, image_size, extra) -> dict:
 
 
 def _check_parity(model, task, export_dir: Path, image_size: int, config: Mapping[str, Any]) -> None:
-    """Reload the staged export and compare both signatures with the Keras model.
+    """Reload the staged export and compare its signatures (both, and a task's extra ones) with
+    the Keras model.
 
     Twice: through ``tf.saved_model.load`` (what Python callers and
     ``transfer predict`` use) and through a graph-mode TF1 session (what
@@ -386,6 +398,7 @@ def _check_parity(model, task, export_dir: Path, image_size: int, config: Mappin
     # PNG is lossless, so the bytes signature must decode to these exact pixels.
     encoded = [tf.io.encode_png(img).numpy() for img in images]
     loaded = tf.saved_model.load(str(export_dir))
+    extra = list(task.extra_signatures(config))
 
     def numpy(outputs):
         return {k: v.numpy() for k, v in outputs.items()}
@@ -393,10 +406,12 @@ def _check_parity(model, task, export_dir: Path, image_size: int, config: Mappin
     results = {
         IMAGES_SIGNATURE: numpy(loaded.signatures[IMAGES_SIGNATURE](images=tf.constant(images))),
         BYTES_SIGNATURE: numpy(loaded.signatures[BYTES_SIGNATURE](image_bytes=tf.constant(encoded))),
+        **{key: numpy(loaded.signatures[key](image_bytes=tf.constant(encoded))) for key in extra},
     }
     try:
         graph_mode = run_signatures_in_session(
-            export_dir, {IMAGES_SIGNATURE: images, BYTES_SIGNATURE: np.array(encoded, dtype=object)}
+            export_dir, {IMAGES_SIGNATURE: images, BYTES_SIGNATURE: np.array(encoded, dtype=object),
+                         **{key: np.array(encoded, dtype=object) for key in extra}}
         )
     except tf.errors.OpError as e:
         lines = [line.strip() for line in (e.message or str(e)).splitlines()]

@@ -162,8 +162,10 @@ class ExportedClassifier:
         return np.concatenate([np.zeros((0, len(self.class_names)), np.float32)]
                               + [b["scores"] for b in batches], axis=0)
 
-    def _serve_batches(self, images: Sequence[bytes], batch_size: int, outputs: Sequence[str]) -> list[dict]:
-        """The bytes signature's ``outputs`` (NumPy), batch by batch, for every task's ``predict_bytes``.
+    def _serve_batches(self, images: Sequence[bytes], batch_size: int, outputs: Sequence[str],
+                       signature: str = SIGNATURE) -> list[dict]:
+        """The bytes signature's ``outputs`` (NumPy), batch by batch, for every task's ``predict_bytes``
+        (``signature``: another ``image_bytes`` signature of the export, e.g. ``serving_probabilities``).
 
         Raises one ``TransferError`` naming the positions of the images that are
         refused (headers, checked before anything is decoded) or undecodable
@@ -172,13 +174,14 @@ class ExportedClassifier:
         images = [bytes(data) for data in images]
         # Header checks first (cheap, and a bomb must never reach the decoder) ...
         problems = {i: p for i, p in enumerate(map(self._refuse, images)) if p}
+        serve = self._serve if signature == SIGNATURE else self._loaded.signatures[signature]
         batches = []
         for start in range(0, len(images), batch_size):
             if problems:
                 break
             batch = images[start : start + batch_size]
             try:
-                served = self._serve(image_bytes=tf.constant(batch, dtype=tf.string))
+                served = serve(image_bytes=tf.constant(batch, dtype=tf.string))
             except tf.errors.InvalidArgumentError:
                 # ... then, only when the batch fails, a per-image decode to name the culprits.
                 problems = {start + i: p for i, p in enumerate(map(_decode_error, batch)) if p}

@@ -161,6 +161,9 @@ class Recipe:
         ema_epochs: stages that train backbone layers validate, checkpoint
             and keep an exponential moving average of the weights over about
             this many epochs (0: the raw weights).
+        ignore_index: segmentation only: the mask value (0-255) of pixels that
+            are not labelled (CamVid's void), left out of the loss and the
+            metrics; ``--ignore-index`` overrides it. None: every value is a class.
     """
 
     stages: tuple[Stage, ...] = field(default_factory=default_stages)
@@ -177,6 +180,7 @@ class Recipe:
     # The weight average keeps validation (and so the best checkpoint) from
     # the dip right after unfreezing, where the raw weights lose ground.
     ema_epochs: float = 1.0
+    ignore_index: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -206,6 +210,12 @@ class Recipe:
             raise TransferError(f"Recipe warmup_epochs={self.warmup_epochs!r}.", fix="Use a number >= 0 such as 1.")
         if not (isinstance(self.ema_epochs, (int, float)) and math.isfinite(self.ema_epochs) and self.ema_epochs >= 0):
             raise TransferError(f"Recipe ema_epochs={self.ema_epochs!r}.", fix="Use a number >= 0 such as 1 (0: off).")
+        if self.ignore_index is not None and not (
+            isinstance(self.ignore_index, int) and not isinstance(self.ignore_index, bool)
+            and 0 <= self.ignore_index <= 255
+        ):
+            raise TransferError(f"Recipe ignore_index={self.ignore_index!r}.",
+                                fix="Use the mask value of unlabelled pixels, a whole number 0-255 (or leave it out).")
         unknown = [a for a in self.augment if a not in AUGMENTATIONS]
         if unknown:
             raise TransferError(f"Recipe augment has unknown {unknown}.", fix=f"Use any of {AUGMENTATIONS}.")
@@ -249,6 +259,8 @@ class Recipe:
         data = dataclasses.asdict(self)
         data["augment"] = list(self.augment)
         data["stages"] = [dataclasses.asdict(s) for s in self.stages]
+        if data["ignore_index"] is None:  # TOML has no null: an unset key is left out
+            del data["ignore_index"]
         return data
 
     def to_toml(self) -> str:
@@ -326,6 +338,7 @@ _EXPECTED_TYPES = {
     "head_cache_views": int,
     "warmup_epochs": (int, float),
     "ema_epochs": (int, float),
+    "ignore_index": int,
 }
 
 

@@ -69,8 +69,13 @@ def class_weights(samples: Samples, mode: str) -> dict[int, float] | None:
     return ClassifyTask().class_weight(samples, _Mode)
 
 
-def task_of(data: DataSplit, task: str | None = None):
-    """The task named ``task``, or the one ``data``'s targets belong to (boxes: localize)."""
+def task_of(data: DataSplit, task=None):
+    """The task named ``task`` (or ``task`` itself, a ``Task`` with its options), or the one
+    ``data``'s targets belong to (boxes: localize)."""
+    from transfer.tasks.base import Task
+
+    if isinstance(task, Task):
+        return task
     if task is not None:
         return get_task(task)
     targets = data.train.targets[:1]
@@ -123,12 +128,13 @@ def train(
     xla: bool | None = None,
     feature_cache: str | Path | bool = True,
     distribution=None,
-    task: str | None = None,
+    task=None,
     val_data_source: str | None = None,
 ) -> TrainResult:
     """Train a model for ``task`` on ``data`` by ``recipe`` and write a run folder at ``out_dir``.
 
-    ``task``: ``"classify"``, ``"localize"`` (see ``transfer.tasks``); by
+    ``task``: ``"classify"``, ``"localize"`` (see ``transfer.tasks``), or a
+    task with options (``get_task("segment").with_options(decoder="fcn")``); by
     default the one ``data``'s targets belong to. ``recipe``: by default the
     task's own (``task.default_recipe()``).
 

@@ -8,7 +8,7 @@ Example:
     >>> get_task("localize").name
     'localize'
     >>> sorted(TASKS)
-    ['classify', 'detect', 'localize']
+    ['classify', 'detect', 'localize', 'segment']
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ TASKS = {
     "classify": "transfer.tasks.classify_task:ClassifyTask",
     "localize": "transfer.tasks.localize:LocalizeTask",
     "detect": "transfer.tasks.detect:DetectTask",
+    "segment": "transfer.tasks.segment:SegmentTask",
 }
 # Names older runs and exports recorded.
-_ALIASES = {"classification": "classify", "localization": "localize", "detection": "detect"}
+_ALIASES = {"classification": "classify", "localization": "localize", "detection": "detect",
+            "segmentation": "segment"}
 
 
 def get_task(name: str):

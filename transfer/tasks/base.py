@@ -191,6 +191,12 @@ class Task:
         -> the named outputs (TF ops only; fixed shapes, no ragged tensors)."""
         raise NotImplementedError
 
+    def extra_signatures(self, config: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+        """Further ``image_bytes`` signatures of the export, key -> outputs (as ``serving_outputs``):
+        answered by ``postprocess(..., signature=key)`` and checked by ``parity_error`` like the
+        others. Most tasks have none; segmentation's per-class probabilities are one."""
+        return {}
+
     def parity_error(self, raw, served: Mapping[str, Any], image_size: int, config: Mapping[str, Any]) -> float:
         """Largest difference between the Keras model's raw outputs on images of exactly
         ``image_size`` and what the export served for them (normalized so 1e-4 is the tolerance);

@@ -142,29 +142,13 @@ def _shown(value: float | None) -> str:
 
 def per_class_ap_png(report: DetectionReport) -> bytes:
     """Bars of AP@[.5:.95] and AP@0.5 per class (a class without ground truth is marked 'no boxes')."""
-    # Figure without pyplot: no GUI backend, no global state.
-    from matplotlib.figure import Figure
+    from transfer.figures import bars_png
 
-    names = report.class_names
-    fig = Figure(figsize=(max(5.0, 0.6 * len(names) + 2.0), 3.8))
-    ax = fig.subplots()
-    x = np.arange(len(names))
-    for offset, values, label, color in ((-0.2, report.per_class_ap, "AP@[.5:.95]", "tab:blue"),
-                                         (0.2, report.per_class_ap50, "AP@0.5", "tab:orange")):
-        ax.bar(x + offset, [0.0 if v is None else v for v in values], width=0.4, label=label, color=color)
-    for i, value in enumerate(report.per_class_ap):
-        if value is None:
-            ax.text(i, 0.02, "no boxes", ha="center", va="bottom", rotation=90, fontsize=8)
-    ax.set_xticks(x, names, rotation=45 if len(names) > 6 else 0, ha="right" if len(names) > 6 else "center")
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("average precision")
-    ax.set_title(f"mAP@[.5:.95] {_shown(report.map)}, mAP@0.5 {_shown(report.map50)} "
-                 f"({report.num_images} images, {report.num_boxes} boxes)", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
+    return bars_png(report.class_names, [("AP@[.5:.95]", report.per_class_ap, "tab:blue"),
+                                         ("AP@0.5", report.per_class_ap50, "tab:orange")],
+                    ylabel="average precision", missing="no boxes",
+                    title=f"mAP@[.5:.95] {_shown(report.map)}, mAP@0.5 {_shown(report.map50)} "
+                          f"({report.num_images} images, {report.num_boxes} boxes)")
 
 
 def evaluate_detections(

@@ -97,10 +97,10 @@ class LocalizeReport:
 
 def iou_histogram_png(report: LocalizeReport) -> bytes:
     """A histogram of the per-image IoUs, the 0.5 threshold marked."""
-    import io
-
     # Figure without pyplot: no GUI backend, no global state.
     from matplotlib.figure import Figure
+
+    from transfer.figures import figure_png
 
     fig = Figure(figsize=(5, 3.5))
     ax = fig.subplots()
@@ -112,10 +112,7 @@ def iou_histogram_png(report: LocalizeReport) -> bytes:
     ax.set_title(f"mean IoU {report.mean_iou:.3f}, IoU>=0.5 {report.iou50_accuracy:.3f} "
                  f"({report.num_images} images)", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
+    return figure_png(fig)
 
 
 def pixel_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
