@@ -21,7 +21,9 @@ from transfer.errors import TransferError
 @user_errors
 def check_data_command(
     ctx: typer.Context,
-    data: str = typer.Argument(..., help="Class folders (optionally train/ val/), a CSV, or tfds:NAME."),
+    data: str = typer.Argument(
+        ..., help="Class folders (optionally train/ val/), a CSV, tfds:NAME, box or mask annotations."
+    ),
     image_size: int = typer.Option(224, "--image-size", min=1, help="The training input side (for size warnings)."),
     quarantine: Optional[Path] = typer.Option(
         None, "--quarantine", help="Move the files training would skip into this folder (never deletes)."
@@ -34,6 +36,12 @@ def check_data_command(
     ),
     show_all: bool = typer.Option(False, "--all", help="List every file of every warning."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    class_names: Optional[str] = typer.Option(
+        None, "--class-names", help="Mask sources: the class names in pixel value order, e.g. sky,road,car."
+    ),
+    ignore_index: Optional[int] = typer.Option(
+        None, "--ignore-index", min=0, help="Mask sources: the mask value of unlabelled pixels (e.g. 255)."
+    ),
 ):
     """Find images training cannot read or should not trust; a table of files and what training does.
 
@@ -42,7 +50,8 @@ def check_data_command(
     from transfer.data.check import check_data, quarantine as move_aside
 
     report = check_data(
-        data, image_size=image_size, max_pixels=int(max_megapixels * 1e6), allow_outside_root=allow_outside_root
+        data, image_size=image_size, max_pixels=int(max_megapixels * 1e6), allow_outside_root=allow_outside_root,
+        class_names=class_names.split(",") if class_names else None, ignore_index=ignore_index,
     )
     moved = move_aside(report, quarantine) if quarantine is not None else []
     if as_json:

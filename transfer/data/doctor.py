@@ -105,8 +105,13 @@ def check_split(
 def check_data(
     source: str | os.PathLike, *, image_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
     near_duplicates: bool = True, val_fraction: float = 0.2, seed: int = 0, allow_outside_root: bool = False,
+    class_names: Sequence[str] | None = None, ignore_index: int | None = None,
 ) -> DataReport:
     """Check a data source (folder of class folders, CSV file or ``tfds:NAME``) without stopping at the first problem.
+
+    Mask sources (``images/`` + ``masks/``, VIA JSON, or ``train/`` ``val/`` of
+    them) are detected and their masks checked too (``transfer.data.masks``);
+    ``class_names`` and ``ignore_index`` are theirs (see ``read_masks``).
 
     Layout problems (an empty class folder, a bad CSV line) become findings
     instead of errors, so one run lists everything. Raises TransferError only
@@ -131,8 +136,12 @@ def check_data(
     path = Path(text)
     from transfer.data.boxes import box_format
     from transfer.data.boxes.check_source import list_box_source
+    from transfer.data.masks.check_source import is_mask_source, list_mask_source
 
-    if box_format(path) is not None:  # a VOC folder, box CSV or COCO JSON: every box is judged too
+    if is_mask_source(path):  # mask files or VIA polygons (before class folders: camvid/train/ has two folders)
+        split, samples, extra, root, given = list_mask_source(
+            path, val_fraction, seed, allow_outside_root, class_names=class_names, ignore_index=ignore_index)
+    elif box_format(path) is not None:  # a VOC folder, box CSV or COCO JSON: every box is judged too
         split, samples, extra, root, given = list_box_source(path, val_fraction, seed, allow_outside_root)
     elif text.lower().endswith(".csv") and path.is_file():
         split, samples, extra, root, given = _list_csv_source(path, val_fraction, seed, allow_outside_root)

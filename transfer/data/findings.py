@@ -180,6 +180,62 @@ PROBLEMS: dict[str, Problem] = {
         "Add training images with boxes of this class, or remove its boxes from validation: the model cannot "
         "learn it, so its AP is 0.",
     ),
+    # --- segmentation masks (transfer.data.masks): a pair without a usable mask is left out ---
+    "mask_missing": Problem(
+        "error", "skip", "image without mask (not used)",
+        "Add its mask (same file name, .png, in the masks folder) or remove the image.",
+    ),
+    "mask_orphan": Problem(
+        "info", "ignore", "mask without image (not used)", "Nothing to do, or restore its image (same file name)."
+    ),
+    "mask_unreadable": Problem(
+        "error", "skip", "mask cannot be read (not used)", "Export the mask again as a PNG of class values."
+    ),
+    "mask_size_mismatch": Problem(
+        "error", "skip", "mask size differs from its image (not used)",
+        "Export the mask again at the image's size: masks are pixels of the image as stored.",
+    ),
+    "mask_unknown_values": Problem(
+        "error", "stop", "mask values that are not classes",
+        "Name every class in value order (--class-names or classes.txt), or pass --ignore-index VALUE for "
+        "the value that marks unlabelled pixels.",
+    ),
+    "mask_jpeg": Problem(
+        "warning", "use", "JPEG mask (thresholded)",
+        "Export masks as PNG if you can: JPEG blurs class edges, so each pixel is snapped to the nearest class "
+        "value.",
+    ),
+    "mask_classes": Problem(
+        "info", "use", "class names guessed from mask values",
+        "Name the classes in value order (--class-names a,b,c or a classes.txt beside the masks).",
+    ),
+    "mask_annotation": Problem(
+        "error", "stop", "annotation problem", "Fix the annotation where the detail says, or remove it."
+    ),
+    "mask_outside_root": Problem(
+        "error", "stop", "image path outside the dataset folder",
+        "Keep images inside the annotation file's folder, or pass --allow-outside-root (allow_outside_root=True "
+        "in Python) if you trust this file.",
+    ),
+    "mask_region_dropped": Problem(
+        "warning", "review", "region not drawn (dropped)",
+        "Fix the region where the detail says (at least 3 points inside the image, a known class), or delete it.",
+    ),
+    "mask_region_clipped": Problem(
+        "warning", "use", "region reaches outside the image (clipped)",
+        "Nothing to do if the clipped region still covers the object; otherwise fix its points.",
+    ),
+    "mask_unannotated": Problem(
+        "info", "ignore", "image without annotation (not used)",
+        "Nothing to do, or annotate it (an entry without regions makes it an all-background image).",
+    ),
+    "mask_pixel_share": Problem(
+        "info", "use", "pixel share per class", "Nothing to do: rare classes may need more images or a weighted loss."
+    ),
+    "mask_rare_class": Problem(
+        "warning", "review", "class (almost) absent from the masks",
+        "Add images that show it, or check the class names and value order.",
+    ),
 }
 
 

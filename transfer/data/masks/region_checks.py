@@ -1,0 +1,157 @@
+"""Every region of a VIA or COCO file judged against the real image: drawn, clipped or dropped, and why.
+
+The readers (``via``, ``coco``) only parse: each image becomes a
+``RegionImage`` (its path, the annotation file, the size the file claims and
+its raw ``Region``s with class names). ``check_regions`` then reads each
+image's real size from its header, drops images that cannot be read or
+whose claimed size differs (``mask_size_mismatch``: their polygons would be
+pixels of another image), and judges every region: an unknown class, fewer
+than 3 points, no area or no part inside the image drops it
+(``mask_region_dropped``), reaching outside clips it (``mask_region_clipped``),
+an RLE must cover exactly the image. An image keeps its place when all its
+regions are dropped (all background), so dropping a region never changes
+which images exist.
+
+Classes: index 0 is ``background`` (pixels no region covers), then the object
+classes: ``class_names`` when given (a validation file read with training's
+names), else the sorted names of the regions.
+
+Example:
+    >>> samples, findings = check_regions(read_via_json("balloon/train/via_region_data.json"))
+    >>> samples.class_names
+    ('background', 'balloon')
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from transfer.data.findings import Finding, finding
+from transfer.data.masks.decode import check_rle
+from transfer.data.masks.regions import judge_polygon
+from transfer.data.masks.sizes import header_size
+from transfer.data.masks.values import with_background
+from transfer.data.samples import Mask, Samples
+from transfer.errors import TransferError
+
+
+@dataclass(frozen=True)
+class Region:
+    """One region as the file writes it: a flat polygon or a COCO RLE dict, its class name and where it is."""
+
+    label: str
+    polygon: tuple[float, ...] | None = None
+    rle: Any = None
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class RegionImage:
+    """One image and its regions as read from an annotation file (nothing judged yet)."""
+
+    image: str
+    annotation: str
+    claimed_size: tuple[float, float] | None = None
+    regions: tuple[Region, ...] = ()
+
+
+@dataclass(frozen=True)
+class RegionFile:
+    """What a reader found: the annotated images and the problems of the file itself."""
+
+    images: tuple[RegionImage, ...]
+    findings: tuple[Finding, ...] = field(default=())
+    root: str = ""
+
+
+def check_regions(parsed: RegionFile, class_names: Sequence[str] | None = None) -> tuple[Samples, list[Finding]]:
+    """Judge every region of ``parsed``; the usable images (sorted by path) with their masks, and every problem."""
+    findings = list(parsed.findings)
+    names = (with_background(class_names) if class_names is not None else
+             with_background(sorted({r.label for i in parsed.images for r in i.regions}) or ["object"]))
+    index = {name: i for i, name in enumerate(names)}
+    judged: dict[str, Mask] = {}
+    seen: set[str] = set()
+    for record in parsed.images:
+        key = os.path.normcase(os.path.abspath(record.image))
+        if key in seen:
+            findings.append(finding(record.annotation, "mask_annotation", f"'{record.image}' is annotated twice; "
+                                    "only its first entry is used", related=record.image, severity="warning",
+                                    action="review"))
+            continue
+        seen.add(key)
+        size = _real_size(record, findings)
+        if size is not None:
+            judged[record.image] = _mask(record, size, index, findings)
+    sources = tuple(sorted(judged))
+    return Samples(sources, tuple(judged[s] for s in sources), names), findings
+
+
+def _real_size(record: RegionImage, findings: list[Finding]) -> tuple[int, int] | None:
+    size, problem = header_size(record.image)
+    regions = f"its {len(record.regions)} region(s) in '{record.annotation}' are not used"
+    if size is None:
+        findings.append(finding(record.image, problem[0], f"{problem[1]}; {regions}", related=record.annotation))
+        return None
+    if record.claimed_size is not None and all(v > 0 for v in record.claimed_size):
+        claimed = record.claimed_size
+        if abs(claimed[0] - size[0]) >= 0.5 or abs(claimed[1] - size[1]) >= 0.5:
+            findings.append(finding(record.image, "mask_size_mismatch", f"'{record.annotation}' says "
+                                    f"{claimed[0]:g}x{claimed[1]:g} but the image is {size[0]}x{size[1]}; {regions}",
+                                    related=record.annotation))
+            return None
+    return size
+
+
+def _mask(record: RegionImage, size: tuple[int, int], index: dict[str, int], findings: list[Finding]) -> Mask:
+    width, height = size
+    polygons: list[tuple[int, tuple[float, ...]]] = []
+    rles: list[tuple[int, Any]] = []
+    order: list[str] = []  # "p"/"r" per kept region: a mix is drawn in file order as RLE
+
+    def note(code: str, region: Region, what: str) -> None:
+        action = "not drawn" if code == "mask_region_dropped" else ""
+        detail = f"{region.where} ('{region.label}') of '{record.image}' {what}" + (f"; {action}" if action else "")
+        findings.append(finding(record.annotation, code, detail, related=record.image))
+
+    for region in record.regions:
+        if region.label not in index:
+            note("mask_region_dropped", region, "has a class training does not know")
+            continue
+        if region.rle is not None:
+            try:
+                check_rle(region.rle, width, height)
+            except TransferError as e:
+                note("mask_region_dropped", region, e.message.rstrip("."))
+                continue
+            rles.append((index[region.label], region.rle))
+            order.append("r")
+            continue
+        polygon, what = judge_polygon(region.polygon, width, height)
+        if polygon is None:
+            note("mask_region_dropped", region, what)
+            continue
+        if what:
+            note("mask_region_clipped", region, what)
+        polygons.append((index[region.label], polygon))
+        order.append("p")
+    if rles and polygons:
+        return Mask(width, height, rle=_as_rle(order, polygons, rles, width, height))
+    return Mask(width, height, polygons=tuple(polygons), rle=tuple(rles))
+
+
+def _as_rle(order, polygons, rles, width, height) -> tuple[tuple[int, Any], ...]:
+    """Polygons and RLE regions of one image as RLE regions, in file order (pycocotools rasterizes the polygons)."""
+    from pycocotools import mask as mask_utils
+
+    polygon_iter, rle_iter, out = iter(polygons), iter(rles), []
+    for kind in order:
+        if kind == "r":
+            out.append(next(rle_iter))
+            continue
+        label, coords = next(polygon_iter)
+        encoded = mask_utils.frPyObjects([list(coords)], height, width)[0]
+        out.append((label, {"size": [height, width], "counts": encoded["counts"].decode("ascii")}))
+    return tuple(out)
