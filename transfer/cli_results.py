@@ -135,7 +135,13 @@ def predict_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     draw: Optional[Path] = typer.Option(
         None, "--draw",
-        help="Localization and detection: write each image with its boxes and labels drawn into this folder.",
+        help="Localization and detection: write each image with its boxes and labels drawn into this folder; "
+             "segmentation: each image with its mask blended over it and a legend of the classes.",
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out",
+        help="Segmentation: write each file's mask into this folder, a PNG of class values (the image's size, "
+             "its file name's stem).",
     ),
 ):
     """Run an exported model on image files (no training code involved): classes, or a box and its class.
@@ -154,6 +160,12 @@ def predict_command(
     if export_task(export_dir) == "detection":
         _predict_detections(export_dir, files, limits, as_json=as_json, draw=draw)
         return
+    if export_task(export_dir) == "segmentation":
+        _predict_masks(export_dir, files, limits, as_json=as_json, draw=draw, out=out)
+        return
+    if out is not None:
+        raise TransferError(f"--out writes masks; {export_dir} is a {export_task(export_dir)} export.",
+                            fix="Drop --out (use --json to keep the answers).")
     if draw is not None:
         raise TransferError(f"--draw draws boxes; {export_dir} is a classification export.",
                             fix="Drop --draw (classification prints classes and scores).")
@@ -240,6 +252,57 @@ def _predict_detections(export_dir: Path, files: List[str], limits: dict, *, as_
             typer.echo(f"{len(failed)} of {len(results)} file(s) failed.", err=True)
     if failed:
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _predict_masks(export_dir: Path, files: List[str], limits: dict, *, as_json: bool, draw: Optional[Path],
+                   out: Optional[Path]) -> None:
+    """``transfer predict`` for a segmentation export: each file's class shares; its mask PNG
+    into ``--out``, its overlay into ``--draw``."""
+    from transfer.predict_masks import ExportedSegmenter, describe_result, draw_overlay, write_mask_png
+
+    segmenter = ExportedSegmenter.load(export_dir, **limits)
+    results = segmenter.predict_files(files)
+    failed = [r for r in results if "error" in r]
+    names = _unique_stems([r["file"] for r in results])
+    for r, stem in zip(results, names):
+        if "error" in r:
+            continue
+        if out is not None:
+            r["mask_file"] = str(write_mask_png(r["mask"], out / f"{stem}.png"))
+        if draw is not None:
+            r["drawn"] = str(draw_overlay(r["file"], r["mask"], segmenter.class_names, draw / f"{stem}.png"))
+    if as_json:
+        shown = []
+        for r in results:  # the mask itself is the PNG (--out); JSON gets its size and class shares
+            shown.append({k: v for k, v in r.items() if k != "mask"})
+            if "mask" in r:
+                shown[-1]["height"], shown[-1]["width"] = (int(v) for v in r["mask"].shape)
+        typer.echo(json.dumps({"export": str(export_dir), "class_names": segmenter.class_names,
+                               "results": shown}, indent=2))
+    else:
+        for r in results:
+            typer.echo(describe_result(r))
+        done = len(results) - len(failed)
+        if out is not None and done:
+            typer.echo(f"Wrote {done} mask(s) into {out} (PNG, pixel value = class index: "
+                       f"{', '.join(f'{i} {n}' for i, n in enumerate(segmenter.class_names))})")
+        if draw is not None and done:
+            typer.echo(f"Drew {done} image(s) into {draw}")
+        if failed:
+            typer.echo(f"{len(failed)} of {len(results)} file(s) failed.", err=True)
+    if failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _unique_stems(files: List[str]) -> List[str]:
+    """Each file's stem, made unique with ``-2``, ``-3``, ... where stems repeat (a.png, b/a.jpg)."""
+    seen: dict[str, int] = {}
+    stems = []
+    for file in files:
+        stem = Path(file).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return stems
 
 
 def _expand_image_arguments(paths: List[Path]) -> List[str]:

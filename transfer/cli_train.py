@@ -25,14 +25,29 @@ def train_command(
         None, "--data",
         help="classify: class folders (optionally train/ val/), a CSV, or tfds:NAME; "
              "localize/detect: a box CSV, a Pascal VOC folder (one of its lists: "
-             "FOLDER/ImageSets/Main/NAME.txt) or a COCO JSON file.",
+             "FOLDER/ImageSets/Main/NAME.txt) or a COCO JSON file; segment: a folder of images/ + masks/ "
+             "(or image/ + label/), VIA or COCO polygon JSON, or tfds:NAME with masks.",
     ),
     val_data: Optional[str] = typer.Option(
         None, "--val-data", help="Validate on this source (same kinds as --data) instead of splitting --data."
     ),
     task_name: str = typer.Option(
         "classify", "--task",
-        help="classify, localize (one box and class per image) or detect (every box of every class).",
+        help="classify, localize (one box and class per image), detect (every box of every class) or "
+             "segment (a class for every pixel).",
+    ),
+    ignore_index: Optional[int] = typer.Option(
+        None, "--ignore-index", min=0, max=255,
+        help="segment: the mask value of unlabelled pixels (e.g. CamVid's void 11), left out of the loss and "
+             "metrics (default: the recipe's ignore_index, else none).",
+    ),
+    class_names: Optional[str] = typer.Option(
+        None, "--class-names",
+        help="segment: the class of each mask value, in value order (e.g. background,cell); default: the "
+             "classes.txt beside the masks.",
+    ),
+    decoder: Optional[str] = typer.Option(
+        None, "--decoder", help="segment: unet (skip connections from strides 2-32, the default) or fcn."
     ),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder to create."),
     resume: Optional[Path] = typer.Option(
@@ -84,7 +99,8 @@ def train_command(
     if resume is not None:
         if (data is not None or out is not None or recipe is not None or epochs is not None or val_data is not None
                 or task_name != "classify" or precision != "float32" or xla is not None
-                or feature_cache is not None or no_feature_cache):
+                or feature_cache is not None or no_feature_cache
+                or (ignore_index, class_names, decoder) != (None, None, None)):
             raise TransferError(
                 "--resume continues a run with its own data, recipe and settings.",
                 fix="Pass only --resume RUN_DIR.",
@@ -109,6 +125,9 @@ def train_command(
     size = checked_image_size(spec, image_size, task)
     check_out_dir(out)
     chosen = Recipe.load(recipe) if recipe else task.default_recipe()
+    # The task's own options (each task refuses those it does not take, by their flag).
+    task = task.with_options(ignore_index=ignore_index if ignore_index is not None else chosen.ignore_index,
+                             class_names=class_names, decoder=decoder)
     if epochs is not None:
         if epochs < 1:
             raise TransferError(f"--epochs {epochs} is not positive.", fix="Pass --epochs 1 or more.")
@@ -129,7 +148,7 @@ def train_command(
         split, out, backbone=backbone, weights=_parse_weights(weights), image_size=image_size,
         recipe=chosen, data_source=data, verbose=verbose, precision=precision, xla=xla,
         feature_cache=False if no_feature_cache else (feature_cache or True), distribution=distribution,
-        task=task.name, val_data_source=val_data,
+        task=task, val_data_source=val_data,
     )
     if not distribution.is_chief:
         typer.echo(f"Worker {distribution.worker_index} finished; the chief wrote the run folder.")

@@ -120,8 +120,6 @@ def draw_box(image_path: str | os.PathLike, result: dict[str, Any], out_path: st
     """
     from PIL import Image, ImageDraw
 
-    from transfer.atomic import atomic_write_bytes
-
     if "error" in result or "box" not in result:
         raise TransferError(f"No box to draw for '{image_path}': {result.get('error', 'no box in the result')}.",
                             fix="Draw only results that have a box.")
@@ -138,6 +136,21 @@ def draw_box(image_path: str | os.PathLike, result: dict[str, Any], out_path: st
     top = ymin - text_h if ymin >= text_h else ymin  # above the box, or inside it at the image's top
     draw.rectangle([xmin, top, xmin + text_box[2] - text_box[0] + 6, top + text_h], fill=(255, 40, 40))
     draw.text((xmin + 3, top + 1), label, fill=(255, 255, 255))
+    return save_drawing(image, out_path)
+
+
+def save_drawing(image, out_path: str | os.PathLike) -> Path:
+    """Write a PIL image to ``out_path`` atomically, in the format its suffix names (JPEG for
+    ``.jpg``/``.jpeg``, else what PIL registers for the suffix, else PNG); every task's ``--draw``.
+
+    Example:
+        >>> save_drawing(Image.new("RGB", (8, 8)), "drawn/a.png")
+        PosixPath('drawn/a.png')
+    """
+    from PIL import Image
+
+    from transfer.atomic import atomic_write_bytes
+
     out_path = Path(out_path)
     suffix = out_path.suffix.lower()
     fmt = "JPEG" if suffix in (".jpg", ".jpeg") else Image.registered_extensions().get(suffix, "PNG")

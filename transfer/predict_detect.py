@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,7 +36,7 @@ from transfer.predict import ExportedClassifier, _check_positive
 
 DETECTION_OUTPUTS = ("boxes", "scores", "class_names", "count")
 # Distinct, readable colors, one per class (cycled past ten classes).
-_PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+CLASS_COLORS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
             (70, 240, 240), (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40))
 
 
@@ -130,7 +129,7 @@ def draw_detections(image_path: str | os.PathLike, result: dict[str, Any], out_p
     """
     from PIL import Image, ImageDraw
 
-    from transfer.atomic import atomic_write_bytes
+    from transfer.predict_boxes import save_drawing
 
     if "error" in result or "detections" not in result:
         raise TransferError(f"No detections to draw for '{image_path}': {result.get('error', 'no detections')}.",
@@ -144,7 +143,7 @@ def draw_detections(image_path: str | os.PathLike, result: dict[str, Any], out_p
     for d in sorted(result["detections"], key=lambda d: d["score"]):  # best drawn last, on top
         if d["class"] not in order:
             order.append(d["class"])
-        color = _PALETTE[order.index(d["class"]) % len(_PALETTE)]
+        color = CLASS_COLORS[order.index(d["class"]) % len(CLASS_COLORS)]
         xmin, ymin, xmax, ymax = (float(v) for v in d["box"])
         draw.rectangle([xmin, ymin, max(xmax - 1, xmin), max(ymax - 1, ymin)], outline=color, width=width)
         label = f"{d['class']} {float(d['score']):.2f}"
@@ -153,13 +152,7 @@ def draw_detections(image_path: str | os.PathLike, result: dict[str, Any], out_p
         top = ymin - text_h if ymin >= text_h else ymin
         draw.rectangle([xmin, top, xmin + text_box[2] - text_box[0] + 6, top + text_h], fill=color)
         draw.text((xmin + 3, top + 1), label, fill=(255, 255, 255))
-    out_path = Path(out_path)
-    suffix = out_path.suffix.lower()
-    fmt = "JPEG" if suffix in (".jpg", ".jpeg") else Image.registered_extensions().get(suffix, "PNG")
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **({"quality": 92} if fmt == "JPEG" else {}))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_bytes(out_path, buffer.getvalue())
+    return save_drawing(image, out_path)
 
 
 def detections_as_arrays(detections: list[dict[str, Any]], class_names: Sequence[str]):

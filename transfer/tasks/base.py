@@ -96,7 +96,7 @@ class Task:
         given = sorted(name for name, value in options.items() if value is not None)
         if given:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise TransferError(f"--task {self.name} takes no {flags}.",
+            raise TransferError(f"--task {self.name} takes no {flags} (command-line option or recipe key).",
                                 fix=f"Leave {flags} out (or choose the task that takes it, e.g. --task segment).")
         return self
 
