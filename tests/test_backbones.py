@@ -21,8 +21,12 @@ from transfer.errors import TransferError
 # Run them with `-m slow`.
 SLOW = {"nasnetlarge", "efficientnetb6", "efficientnetb7", "efficientnetv2m", "efficientnetv2l", "convnext_xlarge"}
 # Their stem is unnamed (Keras auto-names it, and the names depend on how many
-# models were built before), so they have no stride-4 feature.
+# models were built before), so they have no stride-2 or stride-4 feature.
 NO_STRIDE_4 = {"inceptionv3", "inceptionresnetv2"}
+# ConvNeXt's stem is a 4x4 stride-4 conv: nothing exists at stride 2.
+NO_STRIDE_2 = NO_STRIDE_4 | {f"convnext_{v}" for v in ("tiny", "small", "base", "large", "xlarge")}
+# 'valid'-padded stems: feature sizes are off by a constant from size // stride.
+INEXACT = {"inceptionv3", "inceptionresnetv2", "xception", "nasnetmobile", "nasnetlarge"}
 
 
 def _params(names):
@@ -53,19 +57,22 @@ def test_backbone_builds_with_named_features_blocks_and_width(name):
     model = spec.instantiate(None, (size, size, 3))
 
     # (a) every feature reference resolves, at the stride it claims.
-    expected_strides = set(STRIDES) - ({4} if name in NO_STRIDE_4 else set())
+    expected_strides = set(STRIDES) - ({4} if name in NO_STRIDE_4 else set()) - (
+        {2} if name in NO_STRIDE_2 else set())
     assert set(spec.feature_layers) == expected_strides
     features = spec.features(model)
     sizes = {stride: _spatial(t) for stride, t in features.items()}
     if any(sizes[s] != size // s for s in sizes):
-        # 'valid' padding (Inception, Xception stems) shifts sizes by a constant:
+        # 'valid' padding (Inception, Xception, NASNet stems) shifts sizes by a constant:
         # measure the stride as d(input) / d(feature size) from a second build.
         # 64 is a multiple of every stride, so the difference is exact.
         model2 = spec.instantiate(None, (size + 64, size + 64, 3))
         sizes2 = {s: _spatial(t) for s, t in spec.features(model2).items()}
         measured = {s: 64 / (sizes2[s] - sizes[s]) for s in sizes}
         assert measured == {s: float(s) for s in sizes}, (sizes, sizes2)
-        assert name in {"inceptionv3", "inceptionresnetv2", "xception"}, "unexpected inexact strides"
+        assert name in INEXACT, "unexpected inexact strides"
+        # ... and never by more than the stem's few pixels (a skip is resized to ceil(S / stride)).
+        assert all(abs(sizes[s] - size / s) < 3 for s in sizes), sizes
 
     # (b) the pooled feature width is what Keras builds.
     assert model.output_shape[-1] == spec.feature_dim
@@ -114,6 +121,12 @@ def test_unknown_backbone_suggests_close_names():
         get_backbone("resnet5")
     assert "'resnet50'" in caught.value.message
     assert "transfer backbones" in caught.value.fix
+
+
+def test_stride_2_is_missing_only_where_no_layer_is_named():
+    missing = {spec.name for spec in list_backbones() if 2 not in spec.feature_layers}
+    assert missing == NO_STRIDE_2
+    assert all(min(spec.feature_layers) == 4 for spec in list_backbones() if spec.name in NO_STRIDE_2 - NO_STRIDE_4)
 
 
 def test_specs_are_frozen():

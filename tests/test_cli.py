@@ -50,7 +50,7 @@ def test_backbones_json_lists_registry(runner):
     names = [r["name"] for r in rows]
     assert "mobilenet_0.25" in names and "resnet50" in names and "vgg16" in names
     row = rows[names.index("mobilenet_0.25")]
-    assert row["preprocessing"] == "tf" and set(row["feature_layers"]) == {"4", "8", "16", "32"}
+    assert row["preprocessing"] == "tf" and set(row["feature_layers"]) == {"2", "4", "8", "16", "32"}
 
 
 def test_backbones_table(runner):

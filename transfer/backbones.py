@@ -33,7 +33,7 @@ from typing import Any, Mapping
 
 from transfer.errors import TransferError
 
-STRIDES = (4, 8, 16, 32)
+STRIDES = (2, 4, 8, 16, 32)
 PREPROCESSING_MODES = ("caffe", "tf", "torch", "none")
 
 # Feature references that are not plain layer names (see BackboneSpec).
@@ -78,15 +78,19 @@ class BackboneSpec:
         constructor: the ``keras.applications`` attribute, e.g. ``"ResNet50"``.
         default_size: the input size the ImageNet weights were trained at.
         preprocessing: ``"caffe" | "tf" | "torch" | "none"`` (see ``transfer.layers``).
-        feature_layers: output stride (4, 8, 16, 32) -> feature reference, for
-            detection and segmentation heads. Names, never indices. A reference
+        feature_layers: output stride (2, 4, 8, 16, 32) -> feature reference,
+            for detection heads and segmentation decoders (U-Net skips). Names, never indices. A reference
             is a layer name (that layer's output), ``"<layer>:input"`` (the
             tensor going into that layer) or ``"@output"`` (the model's output).
             The last two exist because Keras leaves some layers without a
             stable name: unnamed layers are called ``add_3``, ``activation_17``
             ... with a counter that depends on how many models were built
-            before. Use ``features(model)`` to resolve them. Inception V3 and
-            Inception-ResNet-V2 have no stride 4: their whole stem is unnamed.
+            before. Use ``features(model)`` to resolve them. Strides without a
+            stably named layer are left out: Inception V3 and
+            Inception-ResNet-V2 have neither stride 2 nor 4 (their whole stem
+            is unnamed); ConvNeXt has no stride 2 (its 4x4 stem patchifies
+            straight to stride 4). Xception's and NASNet's stride-2 maps come
+            from 'valid'-padded stems and are a pixel smaller than ``S / 2``.
         block_pattern: regex grouping layers into blocks, used to unfreeze
             "the top N blocks". By default group 1 names the block a layer
             belongs to, and layers that do not match join the block before them.
@@ -152,7 +156,7 @@ class BackboneSpec:
             >>> spec = get_backbone("resnet50")
             >>> model = spec.instantiate(None, (64, 64, 3))
             >>> {s: t.shape[1] for s, t in spec.features(model).items()}
-            {4: 16, 8: 8, 16: 4, 32: 2}
+            {2: 32, 4: 16, 8: 8, 16: 4, 32: 2}
         """
         return {stride: _resolve(model, ref) for stride, ref in self.feature_layers.items()}
 
@@ -200,17 +204,18 @@ def _resolve(model, ref: str):
 def _mobilenet(alpha: float) -> BackboneSpec:
     return BackboneSpec(
         f"mobilenet_{alpha}", "MobileNet", 224, "tf",
-        {4: "conv_pw_3_relu", 8: "conv_pw_5_relu", 16: "conv_pw_11_relu", 32: "conv_pw_13_relu"},
+        {2: "conv_pw_1_relu", 4: "conv_pw_3_relu", 8: "conv_pw_5_relu", 16: "conv_pw_11_relu", 32: "conv_pw_13_relu"},
         r"^conv_(?:dw_|pw_|pad_)?(\d+)", {"alpha": alpha}, feature_dim=int(1024 * alpha),
     )
 
 
 def _mobilenet_v2(alpha: float, dim: int) -> BackboneSpec:
-    # The last layer at strides 4/8/16 is the expansion of the first block of
+    # The last layer at strides 2/4/8/16 is the expansion of the first block of
     # the next stage (wide, post-activation), as in segmentation_models.
     return BackboneSpec(
         f"mobilenetv2_{alpha}", "MobileNetV2", 224, "tf",
-        {4: "block_3_expand_relu", 8: "block_6_expand_relu", 16: "block_13_expand_relu", 32: "out_relu"},
+        {2: "block_1_expand_relu", 4: "block_3_expand_relu", 8: "block_6_expand_relu",
+         16: "block_13_expand_relu", 32: "out_relu"},
         r"^(expanded_conv|block_\d+)_", {"alpha": alpha}, feature_dim=dim,
     )
 
@@ -218,8 +223,9 @@ def _mobilenet_v2(alpha: float, dim: int) -> BackboneSpec:
 def _mobilenet_v3(size: str, suffix: str, kwargs: dict, dim: int) -> BackboneSpec:
     # Keras leaves MobileNetV3's activations unnamed, so the post-activation
     # feature at a stride is named as the input of the next stride-2 padding.
-    pads = {"small": (1, 3, 8), "large": (3, 6, 12)}[size]
-    layers = {s: f"expanded_conv_{i}_depthwise_pad{INPUT_SUFFIX}" for s, i in zip((4, 8, 16), pads)}
+    # Block 0 is "expanded_conv" (no index); Small downsamples in it, Large in block 1.
+    pads = {"small": ("", "_1", "_3", "_8"), "large": ("_1", "_3", "_6", "_12")}[size]
+    layers = {s: f"expanded_conv{i}_depthwise_pad{INPUT_SUFFIX}" for s, i in zip((2, 4, 8, 16), pads)}
     return BackboneSpec(
         f"mobilenetv3{size}{suffix}", f"MobileNetV3{size.capitalize()}", 224, "none",
         {**layers, 32: OUTPUT_REF}, r"^(expanded_conv(?:_\d+)?)_", kwargs, feature_dim=dim,
@@ -229,7 +235,7 @@ def _mobilenet_v3(size: str, suffix: str, kwargs: dict, dim: int) -> BackboneSpe
 def _densenet(depth: int, dim: int) -> BackboneSpec:
     return BackboneSpec(
         f"densenet{depth}", f"DenseNet{depth}", 224, "torch",
-        {4: "pool2_conv", 8: "pool3_conv", 16: "pool4_conv", 32: "relu"},
+        {2: "conv1_relu", 4: "pool2_conv", 8: "pool3_conv", 16: "pool4_conv", 32: "relu"},
         r"^(conv\d_block\d+|pool\d)_", feature_dim=dim,
     )
 
@@ -237,18 +243,21 @@ def _densenet(depth: int, dim: int) -> BackboneSpec:
 def _efficientnet(variant: int, size: int, dim: int) -> BackboneSpec:
     return BackboneSpec(
         f"efficientnetb{variant}", f"EfficientNetB{variant}", size, "none",
-        {4: "block3a_expand_activation", 8: "block4a_expand_activation",
+        {2: "block2a_expand_activation", 4: "block3a_expand_activation", 8: "block4a_expand_activation",
          16: "block6a_expand_activation", 32: "top_activation"},
         r"^(block\d[a-z])_", feature_dim=dim,
     )
 
 
-def _efficientnet_v2(variant: str, size: int, dim: int, last_stage2_block: str) -> BackboneSpec:
-    # Stage 3 starts with a fused block that downsamples at once, so the last
-    # stride-4 layer is the final residual add of stage 2.
+def _efficientnet_v2(variant: str, size: int, dim: int, last_stage1_block: str,
+                     last_stage2_block: str) -> BackboneSpec:
+    # Stages 2 and 3 start with a fused block that downsamples at once, so the
+    # last stride-2/4 layer is the final residual add of stage 1/2. B0's stage 1
+    # is a single block without a residual (32 -> 16 channels): its projection.
+    stride2 = "block1a_project_activation" if last_stage1_block == "a" else f"block1{last_stage1_block}_add"
     return BackboneSpec(
         f"efficientnetv2{variant}", f"EfficientNetV2{variant.upper()}", size, "none",
-        {4: f"block2{last_stage2_block}_add", 8: "block4a_expand_activation",
+        {2: stride2, 4: f"block2{last_stage2_block}_add", 8: "block4a_expand_activation",
          16: "block6a_expand_activation", 32: "top_activation"},
         r"^(block\d[a-z])_", feature_dim=dim,
     )
@@ -257,6 +266,7 @@ def _efficientnet_v2(variant: str, size: int, dim: int, last_stage2_block: str) 
 def _convnext(variant: str, dim: int) -> BackboneSpec:
     # Stage outputs are unnamed residual adds; each one is the input of the
     # next downsampling block. The model output is layer-normalized stage 4.
+    # No stride 2: the stem is a 4x4 stride-4 patchify conv.
     prefix = f"convnext_{variant}"
     layers = {s: f"{prefix}_downsampling_block_{i}{INPUT_SUFFIX}" for i, s in enumerate((4, 8, 16))}
     constructor = "ConvNeXtXLarge" if variant == "xlarge" else f"ConvNeXt{variant.capitalize()}"
@@ -269,20 +279,21 @@ def _convnext(variant: str, dim: int) -> BackboneSpec:
 # fmt: off
 _SPECS: tuple[BackboneSpec, ...] = (
     BackboneSpec("vgg16", "VGG16", 224, "caffe",
-                 {4: "block3_conv3", 8: "block4_conv3", 16: "block5_conv3", 32: "block5_pool"},
+                 {2: "block2_conv2", 4: "block3_conv3", 8: "block4_conv3", 16: "block5_conv3", 32: "block5_pool"},
                  r"^(block\d)_", feature_dim=512),
     BackboneSpec("vgg19", "VGG19", 224, "caffe",
-                 {4: "block3_conv4", 8: "block4_conv4", 16: "block5_conv4", 32: "block5_pool"},
+                 {2: "block2_conv2", 4: "block3_conv4", 8: "block4_conv4", 16: "block5_conv4", 32: "block5_pool"},
                  r"^(block\d)_", feature_dim=512),
     *(BackboneSpec(f"resnet{depth}", f"ResNet{depth}", 224, "caffe",
-                   {4: "conv2_block3_out", 8: f"conv3_block{b3}_out", 16: f"conv4_block{b4}_out",
+                   {2: "conv1_relu", 4: "conv2_block3_out", 8: f"conv3_block{b3}_out", 16: f"conv4_block{b4}_out",
                     32: "conv5_block3_out"},
                    r"^(conv\d_block\d+)_", feature_dim=2048)
       for depth, b3, b4 in ((50, 4, 6), (101, 4, 23), (152, 8, 36))),
     # ResNet v2 downsamples in the *last* block of each stage; the last
     # full-width activation at the stage's stride is that block's pre-activation.
+    # Its stem has no BatchNorm/ReLU (block 1 pre-activates): stride 2 is the raw conv.
     *(BackboneSpec(f"resnet{depth}v2", f"ResNet{depth}V2", 224, "tf",
-                   {4: "conv2_block3_preact_relu", 8: f"conv3_block{b3}_preact_relu",
+                   {2: "conv1_conv", 4: "conv2_block3_preact_relu", 8: f"conv3_block{b3}_preact_relu",
                     16: f"conv4_block{b4}_preact_relu", 32: "post_relu"},
                    r"^(conv\d_block\d+)_", feature_dim=2048)
       for depth, b3, b4 in ((50, 4, 6), (101, 4, 23), (152, 8, 36))),
@@ -294,7 +305,7 @@ _SPECS: tuple[BackboneSpec, ...] = (
                  r"^(mixed_\d[a-z]|block\d+_\d+_ac|conv_7b_ac)$", min_size=75, feature_dim=1536,
                  block_end=True),
     BackboneSpec("xception", "Xception", 299, "tf",
-                 {4: "block3_sepconv2_bn", 8: "block4_sepconv2_bn", 16: "block13_sepconv2_bn",
+                 {2: "block2_sepconv2_bn", 4: "block3_sepconv2_bn", 8: "block4_sepconv2_bn", 16: "block13_sepconv2_bn",
                   32: "block14_sepconv2_act"},
                  r"^(block\d+)_", min_size=71, feature_dim=2048),
     *(_mobilenet(alpha) for alpha in (0.25, 0.5, 0.75, 1.0)),
@@ -309,26 +320,29 @@ _SPECS: tuple[BackboneSpec, ...] = (
     _densenet(121, 1024), _densenet(169, 1664), _densenet(201, 1920),
     # NASNet cells take the two previous cells as inputs, so nothing is a single
     # trunk; the cell outputs (concatenations) are the features and block ends.
+    # Stride 2 is the stem's activation, named only by the second reduction cell's
+    # adjust block (relu of stem_bn1; the stem's own ReLU is unnamed).
     BackboneSpec("nasnetmobile", "NASNetMobile", 224, "tf",
-                 {4: "reduction_concat_stem_1", 8: "normal_concat_3", 16: "normal_concat_8",
+                 {2: "adjust_relu_1_stem_2", 4: "reduction_concat_stem_1", 8: "normal_concat_3", 16: "normal_concat_8",
                   32: "normal_concat_12"},
                  r"^(normal|reduction)_concat_", feature_dim=1056, block_end=True),
     BackboneSpec("nasnetlarge", "NASNetLarge", 331, "tf",
-                 {4: "reduction_concat_stem_1", 8: "normal_concat_5", 16: "normal_concat_12",
+                 {2: "adjust_relu_1_stem_2", 4: "reduction_concat_stem_1", 8: "normal_concat_5", 16: "normal_concat_12",
                   32: "normal_concat_18"},
                  r"^(normal|reduction)_concat_", feature_dim=4032, block_end=True),
     *(_efficientnet(i, size, dim) for i, size, dim in
       ((0, 224, 1280), (1, 240, 1280), (2, 260, 1408), (3, 300, 1536),
        (4, 380, 1792), (5, 456, 2048), (6, 528, 2304), (7, 600, 2560))),
-    *(_efficientnet_v2(v, size, dim, last) for v, size, dim, last in
-      (("b0", 224, 1280, "b"), ("b1", 240, 1280, "c"), ("b2", 260, 1408, "c"), ("b3", 300, 1536, "c"),
-       ("s", 384, 1280, "d"), ("m", 480, 1280, "e"), ("l", 480, 1280, "g"))),
+    *(_efficientnet_v2(v, size, dim, last1, last2) for v, size, dim, last1, last2 in
+      (("b0", 224, 1280, "a", "b"), ("b1", 240, 1280, "b", "c"), ("b2", 260, 1408, "b", "c"),
+       ("b3", 300, 1536, "b", "c"), ("s", 384, 1280, "b", "d"), ("m", 480, 1280, "c", "e"),
+       ("l", 480, 1280, "d", "g"))),
     *(_convnext(v, dim) for v, dim in
       (("tiny", 768), ("small", 768), ("base", 1024), ("large", 1536), ("xlarge", 2048))),
     # Not a Keras application and never pretrained: five conv + pooling blocks that
     # learn simple images from scratch in seconds (transfer.scratch_cnn).
     BackboneSpec("smallcnn", "SmallCNN", 64, "tf",
-                 {4: "block2_pool", 8: "block3_pool", 16: "block4_pool", 32: "block5_pool"},
+                 {2: "block1_pool", 4: "block2_pool", 8: "block3_pool", 16: "block4_pool", 32: "block5_pool"},
                  r"^block(\d+)_", feature_dim=256, module="transfer.scratch_cnn", pretrained=False),
 )
 # fmt: on
