@@ -103,13 +103,13 @@ def read_coco_masks(json_path: str | os.PathLike, *, allow_outside_root: bool = 
             continue
         image_id, category_id = entry.get("image_id"), entry.get("category_id")
         if not _id(image_id) or image_id not in images:
-            bad(f"{where}: image_id {str(image_id)[:40]!r} is not the id of an entry of images; not used")
+            bad(f"{where}: image_id {repr(image_id)[:40]} is not the id of an entry of images; not used")
             continue
         image = images[image_id]
         if image is None:
             continue  # its image was refused (outside the root): reported there
         if not _id(category_id) or category_id not in categories:
-            bad(f"{where}: category_id {str(category_id)[:40]!r} is not the id of an entry of categories; not used",
+            bad(f"{where}: category_id {repr(category_id)[:40]} is not the id of an entry of categories; not used",
                 related=image["path"])
             continue
         image["regions"] += _regions(entry.get("segmentation"), where, categories[category_id], image["path"], bad)
