@@ -136,6 +136,8 @@ def test_image_label_layout_binary_0_255_is_background_foreground(tmp_path):
     assert samples.class_names == ("background", "foreground")
     assert samples.targets[0].values == ((0, 0), (255, 1))
     assert sorted(np.unique(load_mask(samples.targets[0])).tolist()) == [0, 1]
+    named, _ = read_masks(tmp_path, class_names=["cytoplasm", "cell"])  # two names over 0/255: 255 is class 1
+    assert named.class_names == ("cytoplasm", "cell") and named.targets[0].values == ((0, 0), (255, 1))
 
 
 def test_values_found_name_the_classes_with_a_finding_when_nothing_names_them(tmp_path):
@@ -268,6 +270,21 @@ def test_check_data_names_every_mask_problem_with_its_file(tmp_path):
     table = report.table()
     for name in ("nomask.jpg", "small.png", "stray.png", "pixel value(s) 9"):
         assert name in table
+
+
+def test_check_data_command_takes_class_names_and_ignore_index(tmp_path):
+    from typer.testing import CliRunner
+
+    from transfer.cli import app
+
+    for i in range(3):
+        pair(tmp_path, f"a{i}", blocks(24, 8, [0, 1, 9]), index=i)
+    runner = CliRunner()
+    failing = runner.invoke(app, ["check-data", str(tmp_path), "--class-names", "dirt,grass"])
+    assert failing.exit_code == 1 and "mask_unknown_values" in failing.output and "a0.png" in failing.output
+    clean = runner.invoke(app, ["check-data", str(tmp_path), "--class-names", "dirt,grass", "--ignore-index", "9"])
+    assert clean.exit_code == 0, clean.output
+    assert "dirt 33.33%, grass 33.33%, ignored 33.33%" in clean.output
 
 
 # ---------------------------------------------------------------- real fixtures
