@@ -1,0 +1,149 @@
+"""The segmenter on every registered backbone with both decoders, its layout, save/load and a short fit."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from transfer.backbones import get_backbone, list_backbones
+from transfer.tasks.classify import BACKBONE_LAYER, _all_layers
+from transfer.tasks.segment_loss import SegmentationLoss
+from transfer.tasks.segment_metrics import PixelAccuracy, SegmentIoU
+from transfer.tasks.segment_model import UNET_STAGES, build_segmenter
+from tests.test_backbones import SLOW
+from tests.test_detect_model import FAMILY_REPRESENTATIVES
+
+
+def _params(names):
+    return [n if n in FAMILY_REPRESENTATIVES and n not in SLOW else pytest.param(n, marks=pytest.mark.slow)
+            for n in names]
+
+
+NAMES = [spec.name for spec in list_backbones()]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_session():
+    yield
+    keras.backend.clear_session()
+
+
+def _size(spec) -> int:
+    # The smallest multiple of 32 the backbone accepts (Inception/Xception need 71-75 px).
+    return max(64, -(-spec.min_size // 32) * 32)
+
+
+@pytest.mark.parametrize("name", _params(NAMES))
+def test_every_backbone_builds_both_decoders_with_full_size_float32_logits(name):
+    spec = get_backbone(name)
+    size = _size(spec)
+    images = np.random.default_rng(0).integers(0, 255, (2, size, size, 3)).astype("uint8")
+    for decoder in ("unet", "fcn"):
+        keras.backend.clear_session()
+        model, info = build_segmenter(spec, 3, size, decoder=decoder, widths=(16, 8, 8, 8, 8) if decoder == "unet"
+                                      else None)
+        assert model.output_shape == (None, size, size, 3) and model.output_names == ["mask"]
+        logits = model(images)
+        assert logits.dtype == "float32" and np.all(np.isfinite(logits.numpy()))
+        names = {layer.name for layer in model.layers}
+        if decoder == "unet":
+            # A skip at every stride the backbone names, none where it names nothing.
+            skips = {s for s in UNET_STAGES if f"decoder{s}_concat" in names}
+            assert skips == set(spec.feature_layers) - {32}
+        assert info.source == "random"
+
+
+def test_unet_and_fcn_layout_and_sizes_that_are_not_multiples_of_32():
+    spec = get_backbone("smallcnn")  # max pooling floors: 72 px gives 2 at stride 32, ceil(72/32) is 3
+    model, _ = build_segmenter(spec, 4, 72, dropout=0.3)
+    names = {layer.name for layer in model.layers}
+    assert {"grid16", "grid32", "decoder1_conv2", "decoder_dropout", "mask"} <= names
+    assert model(np.zeros((1, 72, 72, 3), "uint8")).shape == (1, 72, 72, 4)
+    assert model.get_layer("decoder16_conv1").filters == 128 and model.get_layer("decoder1_conv1").filters == 16
+    fcn, _ = build_segmenter(get_backbone("resnet50"), 2, 72, decoder="fcn")
+    assert fcn(np.zeros((1, 72, 72, 3), "uint8")).shape == (1, 72, 72, 2)
+    # FCN-8s starts as FCN-32s: the skip scores are zero-initialized (Long et al. 2015).
+    assert not np.any(fcn.get_layer("fcn_score8").kernel.numpy()) and np.any(fcn.get_layer("fcn_score32").kernel.numpy())
+    nested = [layer for layer in fcn.layers if isinstance(layer, keras.Model)]
+    assert [layer.name for layer in nested] == [BACKBONE_LAYER] and fcn.name == "resnet50_segmenter"
+
+
+def test_decoder_batchnorm_trains_with_momentum_0_9_and_encoder_batchnorm_follows_the_backbone_rule():
+    model, _ = build_segmenter(get_backbone("smallcnn"), 2, 64, freeze_batchnorm=True)
+    encoder = [layer for layer in _all_layers(model.get_layer(BACKBONE_LAYER))
+               if isinstance(layer, keras.layers.BatchNormalization)]
+    decoder = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert encoder and not any(layer.trainable for layer in encoder)
+    assert len(decoder) == 2 * len(UNET_STAGES)
+    assert all(layer.trainable and layer.momentum == 0.9 for layer in decoder)
+
+
+def test_float32_logits_under_mixed_precision():
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        outputs = [build_segmenter(get_backbone("smallcnn"), 2, 64, decoder=d)[0](np.zeros((1, 64, 64, 3), "uint8"))
+                   for d in ("unet", "fcn")]
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert [o.dtype for o in outputs] == ["float32", "float32"]
+
+
+def test_bad_arguments_say_what_was_received():
+    spec = get_backbone("smallcnn")
+    with pytest.raises(ValueError, match="decoder"):
+        build_segmenter(spec, 2, 64, decoder="deeplab")
+    with pytest.raises(ValueError, match="num_classes"):
+        build_segmenter(spec, 1, 64)
+    with pytest.raises(ValueError, match="widths"):
+        build_segmenter(spec, 2, 64, widths=(8, 8))
+    with pytest.raises(ValueError, match="widths"):
+        build_segmenter(spec, 2, 64, decoder="fcn", widths=(8,) * 5)
+    with pytest.raises(ValueError, match="dropout"):
+        build_segmenter(spec, 2, 64, dropout=1.0)
+
+
+def _shapes(count=8, size=64):
+    """Dark images with a red rectangle (class 1) and a green one (class 2); a strip is unlabelled."""
+    rng = np.random.default_rng(1)
+    images = np.full((count, size, size, 3), 20, "uint8")
+    masks = np.zeros((count, size, size), "uint8")
+    for i in range(count):
+        for label, color in ((1, [230, 40, 40]), (2, [40, 230, 40])):
+            w, h = rng.integers(12, 28, 2)
+            x, y = rng.integers(0, size - w), rng.integers(0, size - h)
+            images[i, y:y + h, x:x + w] = color
+            masks[i, y:y + h, x:x + w] = label
+    masks[:, :, :4] = 255
+    return images, masks
+
+
+def test_fit_learns_rectangles_and_the_compiled_model_saves_and_loads(tmp_path):
+    keras.utils.set_random_seed(0)
+    images, masks = _shapes()
+    model, _ = build_segmenter(get_backbone("smallcnn"), 3, 64, dropout=0.1, widths=(32, 16, 16, 8, 8))
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=SegmentationLoss("ce+dice"),
+                  metrics=[SegmentIoU(3), PixelAccuracy()])
+    data = tf.data.Dataset.from_tensor_slices((images, masks)).batch(4).repeat()
+    history = model.fit(data, steps_per_epoch=6, epochs=3, verbose=0).history
+    assert all(np.isfinite(history["loss"])) and history["loss"][-1] < 0.8 * history["loss"][0], history["loss"]
+    assert history["iou"][-1] > history["iou"][0], history["iou"]
+
+    path = tmp_path / "segmenter.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded.loss, SegmentationLoss) and loaded.loss.kind == "ce+dice"
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(images[:2])),
+                                  keras.ops.convert_to_numpy(model(images[:2])))
+    results = loaded.evaluate(data, steps=1, verbose=0, return_dict=True)
+    assert {"loss", "iou", "pixel_accuracy"} <= set(results) and 0.0 <= results["iou"] <= 1.0
+
+
+def test_fcn_saves_and_loads_with_identical_outputs(tmp_path):
+    images, _ = _shapes(2, size=72)  # not a multiple of 32: the saved model keeps its grid resizes
+    model, _ = build_segmenter(get_backbone("smallcnn"), 3, 72, decoder="fcn", dropout=0.2)
+    path = tmp_path / "fcn.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(images)), keras.ops.convert_to_numpy(model(images)))
