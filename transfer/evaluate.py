@@ -183,7 +183,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, *, batch_s
 
     run = RunDir(run_dir).require()
     config = run.config()
-    task = get_task(config.get("task", "classify"))
+    task = get_task(config.get("task", "classify")).for_run(config)
     if data is not None:
         samples = task.evaluation_samples(str(data), config)
     else:

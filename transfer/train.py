@@ -247,7 +247,7 @@ def resume(run_dir: str | Path, *, verbose: int = 1, distribution=None) -> Train
             fix=f"Delete {run.root} and start the run again.",
         )
     recipe = Recipe.load(run.recipe_file)
-    task = get_task(config.get("task", "classify"))
+    task = get_task(config.get("task", "classify")).for_run(config)
     data = reload_split(run, config, recipe, task)
     # The compiled model comes back with its optimizer state and step count, so
     # a stage resumed mid-way keeps its learning-rate schedule.

@@ -71,6 +71,19 @@ def raise_unknown_serving_options(task, options: Mapping[str, Any], known: tuple
                             fix="Leave them out; they set detection's non-maximum suppression.")
 
 
+def refuse_augment_and_class_weight(recipe, task_name: str, allowed: tuple[str, ...], augment_why: str,
+                                    class_weight_why: str) -> None:
+    """A ``TransferError`` for recipe augmentations outside ``allowed`` and for class weights,
+    each with why the task cannot honour it (for tasks whose targets are not one class per image)."""
+    unknown = [name for name in recipe.augment if name not in allowed]
+    if unknown:
+        raise TransferError(f"Recipe augment has {unknown}, which --task {task_name} cannot apply ({augment_why}).",
+                            fix=f'Use any of {list(allowed)} (e.g. augment = ["flip", "zoom", "color"]).')
+    if recipe.class_weight != "none":
+        raise TransferError(f"Recipe class_weight={recipe.class_weight!r}: --task {task_name} does not weigh "
+                            f"classes ({class_weight_why}).", fix='Use class_weight = "none".')
+
+
 class Task:
     """Base class of the tasks. Subclasses set ``name`` and implement every method that raises here.
 
@@ -98,6 +111,11 @@ class Task:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
             raise TransferError(f"--task {self.name} takes no {flags} (command-line option or recipe key).",
                                 fix=f"Leave {flags} out (or choose the task that takes it, e.g. --task segment).")
+        return self
+
+    def for_run(self, config: Mapping[str, Any]) -> "Task":
+        """This task with the options a run recorded (run.json), for what reads its data again
+        (resume, evaluate); the task itself when it takes none."""
         return self
 
     # --- data -------------------------------------------------------------------------------

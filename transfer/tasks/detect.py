@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 from transfer.data.samples import Boxes, DataSplit, Samples
 from transfer.errors import TransferError
-from transfer.tasks.base import Objective, Task, raise_unknown_serving_options
+from transfer.tasks.base import Objective, Task, raise_unknown_serving_options, refuse_augment_and_class_weight
 
 # Imported for their registrations: checkpoints and exports hold a Detector compiled with a
 # DetectionLoss, and transfer.custom_objects imports this module so Keras can load them.
@@ -186,16 +186,9 @@ class DetectTask(Task):
     def check_recipe(self, recipe) -> None:
         from transfer.tasks.detect_data import DETECT_AUGMENTATIONS
 
-        unknown = [name for name in recipe.augment if name not in DETECT_AUGMENTATIONS]
-        if unknown:
-            raise TransferError(
-                f"Recipe augment has {unknown}, which --task detect cannot apply to boxes (a rotated box is "
-                "no longer the tight box of its object).",
-                fix=f'Use any of {list(DETECT_AUGMENTATIONS)} (e.g. augment = ["flip", "zoom", "color"]).')
-        if recipe.class_weight != "none":
-            raise TransferError(
-                f"Recipe class_weight={recipe.class_weight!r}: --task detect does not weigh classes (the "
-                "focal loss already balances the many background locations).", fix='Use class_weight = "none".')
+        refuse_augment_and_class_weight(
+            recipe, self.name, DETECT_AUGMENTATIONS, "a rotated box is no longer the tight box of its object",
+            "the focal loss already balances the many background locations")
 
     # --- model ------------------------------------------------------------------------------
     def run_config(self, data: DataSplit, recipe) -> dict[str, Any]:

@@ -28,7 +28,13 @@ from typing import Any, Callable, Mapping
 
 from transfer.data.samples import IGNORE_VALUE, DataSplit, Mask, Samples
 from transfer.errors import TransferError
-from transfer.tasks.base import Objective, Task
+from transfer.tasks.base import Objective, Task, refuse_augment_and_class_weight
+
+# Imported for their registrations: checkpoints and exports hold a segmenter compiled with a
+# SegmentationLoss and SegmentIoU/PixelAccuracy, and transfer.custom_objects imports this module
+# so Keras can load them.
+from transfer.tasks import segment_loss as _segment_loss  # noqa: F401,E402
+from transfer.tasks import segment_metrics as _segment_metrics  # noqa: F401,E402
 
 RESIZE = "stretch"  # the resize of training, evaluation and serving alike
 DECODERS = ("unet", "fcn")
@@ -64,6 +70,10 @@ class SegmentTask(Task):
         return SegmentTask(class_names=class_names if class_names is not None else self.class_names,
                            ignore_index=ignore_index if ignore_index is not None else self.ignore_index,
                            decoder=decoder or self.decoder)
+
+    def for_run(self, config: Mapping[str, Any]) -> "SegmentTask":
+        return self.with_options(class_names=config.get("class_names"), ignore_index=config.get("ignore_index"),
+                                 decoder=config.get("decoder"))
 
     # --- data -------------------------------------------------------------------------------
     def load_data(self, source, *, val_source=None, val_fraction=0.2, seed=0, allow_outside_root=False,
@@ -163,16 +173,10 @@ class SegmentTask(Task):
     def check_recipe(self, recipe) -> None:
         from transfer.data.mask_pipeline import MASK_AUGMENTATIONS
 
-        unknown = [name for name in recipe.augment if name not in MASK_AUGMENTATIONS]
-        if unknown:
-            raise TransferError(
-                f"Recipe augment has {unknown}, which --task segment does not apply (rotate turns by multiples "
-                "of 90 degrees, a view the images of most segmentation sets - sky up, road down - never show).",
-                fix=f'Use any of {list(MASK_AUGMENTATIONS)} (e.g. augment = ["flip", "zoom", "color"]).')
-        if recipe.class_weight != "none":
-            raise TransferError(
-                f"Recipe class_weight={recipe.class_weight!r}: --task segment weighs no image (the Dice part of "
-                "the loss already balances rare classes).", fix='Use class_weight = "none".')
+        refuse_augment_and_class_weight(
+            recipe, self.name, MASK_AUGMENTATIONS,
+            "rotate turns by multiples of 90 degrees, a view the images of most segmentation sets - sky up, "
+            "road down - never show", "the Dice part of the loss already balances rare classes")
         if (recipe.ignore_index is not None and self.ignore_index is not None
                 and recipe.ignore_index != self.ignore_index):
             raise TransferError(
