@@ -142,10 +142,19 @@ class SegmentTask(Task):
 
     # --- recipe -----------------------------------------------------------------------------
     def default_recipe(self):
-        """The recipe measured on membrane (see the README's segmentation section for the figures):
-        a short head stage (backbone frozen: the randomly initialized decoder settles before the
-        encoder's weights move), then the whole network, the backbone at 0.3x; batch 8, flip +
-        zoom + color, no feature cache (the decoder reads spatial features)."""
+        """Localize's shape: a short head stage (backbone frozen: the randomly initialized decoder
+        settles before the encoder's weights move), then the whole network, the backbone at 0.3x;
+        batch 8, flip + zoom + color, no feature cache (the decoder reads spatial features).
+
+        Measured once, on membrane (25 train / 5 held-out images by ``--val-fraction 0.1667``,
+        seed 0; mobilenet_0.25 with the fixture's ImageNet weights, 320 px, this recipe),
+        at the masks' own 512 px: pixel accuracy 0.907, mean IoU 0.767 (membrane 0.647, cell
+        0.887), Dice 0.863; best epoch 35 of 35. 26 min of wall time while two other trainings
+        shared the two cores (the run got 0.45 of a core on average: 720 CPU-seconds).
+        Below the issue's 0.92: 25 images at batch 8 give only 140 optimizer steps in all and
+        the training IoU was still rising at the end; not yet tried: batch 4, more epochs,
+        384-512 px inputs.
+        """
         from transfer.recipe import Recipe, Stage
 
         return Recipe(
