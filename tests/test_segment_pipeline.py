@@ -42,6 +42,11 @@ def assert_aligned(image, mask, *, exact=False):
     wrong = seen != mask
     if not exact:
         wrong &= ~_uneven(mask)
+        # Nor at the output's frame: a class border (or the gray fill) just beyond it blends into
+        # the bilinear pixels there, while the mask's nearest samples never see it.
+        frame = np.ones(mask.shape, bool)
+        frame[2:-2, 2:-2] = False
+        wrong &= ~frame
     assert not wrong.any(), f"{wrong.sum()} pixels' mask disagrees with the image, e.g. at {np.argwhere(wrong)[:3]}"
     # Borders are thin: most pixels agree even counting them.
     assert (seen == mask).mean() > 0.9

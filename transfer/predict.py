@@ -100,6 +100,16 @@ class ExportedClassifier:
         self._loaded = loaded  # keeps the variables the signature reads alive
         self._serve = loaded.signatures[SIGNATURE]
 
+    def _require_outputs(self, names: Sequence[str], kind: str, fix: str) -> None:
+        """Refuse an export whose default signature lacks ``names`` (another task's export): for the
+        task readers (``ExportedLocalizer``, ...); ``kind`` says what it is not, e.g. "a localizer"."""
+        outputs = set(self._serve.structured_outputs)
+        missing = [name for name in names if name not in outputs]
+        if missing:
+            raise TransferError(
+                f"The export '{self.export_dir}' has no {missing} output(s): it is not {kind} "
+                f"(its task: {self.metadata.get('task', 'unknown')!r}).", fix=fix)
+
     @classmethod
     def load(
         cls, export_dir: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,

@@ -50,15 +50,9 @@ class ExportedLocalizer(ExportedClassifier):
 
     def __init__(self, export_dir: Path, loaded, metadata: dict[str, Any], **limits):
         super().__init__(export_dir, loaded, metadata, **limits)
-        outputs = set(self._serve.structured_outputs)
-        missing = [name for name in BOX_OUTPUTS if name not in outputs]
-        if missing:
-            raise TransferError(
-                f"The export '{export_dir}' has no {missing} output(s): it is not a localizer "
-                f"(its task: {metadata.get('task', 'unknown')!r}).",
-                fix="Use transfer.predict.ExportedClassifier for classification exports, or export a "
-                    "--task localize run.",
-            )
+        self._require_outputs(BOX_OUTPUTS, "a localizer",
+                              fix="Use transfer.predict.ExportedClassifier for classification exports, or export a "
+                                  "--task localize run.")
 
     def __repr__(self) -> str:
         return f"ExportedLocalizer('{self.export_dir}', classes={len(self.class_names)}, image_size={self.image_size})"

@@ -52,15 +52,9 @@ class ExportedDetector(ExportedClassifier):
 
     def __init__(self, export_dir: Path, loaded, metadata: dict[str, Any], **limits):
         super().__init__(export_dir, loaded, metadata, **limits)
-        outputs = set(self._serve.structured_outputs)
-        missing = [name for name in DETECTION_OUTPUTS if name not in outputs]
-        if missing:
-            raise TransferError(
-                f"The export '{export_dir}' has no {missing} output(s): it is not a detector "
-                f"(its task: {metadata.get('task', 'unknown')!r}).",
-                fix="Use transfer.predict.ExportedClassifier or transfer.predict_boxes.ExportedLocalizer for "
-                    "those exports, or export a --task detect run.",
-            )
+        self._require_outputs(DETECTION_OUTPUTS, "a detector",
+                              fix="Use transfer.predict.ExportedClassifier or transfer.predict_boxes.ExportedLocalizer "
+                                  "for those exports, or export a --task detect run.")
 
     def __repr__(self) -> str:
         return f"ExportedDetector('{self.export_dir}', classes={len(self.class_names)}, image_size={self.image_size})"
