@@ -118,7 +118,10 @@ def export_command(
     given = {"score_threshold": score_threshold, "iou_threshold": iou_threshold, "max_detections": max_detections}
     path = export_run(run_dir, out, overwrite=overwrite,
                       serving_options={k: v for k, v in given.items() if v is not None})
-    typer.echo(f"Exported {run_dir} -> {path} (SavedModel signatures: serving_default, serving_images)")
+    from transfer.predict import METADATA_PATH
+
+    signatures = json.loads((Path(path) / METADATA_PATH).read_text(encoding="utf-8")).get("signatures", {})
+    typer.echo(f"Exported {run_dir} -> {path} (SavedModel signatures: {', '.join(signatures)})")
 
 
 @app.command("predict")
