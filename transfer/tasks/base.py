@@ -61,8 +61,6 @@ class Report(Protocol):
 
 def raise_unknown_serving_options(task, options: Mapping[str, Any], known: tuple[str, ...]) -> None:
     """Refuse export options a task has no use for, naming them and the task's own."""
-    from transfer.errors import TransferError
-
     unknown = sorted(set(options) - set(known))
     if unknown:
         flags = ", ".join("--" + name.replace("_", "-") for name in unknown)
