@@ -215,3 +215,16 @@ def test_draw_detections_keeps_the_image_size_and_refuses_errors(tmp_path):
     with pytest.raises(TransferError):
         draw_detections("x.png", {"file": "x.png", "error": "bad"}, tmp_path / "x.png")
     assert describe_detections({"file": "a.png", "detections": []}) == ["a.png: 0 detections"]
+
+
+def test_default_recipe_and_size_are_the_measured_ones():
+    from transfer.backbones import get_backbone
+
+    task = get_task("detect")
+    recipe = task.default_recipe()
+    assert [(s.trainable, s.epochs) for s in recipe.stages] == [("head", 3), ("all", 40)]
+    assert recipe.batch_size == 16 and recipe.head_cache_views == 0
+    task.check_recipe(recipe)  # the default passes its own task's checks
+    # 224-px backbones detect at 288; larger native sizes scale the same way, in multiples of 32.
+    assert task.default_image_size(get_backbone("mobilenet_0.25")) == 288
+    assert task.default_image_size(get_backbone("efficientnetb3")) == 384  # 300 * 9 / 7 = 386 -> 384

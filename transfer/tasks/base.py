@@ -59,6 +59,18 @@ class Report(Protocol):
         """Write metrics.json and the task's figures into ``out_dir``; returns what went where."""
 
 
+def scaled_image_size(spec, scale: float) -> int:
+    """The backbone's ImageNet input side times ``scale``, rounded to a multiple of 32 (every
+    stride-32 feature map then tiles the image exactly): the default of tasks that measured
+    better with larger inputs than classification's.
+
+    Example:
+        >>> scaled_image_size(get_backbone("mobilenet_0.25"), 9 / 7)
+        288
+    """
+    return int(round(spec.default_size * scale / 32) * 32)
+
+
 def raise_unknown_serving_options(task, options: Mapping[str, Any], known: tuple[str, ...]) -> None:
     """Refuse export options a task has no use for, naming them and the task's own."""
     unknown = sorted(set(options) - set(known))

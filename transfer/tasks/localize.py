@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 
 from transfer.data.samples import Boxes, DataSplit, Samples
 from transfer.errors import TransferError
-from transfer.tasks.base import Objective, Task
+from transfer.tasks.base import Objective, Task, scaled_image_size
 
 RESIZE = "stretch"  # the resize of training, evaluation and serving alike
 BOX_RULE = "largest"
@@ -161,7 +161,7 @@ class LocalizeTask(Task):
             >>> LocalizeTask().default_image_size(get_backbone("mobilenet_0.25"))
             288
         """
-        return int(round(spec.default_size * LOCALIZE_SIZE_SCALE / 32) * 32)
+        return scaled_image_size(spec, LOCALIZE_SIZE_SCALE)
 
     def check_recipe(self, recipe) -> None:
         if "rotate" in recipe.augment:

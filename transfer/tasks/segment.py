@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 
 from transfer.data.samples import IGNORE_VALUE, DataSplit, Mask, Samples
 from transfer.errors import TransferError
-from transfer.tasks.base import Objective, Task, refuse_augment_and_class_weight
+from transfer.tasks.base import Objective, Task, refuse_augment_and_class_weight, scaled_image_size
 
 # Imported for their registrations: checkpoints and exports hold a segmenter compiled with a
 # SegmentationLoss and SegmentIoU/PixelAccuracy, and transfer.custom_objects imports this module
@@ -177,7 +177,7 @@ class SegmentTask(Task):
             >>> SegmentTask().default_image_size(get_backbone("mobilenet_0.25"))
             320
         """
-        return int(round(spec.default_size * SEGMENT_SIZE_SCALE / 32) * 32)
+        return scaled_image_size(spec, SEGMENT_SIZE_SCALE)
 
     def check_recipe(self, recipe) -> None:
         from transfer.data.mask_pipeline import MASK_AUGMENTATIONS
