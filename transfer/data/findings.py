@@ -291,3 +291,22 @@ def finding(
     return Finding(
         str(path), code, severity or problem.severity, action or problem.action, detail, line=line, related=related
     )
+
+
+@dataclass(frozen=True)
+class FoundData:
+    """A training/validation split read from annotations, and every problem found reading it
+    (box and mask sources: ``load_box_data``, ``load_mask_data``), for training to print.
+
+    Example:
+        >>> data = load_box_data("bccd/")
+        >>> data.warnings()[0][:39]
+        'bccd/Annotations/BloodImage_00343.xml: '
+    """
+
+    split: Any  # transfer.data.samples.DataSplit
+    findings: tuple[Finding, ...]
+
+    def warnings(self) -> list[str]:
+        """One line per finding, naming its file (and CSV line)."""
+        return [f"{f.where()}: {f.detail}" for f in self.findings]

@@ -20,31 +20,17 @@ Example:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from transfer.data.boxes.reading import box_format, read_boxes
 from transfer.data.boxes.voc import find_voc_layout
-from transfer.data.findings import Finding
+from transfer.data.findings import FoundData
 from transfer.data.samples import DataSplit, Samples
 from transfer.data.split import check_val_fraction, stratified_split
 from transfer.errors import TransferError
 
 
-@dataclass(frozen=True)
-class BoxData:
-    """A box ``DataSplit`` and every problem found reading it (for training to print as warnings)."""
-
-    split: DataSplit
-    findings: tuple[Finding, ...]
-
-    def warnings(self) -> list[str]:
-        """One line per finding, e.g. ``'a.xml: b.jpg: object 2 box ... dropped.'``.
-
-        Example:
-            >>> load_box_data("bccd/").warnings()[0][:39]
-            'bccd/Annotations/BloodImage_00343.xml: '
-        """
-        return [f"{f.where()}: {f.detail}" for f in self.findings]
+# What load_box_data returns: the split and its findings (one class for every annotated source).
+BoxData = FoundData
 
 
 def load_box_data(

@@ -25,11 +25,10 @@ Example:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from transfer.data.findings import Finding
+from transfer.data.findings import FoundData
 from transfer.data.masks.folders import find_mask_folder
 from transfer.data.masks.reading import MaskListing, list_masks, raise_for_stops, split_folders
 from transfer.data.masks.tfds_masks import read_tfds_masks, split_names, tfds_builder
@@ -40,21 +39,8 @@ from transfer.data.tfds_source import PREFIX
 from transfer.errors import TransferError
 
 
-@dataclass(frozen=True)
-class MaskData:
-    """A mask ``DataSplit`` and every problem found reading it (for training to print as warnings)."""
-
-    split: DataSplit
-    findings: tuple[Finding, ...]
-
-    def warnings(self) -> list[str]:
-        """One line per finding, naming its file, e.g. ``'membrane/train/label/7.png: ...'``.
-
-        Example:
-            >>> load_mask_data("membrane/train", val_fraction=5 / 30).warnings()
-            []
-        """
-        return [f"{f.where()}: {f.detail}" for f in self.findings]
+# What load_mask_data returns: the split and its findings (one class for every annotated source).
+MaskData = FoundData
 
 
 def load_mask_data(
