@@ -115,6 +115,7 @@ def test_debug_shows_traceback(runner, tmp_path):
     assert "Traceback" in result.output
 
 
+@pytest.mark.slow  # ~80 s: the whole CLI path; the fast CLI tests cover each command's options
 def test_train_evaluate_export_predict(runner, shapes, recipe_file, tmp_path):
     run_dir, export_dir = tmp_path / "run", tmp_path / "export"
     result = runner.invoke(app, ["train", "--data", str(shapes), "--backbone", "mobilenet_0.25", "--weights", "none",

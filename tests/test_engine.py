@@ -25,6 +25,7 @@ def rows(run_dir):
     return list(csv.DictReader(open(run_dir / "history.csv")))
 
 
+@pytest.mark.slow  # ~75 s: two real trainings; test_features covers the cache itself
 def test_head_stage_trains_on_cached_features_and_reuses_the_cache(shapes, tmp_path, capsys, monkeypatch):
     import transfer.features
 

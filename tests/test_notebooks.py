@@ -16,6 +16,7 @@ def notebook_code(path: Path) -> str:
     return "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
 
 
+@pytest.mark.slow  # ~150 s: executes the notebook end to end
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs(notebook):
     result = subprocess.run(

@@ -18,6 +18,7 @@ def history(run_dir):
     return list(csv.DictReader(open(run_dir / "history.csv")))
 
 
+@pytest.mark.slow  # ~140 s: kills a real training and resumes it
 def test_killed_run_resumes_without_losing_epochs(tmp_path):
     data = make_shapes_dataset(tmp_path / "shapes", train_per_class=6, val_per_class=3, size=32)
     recipe = tmp_path / "recipe.toml"

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from transfer.cli import app
@@ -33,6 +34,7 @@ def test_stage_summaries_and_final_line_give_best_and_last():
     assert line == "Best epoch 2 ('head'): val accuracy 0.6700; last epoch 4: 0.6200. Run saved in runs/x"
 
 
+@pytest.mark.slow  # ~75 s: a real three-stage training
 def test_a_run_records_best_and_last_epoch_and_its_notes(tmp_path):
     from transfer.data import load_data
     from transfer.demo import make_shapes_dataset

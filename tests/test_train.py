@@ -156,6 +156,7 @@ def test_random_weights_train_their_batchnorm():
     assert np.abs(backbone_out(images, training=True).numpy()).mean() > 1e-3
 
 
+@pytest.mark.slow  # ~75 s: train, evaluate and export a multi-label run
 def test_multi_label_csv_trains_evaluates_and_exports(shapes, tmp_path, capsys):
     import tensorflow as tf
     from typer.testing import CliRunner
