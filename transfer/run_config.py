@@ -54,7 +54,8 @@ def image_size_line(spec: BackboneSpec, image_size: int | None, task=None) -> st
         return f"Image size: {size} px (--image-size)."
     why = "its ImageNet size"
     if size != spec.default_size:
-        why = f"the {task.name} task's default for it, measured better than its ImageNet size {spec.default_size}"
+        # Localize and detect measured better above the ImageNet size; segment reasoned it (their docstrings).
+        why = f"the {task.name} task's default for it, above its ImageNet size {spec.default_size}"
     return (f"Image size: {size} px, the default of {spec.name} ({why}); pass --image-size to match "
             f"your images (compute grows with its square).")
 
