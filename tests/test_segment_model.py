@@ -7,32 +7,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from transfer.backbones import get_backbone, list_backbones
+from transfer.backbones import get_backbone
 from transfer.tasks.classify import BACKBONE_LAYER, _all_layers
 from transfer.tasks.segment_loss import SegmentationLoss
 from transfer.tasks.segment_metrics import PixelAccuracy, SegmentIoU
 from transfer.tasks.segment_model import UNET_STAGES, build_segmenter
-from tests.test_backbones import SLOW
-from tests.test_detect_model import FAMILY_REPRESENTATIVES
-
-
-def _params(names):
-    return [n if n in FAMILY_REPRESENTATIVES and n not in SLOW else pytest.param(n, marks=pytest.mark.slow)
-            for n in names]
-
-
-NAMES = [spec.name for spec in list_backbones()]
+# The detector's sweep: one backbone per family by default, the rest -m slow; each at its smallest size.
+from tests.test_detect_model import NAMES, _params, _size
 
 
 @pytest.fixture(autouse=True)
 def _fresh_keras_session():
     yield
     keras.backend.clear_session()
-
-
-def _size(spec) -> int:
-    # The smallest multiple of 32 the backbone accepts (Inception/Xception need 71-75 px).
-    return max(64, -(-spec.min_size // 32) * 32)
 
 
 @pytest.mark.parametrize("name", _params(NAMES))

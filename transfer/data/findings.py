@@ -310,3 +310,19 @@ class FoundData:
     def warnings(self) -> list[str]:
         """One line per finding, naming its file (and CSV line)."""
         return [f"{f.where()}: {f.detail}" for f in self.findings]
+
+
+@dataclass(frozen=True)
+class SourceListing:
+    """An annotated source (boxes, masks) read and checked: its usable images, every problem,
+    its format and root folder (``list_boxes``, ``list_masks``)."""
+
+    samples: Any  # transfer.data.samples.Samples
+    findings: tuple[Finding, ...]
+    format: str
+    root: str
+
+    @property
+    def stops(self) -> list[Finding]:
+        """Problems that stop training until they are fixed."""
+        return [f for f in self.findings if f.action == "stop"]

@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -21,7 +20,7 @@ from transfer.data.boxes.box_checks import check_annotations
 from transfer.data.boxes.coco import read_coco_json
 from transfer.data.boxes.csv_boxes import EXPECTED, is_box_csv, read_box_csv
 from transfer.data.boxes.voc import find_voc_layout, read_voc_folder
-from transfer.data.findings import Finding
+from transfer.data.findings import Finding, SourceListing
 from transfer.data.samples import Samples
 from transfer.errors import TransferError
 
@@ -70,19 +69,8 @@ def box_format(source: str | os.PathLike) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class BoxListing:
-    """A box source read and checked: its usable images, every problem, its format and root folder."""
-
-    samples: Samples
-    findings: tuple[Finding, ...]
-    format: str
-    root: str
-
-    @property
-    def stops(self) -> list[Finding]:
-        """Problems that stop training until they are fixed."""
-        return [f for f in self.findings if f.action == "stop"]
+# What list_boxes returns (one class for every annotated source).
+BoxListing = SourceListing
 
 
 def list_boxes(

@@ -24,11 +24,10 @@ Example:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from transfer.data.findings import Finding
+from transfer.data.findings import Finding, SourceListing
 from transfer.data.masks.coco import read_coco_masks
 from transfer.data.masks.folders import find_mask_folder, read_mask_folder
 from transfer.data.masks.region_checks import check_regions
@@ -120,19 +119,8 @@ def split_folders(source: str | os.PathLike) -> tuple[Path, Path | None] | None:
     return train, (val if val is not None and mask_format(val) is not None else None)
 
 
-@dataclass(frozen=True)
-class MaskListing:
-    """A mask source read and checked: its usable images, every problem, its format and root folder."""
-
-    samples: Samples
-    findings: tuple[Finding, ...]
-    format: str
-    root: str
-
-    @property
-    def stops(self) -> list[Finding]:
-        """Problems that stop training until they are fixed."""
-        return [f for f in self.findings if f.action == "stop"]
+# What list_masks returns (one class for every annotated source).
+MaskListing = SourceListing
 
 
 def list_masks(
