@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tests.segmentfactory import VOID, write_mask_folder
 from transfer.demo import make_shapes_dataset
 
 
@@ -18,18 +19,13 @@ def history(run_dir):
     return list(csv.DictReader(open(run_dir / "history.csv")))
 
 
-@pytest.mark.slow  # ~140 s: kills a real training and resumes it
-def test_killed_run_resumes_without_losing_epochs(tmp_path):
-    data = make_shapes_dataset(tmp_path / "shapes", train_per_class=6, val_per_class=3, size=32)
-    recipe = tmp_path / "recipe.toml"
-    recipe.write_text(
-        'batch_size = 4\n[[stages]]\nname = "head"\ntrainable = "head"\nepochs = 4\n'
-        '[[stages]]\nname = "all"\ntrainable = "all"\nlearning_rate = 0.0001\nepochs = 6\n'
-    )
+def kill_and_resume(tmp_path, train_args, stages):
+    """Trains with ``train_args`` in a fresh process, SIGKILLs it after at least five finished
+    epochs, resumes it with ``transfer train --resume`` and checks no finished epoch was lost.
+    ``stages``: ``(name, epochs)`` of the recipe, in order."""
     run_dir = tmp_path / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    command = [sys.executable, "-m", "transfer", "train", "--data", str(data), "--weights", "none",
-               "--image-size", "32", "--recipe", str(recipe), "--out", str(run_dir)]
+    command = [sys.executable, "-m", "transfer", "train", *train_args, "--out", str(run_dir)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     state = run_dir / "checkpoints" / "state.json"
     deadline = time.time() + 300
@@ -55,13 +51,40 @@ def test_killed_run_resumes_without_losing_epochs(tmp_path):
     assert f"Resuming {run_dir} after epoch {done}" in result.stdout
 
     after = history(run_dir)
-    assert [int(r["epoch"]) for r in after] == list(range(1, 11))
-    assert [r["stage"] for r in after] == ["head"] * 4 + ["all"] * 6
+    total = sum(epochs for _, epochs in stages)
+    assert [int(r["epoch"]) for r in after] == list(range(1, total + 1))
+    assert [r["stage"] for r in after] == [name for name, epochs in stages for _ in range(epochs)]
     assert after[:done] == before[:done]  # the finished epochs are kept as they were
     config = json.loads((run_dir / "run.json").read_text())
     assert config["status"] == "done"
     assert (run_dir / "checkpoints" / "best.keras").is_file()
     assert not list((run_dir / "checkpoints").glob("epoch-*.keras")) and not state.exists()
+    return run_dir
+
+
+RECIPE = ('batch_size = 4\n[[stages]]\nname = "head"\ntrainable = "head"\nepochs = 4\n'
+          '[[stages]]\nname = "all"\ntrainable = "all"\nlearning_rate = 0.0001\nepochs = 6\n')
+
+
+@pytest.mark.slow  # ~140 s: kills a real training and resumes it
+def test_killed_run_resumes_without_losing_epochs(tmp_path):
+    data = make_shapes_dataset(tmp_path / "shapes", train_per_class=6, val_per_class=3, size=32)
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(RECIPE)
+    kill_and_resume(tmp_path, ["--data", str(data), "--weights", "none", "--image-size", "32",
+                               "--recipe", str(recipe)], [("head", 4), ("all", 6)])
+
+
+@pytest.mark.slow  # ~90 s: the same for a segmentation run (a U-Net, mask data, the IoU monitor)
+def test_killed_segmentation_run_resumes(tmp_path):
+    data = write_mask_folder(tmp_path / "masks", 12, size=(48, 40), void=True)
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(RECIPE)
+    run_dir = kill_and_resume(tmp_path, ["--task", "segment", "--data", str(data), "--ignore-index", str(VOID),
+                                         "--backbone", "smallcnn", "--weights", "none", "--image-size", "32",
+                                         "--recipe", str(recipe)], [("head", 4), ("all", 6)])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics["per_class_iou"]) == {"background", "red", "blue"}
 
 
 def test_resume_refuses_finished_or_missing_runs(tmp_path):

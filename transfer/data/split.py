@@ -142,3 +142,29 @@ def stratified_split(samples: Samples, val_fraction: float = 0.2, seed: int = 0)
         val=samples.subset(val),
         origin=split_origin(val_fraction, seed),
     )
+
+
+def split_by_labels(samples: Samples, labels, *, val_fraction: float = 0.2, seed: int = 0) -> DataSplit:
+    """``samples`` of any target kind (boxes, masks) split by ``stratified_split`` on ``labels``.
+
+    ``labels``: one tuple of class indices per sample (the classes its boxes or
+    regions show); images are grouped by their rarest class, label-less ones
+    together. The targets themselves travel unchanged.
+
+    Example:
+        >>> split = split_by_labels(boxes, [t.labels for t in boxes.targets], val_fraction=0.2)
+        >>> len(split.train) + len(split.val) == len(boxes)
+        True
+    """
+    # A stand-in whose sources are positions carries the multi-label split back to the real samples.
+    stand_in = Samples(
+        sources=tuple(str(i) for i in range(len(samples))),
+        targets=tuple(tuple(sorted(set(int(c) for c in classes))) for classes in labels),
+        class_names=samples.class_names, multi_label=True,
+    )
+    halves = stratified_split(stand_in, val_fraction=val_fraction, seed=seed)
+    return DataSplit(
+        train=samples.subset([int(i) for i in halves.train.sources]),
+        val=samples.subset([int(i) for i in halves.val.sources]),
+        origin=halves.origin,
+    )

@@ -25,7 +25,7 @@ from transfer.data.boxes.reading import box_format, read_boxes
 from transfer.data.boxes.voc import find_voc_layout
 from transfer.data.findings import FoundData
 from transfer.data.samples import DataSplit, Samples
-from transfer.data.split import check_val_fraction, stratified_split
+from transfer.data.split import check_val_fraction, split_by_labels
 from transfer.errors import TransferError
 
 
@@ -83,19 +83,8 @@ def seeded_box_split(samples: Samples, *, val_fraction: float = 0.2, seed: int =
         >>> len(split.train), len(split.val), split.origin
         (160, 40, 'stratified 80/20, seed 0')
     """
-    # stratified_split already groups multi-label images by their rarest label (and label-less ones
-    # together); a stand-in whose sources are positions carries the result back to the boxes.
-    stand_in = Samples(
-        sources=tuple(str(i) for i in range(len(samples))),
-        targets=tuple(tuple(sorted(set(target.labels))) for target in samples.targets),
-        class_names=samples.class_names, multi_label=True,
-    )
-    halves = stratified_split(stand_in, val_fraction=val_fraction, seed=seed)
-    return DataSplit(
-        train=samples.subset([int(i) for i in halves.train.sources]),
-        val=samples.subset([int(i) for i in halves.val.sources]),
-        origin=halves.origin,
-    )
+    return split_by_labels(samples, [target.labels for target in samples.targets], val_fraction=val_fraction,
+                           seed=seed)
 
 
 def _voc_lists(source: str | os.PathLike) -> tuple[str, ...]:

@@ -34,7 +34,7 @@ from transfer.data.masks.reading import MaskListing, list_masks, raise_for_stops
 from transfer.data.masks.tfds_masks import read_tfds_masks, split_names, tfds_builder
 from transfer.data.masks.values import find_classes_file, read_classes_file
 from transfer.data.samples import DataSplit, Samples, class_indices
-from transfer.data.split import check_val_fraction, stratified_split
+from transfer.data.split import check_val_fraction, split_by_labels
 from transfer.data.tfds_source import PREFIX
 from transfer.errors import TransferError
 
@@ -122,17 +122,8 @@ def seeded_mask_split(samples: Samples, *, val_fraction: float = 0.2, seed: int 
         >>> len(split.train), len(split.val)
         (25, 5)
     """
-    stand_in = Samples(
-        sources=tuple(str(i) for i in range(len(samples))),
-        targets=tuple(class_indices(t) for t in samples.targets),
-        class_names=samples.class_names, multi_label=True,
-    )
-    halves = stratified_split(stand_in, val_fraction=val_fraction, seed=seed)
-    return DataSplit(
-        train=samples.subset([int(i) for i in halves.train.sources]),
-        val=samples.subset([int(i) for i in halves.val.sources]),
-        origin=halves.origin,
-    )
+    return split_by_labels(samples, [class_indices(t) for t in samples.targets], val_fraction=val_fraction,
+                           seed=seed)
 
 
 def _tfds_data(name: str, val_fraction: float, seed: int, class_names, ignore_index) -> MaskData:
