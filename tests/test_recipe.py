@@ -48,6 +48,35 @@ def test_with_epochs_sets_every_stage():
     assert [s.epochs for s in recipe.stages] == [3, 3]
 
 
+def test_with_epochs_drops_the_step_floor():
+    recipe = Recipe(stages=(Stage("all", "all", epochs=30, min_steps=600),)).with_epochs(3)
+    assert recipe.stages[0].min_steps == 0
+    assert recipe.with_step_floor(1) == (recipe, [])  # --epochs 3 means 3, however few the steps
+
+
+def test_step_floor_raises_epochs_of_small_sets_and_says_so():
+    recipe = Recipe(stages=(Stage("head", "head", epochs=5), Stage("tune", "all", epochs=30, min_steps=600),
+                            Stage("off", "all", epochs=0, min_steps=600)), batch_size=8)
+    raised, notes = recipe.with_step_floor(4)   # 25-32 images at batch 8
+    assert [s.epochs for s in raised.stages] == [5, 150, 0]  # ceil(600 / 4); a stage of 0 epochs stays off
+    assert raised.stages[0] == recipe.stages[0] and raised.batch_size == 8
+    assert notes == ["Stage 'tune': 150 epochs instead of 30, to train at least min_steps = 600 optimizer steps "
+                     "at 4 per epoch (a small training set); --epochs N sets exact epochs."]
+    assert raised.with_step_floor(4) == (raised, [])  # idempotent: a resumed run reloads the raised recipe
+    assert recipe.with_step_floor(7)[0].stages[1].epochs == 86  # ceil(600 / 7)
+    assert recipe.with_step_floor(20) == (recipe, [])  # 30 epochs of 20 steps already give 600
+
+
+def test_min_steps_round_trips_and_is_validated(tmp_path):
+    recipe = Recipe(stages=(Stage("tune", "all", epochs=3, min_steps=250),))
+    recipe.save(tmp_path / "r.toml")
+    assert Recipe.load(tmp_path / "r.toml") == recipe
+    with pytest.raises(TransferError, match="min_steps"):
+        Recipe.from_toml('[[stages]]\nname = "a"\nmin_steps = -5')
+    with pytest.raises(TransferError, match="min_steps"):
+        Recipe.from_toml('[[stages]]\nname = "a"\nmin_steps = 2.5')
+
+
 @pytest.mark.parametrize(
     "text, needle",
     [

@@ -256,3 +256,15 @@ def test_patience_stops_a_stage_early_and_training_moves_on(shapes, tmp_path):
     result = train(load_data(shapes), tmp_path / "run", weights=None, image_size=SIZE, recipe=recipe, verbose=0)
     rows = list(csv.DictReader(open(result.run_dir / "history.csv")))
     assert [(r["epoch"], r["stage"]) for r in rows] == [("1", "stuck"), ("2", "stuck"), ("3", "top")]
+
+
+def test_min_steps_lengthens_a_stage_on_a_small_set(shapes, tmp_path, capsys):
+    data = load_data(shapes)
+    steps = -(-len(data.train) // 8)
+    recipe = Recipe(stages=(Stage("head", "head", 1e-3, 1), Stage("tune", "top:1", 1e-4, 1, min_steps=2 * steps)),
+                    batch_size=8, head_cache_views=0)
+    result = train(data, tmp_path / "run", weights=None, image_size=SIZE, recipe=recipe, verbose=1)
+    rows = list(csv.DictReader(open(result.run_dir / "history.csv")))
+    assert [r["stage"] for r in rows] == ["head", "tune", "tune"]
+    assert f"Stage 'tune': 2 epochs instead of 1, to train at least min_steps = {2 * steps}" in capsys.readouterr().out
+    assert Recipe.load(result.run_dir / "recipe.toml").stages[1].epochs == 2  # what --resume will run

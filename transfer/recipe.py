@@ -70,6 +70,10 @@ class Stage:
             ``transfer.rates``.
         layer_decay: each backbone block below the top one trains at this
             fraction of the rate of the block above it (1: no decay).
+        min_steps: the stage trains for at least this many optimizer steps:
+            on a training set too small to give them in ``epochs`` epochs,
+            its epochs grow to ``ceil(min_steps / steps per epoch)`` and the
+            run says so (0: exactly ``epochs``; ``--epochs`` sets it to 0).
     """
 
     name: str
@@ -79,6 +83,7 @@ class Stage:
     patience: int = 0
     backbone_lr_scale: float = 1.0
     layer_decay: float = 1.0
+    min_steps: int = 0
 
     def __post_init__(self):
         if not (isinstance(self.name, str) and self.name.strip()):
@@ -103,7 +108,7 @@ class Stage:
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1):
                 raise TransferError(f"Stage {self.name!r} has {key}={value!r}.",
                                     fix="Use a number in (0, 1], e.g. 0.1 (1 means the stage's own rate).")
-        for key in ("epochs", "patience"):
+        for key in ("epochs", "patience", "min_steps"):
             value = getattr(self, key)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
                 raise TransferError(f"Stage {self.name!r} has {key}={value!r}.", fix="Use a whole number >= 0.")
@@ -248,10 +253,39 @@ class Recipe:
         return sum(stage.epochs for stage in self.stages)
 
     def with_epochs(self, epochs: int) -> "Recipe":
-        """The same recipe with every stage set to ``epochs`` epochs (the CLI's ``--epochs``)."""
+        """The same recipe with every stage set to exactly ``epochs`` epochs (the CLI's ``--epochs``:
+        no ``min_steps`` floor raises them)."""
         return dataclasses.replace(
-            self, stages=tuple(dataclasses.replace(s, epochs=epochs) for s in self.stages)
+            self, stages=tuple(dataclasses.replace(s, epochs=epochs, min_steps=0) for s in self.stages)
         )
+
+    def with_step_floor(self, steps_per_epoch: int) -> tuple["Recipe", list[str]]:
+        """The recipe with each stage's epochs raised to reach its ``min_steps`` at ``steps_per_epoch``
+        optimizer steps an epoch, and one line per raised stage saying so.
+
+        Schedules counted in steps rather than epochs are the usual practice for
+        segmentation (mmsegmentation trains for 20k-160k iterations): 25 images
+        at batch 8 are 4 steps an epoch, so 30 epochs teach a fresh decoder
+        for only 120 steps.
+
+        Example:
+            >>> recipe = Recipe(stages=(Stage("all", "all", epochs=30, min_steps=600),))
+            >>> recipe.with_step_floor(4)[0].stages[0].epochs
+            150
+        """
+        if steps_per_epoch < 1:
+            return self, []
+        stages, notes = [], []
+        for stage in self.stages:
+            needed = math.ceil(stage.min_steps / steps_per_epoch)
+            if stage.epochs == 0 or needed <= stage.epochs:
+                stages.append(stage)
+                continue
+            stages.append(dataclasses.replace(stage, epochs=needed))
+            notes.append(f"Stage {stage.name!r}: {needed} epochs instead of {stage.epochs}, to train at least "
+                         f"min_steps = {stage.min_steps} optimizer steps at {steps_per_epoch} per epoch (a small "
+                         "training set); --epochs N sets exact epochs.")
+        return dataclasses.replace(self, stages=tuple(stages)), notes
 
     # --- TOML round trip -------------------------------------------------
 

@@ -165,6 +165,9 @@ def train(
 
     # Unreadable images are left out (each named) instead of crashing the run mid-epoch.
     data = drop_unreadable(data, echo=(lambda message: _say(verbose, message)) if verbose else None)
+    recipe, floor_notes = recipe.with_step_floor(steps_per_epoch(data.train, recipe.batch_size))
+    for line in floor_notes:
+        _say(verbose, line)
     dist = _distribution(distribution)
     run = RunDir(out_dir if dist.is_chief else tempfile.mkdtemp(prefix="transfer-worker-"))
     prepare_run_dir(run)
