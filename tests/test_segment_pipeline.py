@@ -112,8 +112,21 @@ def test_zoom_in_on_a_two_pixel_checkerboard_makes_no_blended_value():
 
 
 def test_unknown_augmentation_is_refused():
-    with pytest.raises(TransferError, match="rotate"):
-        MaskAugmenter(("flip", "rotate"))
+    with pytest.raises(TransferError, match="mixup"):
+        MaskAugmenter(("flip", "mixup"))
+
+
+def test_rotate_turns_image_and_mask_together_by_quarter_turns():
+    image, mask = shapes_pair(4, (SIZE, SIZE))
+    turns_seen = set()
+    for seed in SEEDS + [(1, 1), (2, 2), (3, 3), (4, 4)]:
+        out_image, out_mask = MaskAugmenter(("rotate",))(tf.constant(image), tf.constant(mask), tf.constant(seed))
+        assert out_image.shape == (SIZE, SIZE, 3) and out_mask.shape == (SIZE, SIZE)
+        assert_aligned(out_image.numpy(), out_mask.numpy(), exact=True)  # a quarter turn moves whole pixels
+        turns = [k for k in range(4) if np.array_equal(out_mask.numpy(), np.rot90(mask, k))]
+        assert len(turns) == 1
+        turns_seen.add(turns[0])
+    assert turns_seen == {0, 1, 2, 3}
 
 
 def test_masks_count_in_the_memory_cache_decision():

@@ -46,11 +46,11 @@ def test_recipe_ignore_index_is_checked_and_round_trips_through_toml():
         Recipe.from_toml('ignore_index = "11"\n')
 
 
-def test_recipe_checks_refuse_rotation_class_weights_and_two_ignore_values():
+def test_recipe_checks_refuse_class_weights_and_two_ignore_values():
     task = get_task("segment")
     task.check_recipe(task.default_recipe())
-    with pytest.raises(TransferError, match="rotate"):
-        task.check_recipe(Recipe(augment=("flip", "rotate")))
+    assert "rotate" not in task.default_recipe().augment  # opt-in: road scenes have an up
+    task.check_recipe(Recipe(augment=("flip", "rotate")))  # for microscopy, aerial and other up-less data
     with pytest.raises(TransferError, match="class_weight"):
         task.check_recipe(Recipe(augment=(), class_weight="balanced"))
     with pytest.raises(TransferError, match="differ"):
@@ -89,6 +89,21 @@ def test_run_config_records_options_or_the_recipes_ignore_index():
     assert config["class_names"] == ["bg", "fg"] and config["num_classes"] == 2 and config["loss"] == "ce+dice"
     config = get_task("segment").with_options(ignore_index=3, decoder="fcn").run_config(split, Recipe(augment=()))
     assert config["ignore_index"] == 3 and config["decoder"] == "fcn"
+
+
+def test_loss_option_is_normalized_recorded_and_used_by_the_objective():
+    train = Samples(("a.png",), (Mask(4, 4, path="m/a.png"),), ("bg", "fg"))
+    task = get_task("segment").with_options(loss=" CE ")
+    config = task.run_config(DataSplit(train, train), Recipe(augment=()))
+    assert config["loss"] == "ce"
+    assert task.objective(config, Recipe(augment=())).loss.terms == ("ce",)
+    assert get_task("segment").for_run({**config, "class_names": ["bg", "fg"]}).loss == "ce"
+    assert get_task("segment").with_options(loss="Focal+dice").loss == "focal+dice"
+    with pytest.raises(TransferError, match="--loss 'iou' is not a segmentation loss") as error:
+        get_task("segment").with_options(loss="iou")
+    assert "ce+dice" in error.value.fix
+    with pytest.raises(TransferError, match="--task classify takes no --loss"):
+        get_task("classify").with_options(loss="ce")
 
 
 def _logits(classes_by_column: list[int], side: int = 4, num_classes: int = 3) -> np.ndarray:

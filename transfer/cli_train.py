@@ -49,6 +49,10 @@ def train_command(
     decoder: Optional[str] = typer.Option(
         None, "--decoder", help="segment: unet (skip connections from strides 2-32, the default) or fcn."
     ),
+    loss: Optional[str] = typer.Option(
+        None, "--loss", help="segment: ce, dice, focal or a sum of them (default ce+dice; ce alone favours pixel "
+                             "accuracy, the Dice term rare classes)."
+    ),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder to create."),
     resume: Optional[Path] = typer.Option(
         None, "--resume", help="Continue this killed or interrupted run (no other options needed)."
@@ -100,7 +104,7 @@ def train_command(
         if (data is not None or out is not None or recipe is not None or epochs is not None or val_data is not None
                 or task_name != "classify" or precision != "float32" or xla is not None
                 or feature_cache is not None or no_feature_cache
-                or (ignore_index, class_names, decoder) != (None, None, None)):
+                or (ignore_index, class_names, decoder, loss) != (None, None, None, None)):
             raise TransferError(
                 "--resume continues a run with its own data, recipe and settings.",
                 fix="Pass only --resume RUN_DIR.",
@@ -127,7 +131,7 @@ def train_command(
     chosen = Recipe.load(recipe) if recipe else task.default_recipe()
     # The task's own options (each task refuses those it does not take, by their flag).
     task = task.with_options(ignore_index=ignore_index if ignore_index is not None else chosen.ignore_index,
-                             class_names=class_names, decoder=decoder)
+                             class_names=class_names, decoder=decoder, loss=loss)
     if epochs is not None:
         if epochs < 1:
             raise TransferError(f"--epochs {epochs} is not positive.", fix="Pass --epochs 1 or more.")

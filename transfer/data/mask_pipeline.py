@@ -40,9 +40,10 @@ from transfer.data.samples import IGNORE_VALUE, Samples
 from transfer.errors import TransferError
 from transfer.imageops import decode_image, resize_image
 
-# Recipe augmentation names a mask pipeline honours ("rotate" is not offered: the classification
-# pipeline's rotate turns by multiples of 90 degrees, which a road scene's sky-up layout does not survive).
-MASK_AUGMENTATIONS = ("flip", "zoom", "color")
+# Recipe augmentation names a mask pipeline honours. "rotate" (multiples of 90 degrees) is for data
+# without an up - microscopy, aerial, medical slices - and never a default: a road scene's sky-up
+# layout does not survive it.
+MASK_AUGMENTATIONS = ("flip", "zoom", "color", "rotate")
 # "zoom": a view 0.75-1.33x the image (log-uniform), moved by up to 10% of its side.
 ZOOM_RANGE = (0.75, 1.33)
 ZOOM_TRANSLATE = 0.1
@@ -69,8 +70,10 @@ class MaskAugmenter:
     probability 1/2; ``zoom`` takes the window ``BoxAugmenter`` draws (zoom
     ``ZOOM_RANGE``, moved by up to ``ZOOM_TRANSLATE`` of its side; zooming out
     pads), the image resampled bilinearly, the mask NEAREST with the same
-    transform, padding ``IGNORE_VALUE`` in the mask; ``color`` jitters the
-    image's brightness, contrast, saturation and hue (``box_augment.jitter_color``).
+    transform, padding ``IGNORE_VALUE`` in the mask; ``rotate`` turns both by
+    0, 90, 180 or 270 degrees (with ``flip``: all eight views of the square);
+    ``color`` jitters the image's brightness, contrast, saturation and hue
+    (``box_augment.jitter_color``).
 
     Example:
         >>> augment = MaskAugmenter(("flip", "zoom", "color"))
@@ -94,6 +97,11 @@ class MaskAugmenter:
         where = (offset[0], offset[1])
         image = view_pixels(image, scale, where, flip)
         mask = view_pixels(mask[..., tf.newaxis], scale, where, flip, fill=IGNORE_VALUE, nearest=True)[..., 0]
+        if "rotate" in self.names:
+            turns = tf.random.stateless_uniform([], seeds[7], 0, 4, dtype=tf.int32)
+            # Inputs are square (S x S), so a quarter turn keeps the static shape rot90 loses.
+            image = tf.ensure_shape(tf.image.rot90(image, turns), image.shape)
+            mask = tf.ensure_shape(tf.image.rot90(mask[..., tf.newaxis], turns)[..., 0], mask.shape)
         if "color" in self.names:
             image = jitter_color(image, seeds[3:7])
         return image, mask
