@@ -16,7 +16,8 @@ from transfer.data.samples import IGNORE_VALUE, DataSplit, Mask, Samples
 from transfer.errors import TransferError
 from transfer.recipe import Recipe
 from transfer.tasks import get_task
-from transfer.tasks.segment import SegmentTask, masks_at_original
+from transfer.tasks.segment import SegmentTask
+from transfer.tasks.segment_masks import masks_at_original
 
 
 def test_segment_is_registered_with_its_export_title_and_options():

@@ -2,7 +2,7 @@
 
 The model sees each image stretched to ``S x S`` (as in training and serving);
 its softmax is resized back to the image's own height and width and argmaxed
-(``transfer.tasks.segment.masks_at_original``, the export's own post-processing),
+(``transfer.tasks.segment_masks.masks_at_original``, the export's own post-processing),
 then compared with the mask as ``transfer.data.masks.load_mask`` reads it at
 full size. So the figures are those of the masks ``transfer predict`` writes,
 not of the downsampled ones the training's ``val_iou`` was measured on (that
@@ -132,7 +132,7 @@ def predicted_masks(model, samples, image_size: int, batch_size: int = 8):
     import tensorflow as tf
 
     from transfer.data.pipeline import decoded_images
-    from transfer.tasks.segment import masks_at_original
+    from transfer.tasks.segment_masks import masks_at_original
 
     index = 0
     for images in decoded_images(samples, image_size).batch(batch_size):
