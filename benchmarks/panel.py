@@ -152,6 +152,10 @@ def run_transfer_side(split: DataSplit, args, entry: Entry, scratch: Path) -> Si
     from transfer.train import train
 
     recipe = Recipe.load(args.recipe) if args.recipe else Recipe()
+    if recipe.batch_size != args.batch_size:
+        # Every side trains at the panel's batch size; a recipe's own would silently not be measured.
+        print(f"{entry.name} transfer: the recipe's batch_size {recipe.batch_size} is replaced by the panel's "
+              f"--batch-size {args.batch_size} (the same for every side).", flush=True)
     recipe = dataclasses.replace(recipe, seed=entry.seed, batch_size=args.batch_size)
     out = scratch / f"{entry.name}-run"
     started = time.perf_counter()
