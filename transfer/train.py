@@ -301,7 +301,8 @@ def _run_stages(run, model, config, recipe, data, task, progress, started, verbo
         # must take part in the same collective steps.
         on_cached_features = (stage.trainable == "head" and recipe.head_cache_views > 0 and dist.kind == "none"
                               and task.uses_feature_cache)
-        if stage.trainable == "head" and not on_cached_features and stage.epochs > 10:
+        # (Not when the epochs come from the stage's own min_steps floor: the recipe asked for them.)
+        if stage.trainable == "head" and not on_cached_features and stage.epochs > 10 and not stage.min_steps:
             why = ("under a distribution strategy" if dist.kind != "none" else "head_cache_views = 0"
                    if task.uses_feature_cache else f"the {task.name} head reads spatial features")
             _say(verbose, f"Stage {stage.name!r} runs the whole model {stage.epochs} times ({why}, no feature "
