@@ -336,13 +336,11 @@ def _loss_kind(value) -> str | None:
     """``--loss ce+dice`` (any case and spacing) -> ``"ce+dice"``; None when not given."""
     if value is None:
         return None
-    from transfer.tasks.segment_loss import TERMS, parse_kind
-
-    try:
-        return "+".join(parse_kind(value))
+    try:  # the loss module is imported above already (for its Keras registration)
+        return "+".join(_segment_loss.parse_kind(value))
     except ValueError:
         raise TransferError(f"--loss {value!r} is not a segmentation loss.",
-                            fix=f"Use one of {', '.join(TERMS)}, or a sum such as ce+dice (the default) "
+                            fix=f"Use one of {', '.join(_segment_loss.TERMS)}, or a sum such as ce+dice (the default) "
                                 "or focal+dice.") from None
 
 
