@@ -114,6 +114,9 @@ def restore_weight_decay_exclusions(model) -> None:
         inner._exclude_from_weight_decay_cache = {}
 
 
+# Seconds of head training on cached features a kill may lose (the resume repeats them).
+CACHED_HEAD_SAVE_INTERVAL = 30.0
+
 def train(
     data: DataSplit,
     out_dir: str | Path,
@@ -246,7 +249,9 @@ def resume(run_dir: str | Path, *, verbose: int = 1, distribution=None) -> Train
     progress = Progress.load(run.state_file)
     if progress is None:
         raise TransferError(
-            f"{run.root} stopped before its first epoch finished; there is nothing to resume.",
+            f"{run.root} stopped before its first checkpoint was written (one follows each epoch; a head "
+            f"stage on cached features writes one every {CACHED_HEAD_SAVE_INTERVAL:.0f} s and at its end), "
+            "so there is nothing to resume.",
             fix=f"Delete {run.root} and start the run again.",
         )
     recipe = Recipe.load(run.recipe_file)
@@ -318,7 +323,10 @@ def _run_stages(run, model, config, recipe, data, task, progress, started, verbo
             bind_rate_scales(model, rate_scales(model, spec, stage))
             _say(verbose, describe_stage(index, len(recipe.stages), stage, trainable_layers,
                                          cached=on_cached_features, ema_epochs=recipe.ema_epochs))
-        checkpoints.stage(index, stage.name, stage_start=progress.epoch - done)
+        # Head epochs on cached features are fractions of a second, a checkpoint ~0.12 s:
+        # those stages write one at most every CACHED_HEAD_SAVE_INTERVAL seconds and at their end.
+        checkpoints.stage(index, stage.name, stage_start=progress.epoch - done,
+                          save_interval=CACHED_HEAD_SAVE_INTERVAL if on_cached_features else 0.0)
         callbacks = [checkpoints,
                      keras.callbacks.TensorBoard(log_dir=str(run.logs_dir / stage.name), write_graph=False)]
         if uses_ema(model) and not on_cached_features:
