@@ -7,6 +7,7 @@ import pytest
 
 from tests.modelfactory import pretrained_like_classifier
 from transfer.backbones import get_backbone
+from transfer.errors import TransferError
 from transfer.rates import ScaledAdamW, bind_rate_scales, rate_scales
 from transfer.recipe import Recipe, Stage
 from transfer.schedules import make_optimizer
@@ -82,7 +83,6 @@ def test_recipe_fields_are_checked_and_round_trip():
     recipe = Recipe(stages=(Stage("h", "head", 1e-3, 2), Stage("f", "all", 1e-3, 2, backbone_lr_scale=0.1,
                                                                layer_decay=0.8)), ema_epochs=1.5)
     assert Recipe.from_toml(recipe.to_toml()) == recipe
-    from transfer.errors import TransferError
 
     with pytest.raises(TransferError, match="backbone_lr_scale"):
         Stage("f", "all", backbone_lr_scale=0)
@@ -96,3 +96,16 @@ def test_ema_momentum_spans_the_epochs_asked_for():
     assert ema_momentum(0, 100) is None
     assert ema_momentum(1.0, 100) == pytest.approx(0.99)
     assert ema_momentum(2.0, 20) == pytest.approx(0.975)
+
+
+def test_ema_spans_at_least_min_steps_on_a_small_training_set():
+    from transfer.train import averaged_epochs
+
+    assert ema_momentum(1.0, 20, min_steps=100) == pytest.approx(0.99)  # 5 epochs of 20 steps
+    assert ema_momentum(1.0, 200, min_steps=100) == pytest.approx(0.995)  # an epoch is more already
+    assert ema_momentum(0, 20, min_steps=100) is None  # the floor never turns the average on
+    assert averaged_epochs(Recipe(), 20) == pytest.approx(5.0) and averaged_epochs(Recipe(), 200) == 1.0
+    assert averaged_epochs(Recipe(ema_epochs=0.0), 20) == 0.0
+    for bad in (-1, 1.5, True):
+        with pytest.raises(TransferError, match="ema_min_steps"):
+            Recipe(ema_min_steps=bad)

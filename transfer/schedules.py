@@ -125,16 +125,18 @@ def make_optimizer(name: str, learning_rate, *, weight_decay: float = 0.0, model
     raise TransferError(f"Unknown optimizer {name!r}.", fix=f"Use one of {OPTIMIZERS}.")
 
 
-def ema_momentum(ema_epochs: float, steps_per_epoch: int) -> float | None:
-    """The per-step momentum of a weight average over about ``ema_epochs`` epochs (None: off).
+def ema_momentum(ema_epochs: float, steps_per_epoch: int, min_steps: int = 0) -> float | None:
+    """The per-step momentum of a weight average over about ``ema_epochs`` epochs, and at least
+    ``min_steps`` optimizer steps (None: off).
 
     Example:
-        >>> round(ema_momentum(1.0, 100), 4)
-        0.99
+        >>> round(ema_momentum(1.0, 100), 4), round(ema_momentum(1.0, 20, min_steps=100), 4)
+        (0.99, 0.99)
     """
     if ema_epochs <= 0:
         return None
-    return min(max(1.0 - 1.0 / (ema_epochs * max(steps_per_epoch, 1)), 0.5), 0.9999)
+    steps = max(ema_epochs * max(steps_per_epoch, 1), min_steps)
+    return min(max(1.0 - 1.0 / steps, 0.5), 0.9999)
 
 
 def uses_ema(model) -> bool:

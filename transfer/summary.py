@@ -94,7 +94,7 @@ def describe_stage(index: int, total: int, stage, trainable_layers: int, *, cach
     if cached:
         text += ", on cached backbone features"
     elif stage.trainable != "head" and ema_epochs > 0:
-        text += f", validated on a weight average over ~{ema_epochs:g} epoch(s)"
+        text += f", validated on a weight average over ~{round(ema_epochs, 1):g} epoch(s)"
     return text
 
 

@@ -97,8 +97,16 @@ def stage_optimizer(recipe: Recipe, stage: Stage, steps_per_epoch: int, model):
     return make_optimizer(recipe.optimizer, warmup_cosine(stage.learning_rate, total, warmup),
                           weight_decay=recipe.weight_decay, model=model,
                           per_layer_rates=(stage.backbone_lr_scale, stage.layer_decay) != (1.0, 1.0),
-                          ema_momentum=None if head_only else ema_momentum(recipe.ema_epochs, steps_per_epoch))
+                          ema_momentum=None if head_only else ema_momentum(recipe.ema_epochs, steps_per_epoch,
+                                                                             recipe.ema_min_steps))
 
+
+
+def averaged_epochs(recipe: Recipe, steps_per_epoch: int) -> float:
+    """How many epochs the weight average spans (0: none): ``ema_epochs``, or ``ema_min_steps`` steps if more."""
+    if recipe.ema_epochs <= 0:
+        return 0.0
+    return max(recipe.ema_epochs, recipe.ema_min_steps / max(steps_per_epoch, 1))
 
 def restore_weight_decay_exclusions(model) -> None:
     """Keep AdamW's decay off biases and normalization weights after a checkpoint reload.
@@ -322,7 +330,8 @@ def _run_stages(run, model, config, recipe, data, task, progress, started, verbo
                               jit_compile="auto" if config.get("xla") is None else bool(config["xla"]))
             bind_rate_scales(model, rate_scales(model, spec, stage))
             _say(verbose, describe_stage(index, len(recipe.stages), stage, trainable_layers,
-                                         cached=on_cached_features, ema_epochs=recipe.ema_epochs))
+                                         cached=on_cached_features,
+                                         ema_epochs=averaged_epochs(recipe, steps)))
         # Head epochs on cached features are fractions of a second, a checkpoint ~0.12 s:
         # those stages write one at most every CACHED_HEAD_SAVE_INTERVAL seconds and at their end.
         checkpoints.stage(index, stage.name, stage_start=progress.epoch - done,

@@ -197,6 +197,7 @@ class DetectTask(Task):
                     Stage("finetune", trainable="all", learning_rate=2e-3, epochs=40, backbone_lr_scale=0.5)),
             batch_size=16, dropout=0.0, label_smoothing=0.0, weight_decay=0.0005,
             augment=("flip", "zoom", "color"), head_cache_views=0, warmup_epochs=1.0, ema_epochs=1.0,
+            ema_min_steps=0,  # measured without the 100-step floor of the classification default
         )
 
     def default_image_size(self, spec) -> int:
