@@ -101,8 +101,6 @@ class _Interrupt(Exception):
 def test_resume_in_the_middle_of_a_cached_head_stage(shapes, tmp_path, monkeypatch):
     recipe = Recipe(stages=(Stage("head", "head", 3e-3, 5), Stage("finetune", "all", 1e-3, 2)), batch_size=8)
     run_dir = tmp_path / "run"
-    # Every head epoch writes its checkpoint here (by default at most one per 30 s of head training).
-    monkeypatch.setattr("transfer.train.CACHED_HEAD_SAVE_INTERVAL", 0.0)
     original = RunCheckpoints.on_epoch_end
 
     def stop_after_three(self, epoch, logs=None):
@@ -113,7 +111,7 @@ def test_resume_in_the_middle_of_a_cached_head_stage(shapes, tmp_path, monkeypat
     monkeypatch.setattr(RunCheckpoints, "on_epoch_end", stop_after_three)
     with pytest.raises(_Interrupt):
         train(load_data(shapes), run_dir, weights=None, image_size=SIZE, recipe=recipe,
-              feature_cache=tmp_path / "cache", verbose=0)
+              feature_cache=tmp_path / "cache", verbose=0, checkpoint_every=0)
     monkeypatch.setattr(RunCheckpoints, "on_epoch_end", original)
     before = rows(run_dir)
     assert len(before) == 3

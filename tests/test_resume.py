@@ -25,7 +25,8 @@ def kill_and_resume(tmp_path, train_args, stages):
     ``stages``: ``(name, epochs)`` of the recipe, in order."""
     run_dir = tmp_path / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    command = [sys.executable, "-m", "transfer", "train", *train_args, "--out", str(run_dir)]
+    # A checkpoint after every epoch (by default one per 30 s of training), so every finished epoch must survive.
+    command = [sys.executable, "-m", "transfer", "train", *train_args, "--checkpoint-every", "0", "--out", str(run_dir)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     state = run_dir / "checkpoints" / "state.json"
     deadline = time.time() + 300

@@ -38,7 +38,7 @@ def test_run_folder_holds_everything(finished_run):
     assert config["status"] == "done"
     assert config["class_names"] == ["circle", "square", "triangle"]
     assert config["backbone"] == "mobilenet_0.25" and config["image_size"] == SIZE
-    assert config["weights"] == "random"
+    assert config["weights"] == "random" and config["checkpoint_every"] == 30.0
     assert Recipe.load(root / "recipe.toml") == TINY
     split = json.loads((root / "split.json").read_text())
     assert len(split["val"]) == 9 and all(r["path"].endswith(".png") for r in split["val"])
@@ -256,6 +256,14 @@ def test_patience_stops_a_stage_early_and_training_moves_on(shapes, tmp_path):
     result = train(load_data(shapes), tmp_path / "run", weights=None, image_size=SIZE, recipe=recipe, verbose=0)
     rows = list(csv.DictReader(open(result.run_dir / "history.csv")))
     assert [(r["epoch"], r["stage"]) for r in rows] == [("1", "stuck"), ("2", "stuck"), ("3", "top")]
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), "30"])
+def test_checkpoint_every_must_be_seconds(shapes, tmp_path, bad):
+    with pytest.raises(TransferError, match="checkpoint_every"):
+        train(load_data(shapes), tmp_path / "run", weights=None, image_size=SIZE, recipe=TINY, verbose=0,
+              checkpoint_every=bad)
+    assert not (tmp_path / "run").exists()
 
 
 def test_min_steps_lengthens_a_stage_on_a_small_set(shapes, tmp_path, capsys):

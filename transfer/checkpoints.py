@@ -33,7 +33,7 @@ MONITOR = "val_accuracy"
 
 @dataclass
 class Progress:
-    """Where a run stands; saved after every epoch as checkpoints/state.json."""
+    """Where a run stands; saved with every resumable checkpoint as checkpoints/state.json."""
 
     stage_index: int = 0
     stage_epochs_done: int = 0
@@ -66,8 +66,8 @@ def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 class RunCheckpoints(keras.callbacks.Callback):
-    """After every epoch: the history row, the best model (across all stages) and a
-    resumable checkpoint with its state, each written atomically.
+    """After every epoch the history row; with a resumable checkpoint and its state,
+    the best model (across all stages); each written atomically.
 
     Keras's ModelCheckpoint forgets its best value between ``fit`` calls, that
     is between stages; this one keeps it for the whole run (and across a
@@ -75,11 +75,11 @@ class RunCheckpoints(keras.callbacks.Callback):
     ``monitor`` is the logged metric that decides the best epoch; ``mode``
     ``"max"`` (higher is better) or ``"min"``.
 
-    A stage given ``save_interval`` seconds (``stage(...)``) writes its
-    checkpoint, best model and state only when that long has passed since the
-    last write, and after its last epoch: a head epoch on cached features
-    takes ~0.04 s and its checkpoint ~0.12 s, so saving every one tripled the
-    stage. A kill then loses at most ``save_interval`` seconds of training
+    A stage given ``save_interval`` seconds (``stage(...)``) writes the
+    checkpoint, best model and state after the first epoch that ends that
+    long after the last write, and after the fit's last epoch (0: every
+    epoch): a head epoch on cached features takes ~0.04 s and its checkpoint
+    ~0.12 s. A kill then loses at most ``save_interval`` seconds of training
     (the resume repeats them); history.csv is still written every epoch.
     """
 

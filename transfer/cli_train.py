@@ -82,6 +82,11 @@ def train_command(
     no_feature_cache: bool = typer.Option(
         False, "--no-feature-cache", help="Keep head-stage features in memory only."
     ),
+    checkpoint_every: Optional[float] = typer.Option(
+        None, "--checkpoint-every", min=0.0, metavar="SECONDS",
+        help="Seconds of training between resumable checkpoints (default 30; always one after each stage; 0: "
+             "after every epoch). A kill loses at most this much.",
+    ),
     distribute: str = typer.Option(
         "auto", "--distribute",
         help="auto (TF_CONFIG with several workers: multi_worker; several GPUs: mirrored; else none), "
@@ -103,7 +108,7 @@ def train_command(
     if resume is not None:
         if (data is not None or out is not None or recipe is not None or epochs is not None or val_data is not None
                 or task_name != "classify" or precision != "float32" or xla is not None
-                or feature_cache is not None or no_feature_cache
+                or feature_cache is not None or no_feature_cache or checkpoint_every is not None
                 or (ignore_index, class_names, decoder, loss) != (None, None, None, None)):
             raise TransferError(
                 "--resume continues a run with its own data, recipe and settings.",
@@ -153,6 +158,7 @@ def train_command(
         recipe=chosen, data_source=data, verbose=verbose, precision=precision, xla=xla,
         feature_cache=False if no_feature_cache else (feature_cache or True), distribution=distribution,
         task=task, val_data_source=val_data,
+        **({} if checkpoint_every is None else {"checkpoint_every": checkpoint_every}),
     )
     if not distribution.is_chief:
         typer.echo(f"Worker {distribution.worker_index} finished; the chief wrote the run folder.")

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import shutil
 import tempfile
@@ -122,9 +123,6 @@ def restore_weight_decay_exclusions(model) -> None:
         inner._exclude_from_weight_decay_cache = {}
 
 
-# Seconds of head training on cached features a kill may lose (the resume repeats them).
-CACHED_HEAD_SAVE_INTERVAL = 30.0
-
 def train(
     data: DataSplit,
     out_dir: str | Path,
@@ -141,6 +139,7 @@ def train(
     distribution=None,
     task=None,
     val_data_source: str | None = None,
+    checkpoint_every: float = 30.0,
 ) -> TrainResult:
     """Train a model for ``task`` on ``data`` by ``recipe`` and write a run folder at ``out_dir``.
 
@@ -150,8 +149,12 @@ def train(
     task's own (``task.default_recipe()``).
 
     ``data_source`` (the ``--data`` string) is recorded so TFDS data can be
-    reloaded; file-based data is recorded file by file in split.json. Every
-    epoch leaves a checkpoint, so a killed run continues with ``resume``.
+    reloaded; file-based data is recorded file by file in split.json.
+    ``checkpoint_every``: seconds of training between resumable checkpoints
+    (each written after an epoch, and always after a stage's last one; 0:
+    after every epoch), so a killed run continues with ``resume``, losing at
+    most that much. A checkpoint of a small model takes ~0.1-0.4 s, as long
+    as a whole epoch of a head on cached features.
     ``verbose``: 0 silent, 1 progress bars, 2 one line per epoch (for logs).
     ``precision``: ``"float32"``, ``"mixed"``, ``"float16"`` or
     ``"bfloat16"`` (see ``transfer.precision``). ``xla``: compile training
@@ -166,6 +169,9 @@ def train(
     ``val_data_source``: the ``--val-data`` string, recorded like ``data_source``.
     """
     started = time.perf_counter()
+    if not (isinstance(checkpoint_every, (int, float)) and math.isfinite(checkpoint_every) and checkpoint_every >= 0):
+        raise TransferError(f"checkpoint_every={checkpoint_every!r}.",
+                            fix="Use seconds >= 0, e.g. 30 (0: a checkpoint after every epoch).")
     task = task_of(data, task)
     recipe = recipe or task.default_recipe()
     task.check_recipe(recipe)
@@ -212,6 +218,7 @@ def train(
         "num_val": len(data.val),
         "precision": choice.policy,
         "xla": xla,
+        "checkpoint_every": float(checkpoint_every),
         "feature_cache": feature_cache_dir(feature_cache) if task.uses_feature_cache else None,
         "transfer_version": transfer_version(),
         "keras_version": keras.__version__,
@@ -229,8 +236,9 @@ def train(
 def resume(run_dir: str | Path, *, verbose: int = 1, distribution=None) -> TrainResult:
     """Continue a killed or interrupted run from its last finished epoch.
 
-    The run's own recipe, data split and settings are used; the epoch that was
-    running when it stopped is the only work lost.
+    The run's own recipe, data split and settings are used; what ran after the
+    last checkpoint (at most ``checkpoint_every`` seconds, see ``train``) is
+    the only work lost.
 
     ``distribution``: as for ``train``; one machine only (a multi-worker run
     resumes on its chief's machine, or on all GPUs of one machine).
@@ -257,9 +265,8 @@ def resume(run_dir: str | Path, *, verbose: int = 1, distribution=None) -> Train
     progress = Progress.load(run.state_file)
     if progress is None:
         raise TransferError(
-            f"{run.root} stopped before its first checkpoint was written (one follows each epoch; a head "
-            f"stage on cached features writes one every {CACHED_HEAD_SAVE_INTERVAL:.0f} s and at its end), "
-            "so there is nothing to resume.",
+            f"{run.root} stopped before its first checkpoint was written (checkpoint_every = "
+            f"{config.get('checkpoint_every', 0.0):g} s, and after each stage), so there is nothing to resume.",
             fix=f"Delete {run.root} and start the run again.",
         )
     recipe = Recipe.load(run.recipe_file)
@@ -332,10 +339,10 @@ def _run_stages(run, model, config, recipe, data, task, progress, started, verbo
             _say(verbose, describe_stage(index, len(recipe.stages), stage, trainable_layers,
                                          cached=on_cached_features,
                                          ema_epochs=averaged_epochs(recipe, steps)))
-        # Head epochs on cached features are fractions of a second, a checkpoint ~0.12 s:
-        # those stages write one at most every CACHED_HEAD_SAVE_INTERVAL seconds and at their end.
-        checkpoints.stage(index, stage.name, stage_start=progress.epoch - done,
-                          save_interval=CACHED_HEAD_SAVE_INTERVAL if on_cached_features else 0.0)
+        # Early stopping can end a stage after any epoch, and Keras then swaps the raw
+        # weights back in for the average: such a stage writes every epoch's checkpoint.
+        interval = 0.0 if stage.patience and not on_cached_features else float(config.get("checkpoint_every", 0.0))
+        checkpoints.stage(index, stage.name, stage_start=progress.epoch - done, save_interval=interval)
         callbacks = [checkpoints,
                      keras.callbacks.TensorBoard(log_dir=str(run.logs_dir / stage.name), write_graph=False)]
         if uses_ema(model) and not on_cached_features:
