@@ -12,9 +12,9 @@ not minutes), then the whole network fine-tunes for 8 epochs with AdamW
 (weight decay 0.05, kept off biases and normalization weights), a 1-epoch
 linear warmup to 1e-3 for the head and 3e-4 for the backbone, then cosine
 decay; validation, checkpoints and the final model use a moving average of
-the weights over about one epoch and at least 100 steps; label smoothing 0.1 and flip + zoom
-augmentation; a pretrained backbone's BatchNorm stays in inference mode
-throughout.
+the weights over about one epoch and at least 100 steps; label smoothing
+0.1 and flip + zoom augmentation; a pretrained backbone's BatchNorm stays in
+inference mode throughout.
 
 Example:
     >>> recipe = Recipe(stages=(Stage("head", "head", 3e-3, 10),
