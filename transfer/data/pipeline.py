@@ -175,7 +175,10 @@ class Augmenter:
                 tf.round(size * tf.random.stateless_uniform([], seeds[2], 0.75, 1.0)), tf.int32
             )
             x = tf.image.stateless_random_crop(x, [side, side, 3], seeds[3])
-            x = tf.image.resize(x, (size, size), antialias=True)
+            # Always an enlargement (the crop is at most the decoded size), where an
+            # antialiasing filter changes nothing (< 1e-4) but made the epoch's
+            # augmentation 3.5x slower (1.28 -> 0.37 s for flowers5 at 128 px).
+            x = tf.image.resize(x, (size, size))
         x = tf.cast(x, tf.float32)
         if "color" in self.names:
             x = tf.image.stateless_random_brightness(x, 0.15 * 255, seeds[4])
