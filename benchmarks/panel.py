@@ -119,6 +119,12 @@ def subsample(split: DataSplit, max_train: int, max_val: int, seed: int) -> Data
     return DataSplit(pick(split.train, max_train), pick(split.val, max_val), split.origin + " (subsampled)")
 
 
+def train_seed(entry: Entry, args) -> int:
+    """The seed of a side's training randomness (shuffling, augmentation, initialization): the
+    entry's split seed unless --train-seed gives one."""
+    return entry.seed if args.train_seed is None else args.train_seed
+
+
 def run_probe(split: DataSplit, args, entry: Entry) -> SideResult:
     """Logistic regression on frozen pooled features, C by 5-fold cross-validation."""
     from sklearn.linear_model import LogisticRegressionCV
@@ -126,7 +132,7 @@ def run_probe(split: DataSplit, args, entry: Entry) -> SideResult:
     from sklearn.preprocessing import StandardScaler
 
     started = time.perf_counter()
-    keras.utils.set_random_seed(entry.seed)
+    keras.utils.set_random_seed(train_seed(entry, args))
     model, _ = build_classifier(get_backbone(args.backbone), split.train.num_classes, entry.image_size,
                                 weights=args.weights)
     train = extract_features(model, split.train, entry.image_size)[0]
@@ -139,7 +145,7 @@ def run_probe(split: DataSplit, args, entry: Entry) -> SideResult:
 
 
 def run_guide_side(split: DataSplit, args, entry: Entry) -> SideResult:
-    guide_args = argparse.Namespace(seed=entry.seed, image_size=entry.image_size, batch_size=args.batch_size,
+    guide_args = argparse.Namespace(seed=train_seed(entry, args), image_size=entry.image_size, batch_size=args.batch_size,
                                     backbone=args.backbone, weights=args.weights, verbose=args.verbose,
                                     guide_head_epochs=10, guide_finetune_epochs=5)
     result = run_guide(split, guide_args)
@@ -156,7 +162,7 @@ def run_transfer_side(split: DataSplit, args, entry: Entry, scratch: Path) -> Si
         # Every side trains at the panel's batch size; a recipe's own would silently not be measured.
         print(f"{entry.name} transfer: the recipe's batch_size {recipe.batch_size} is replaced by the panel's "
               f"--batch-size {args.batch_size} (the same for every side).", flush=True)
-    recipe = dataclasses.replace(recipe, seed=entry.seed, batch_size=args.batch_size)
+    recipe = dataclasses.replace(recipe, seed=train_seed(entry, args), batch_size=args.batch_size)
     out = scratch / f"{entry.name}-run"
     started = time.perf_counter()
     # A fresh feature cache per run unless --cache-dir: the head stage is timed cold.
@@ -270,6 +276,10 @@ def main(argv=None) -> int:
     parser.add_argument("--backbone", default="mobilenet_0.25")
     parser.add_argument("--weights", help="weights for every side (default: the fixtures' MobileNet 0.25 file)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--train-seed", type=int,
+                        help="seed of every side's training (shuffling, augmentation, initialization) on the same "
+                             "split; default: each entry's split seed. Vary it to see how far a result moves "
+                             "between runs")
     parser.add_argument("--cache-dir", help="transfer side: feature cache (default: a fresh folder per run)")
     parser.add_argument("--json-out", help="write all results to this JSON file")
     parser.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity (0, 1, 2)")

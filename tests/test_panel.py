@@ -47,3 +47,16 @@ def test_panel_runs_every_side_and_summarizes(fixtures_dir, tmp_path):
          "--json-out", str(tmp_path / "both.json")], env=env, capture_output=True, text=True, timeout=300)
     assert combined.returncode == 0, combined.stderr[-3000:]
     assert len(json.loads((tmp_path / "both.json").read_text())["rows"]) == 2
+
+
+def test_train_seed_defaults_to_the_split_seed_and_can_be_set(monkeypatch):
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("panel", REPO_ROOT / "benchmarks" / "panel.py")
+    panel = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "panel", panel)  # its dataclasses look their module up there
+    spec.loader.exec_module(panel)
+    entry = panel.Entry("flowers5-s2", "/data/flowers5", 128, 2)
+    assert panel.train_seed(entry, argparse.Namespace(train_seed=None)) == 2
+    assert panel.train_seed(entry, argparse.Namespace(train_seed=0)) == 0  # 0 is a seed, not "unset"
