@@ -131,7 +131,7 @@ def test_train_evaluate_export_predict(runner, shapes, recipe_file, tmp_path):
     # saved run gives the best val accuracy Keras logged during training, which train printed.
     logged = max(float(r["val_accuracy"]) for r in csv.DictReader(open(run_dir / "history.csv")))
     assert report["accuracy"] == pytest.approx(logged, abs=1e-6) and report["num_images"] == 9
-    assert float(re.search(r"Best val accuracy ([0-9.]+)", train_output).group(1)) == pytest.approx(logged, abs=1e-4)
+    assert float(re.search(r"Best val accuracy ([0-9]+(?:\.[0-9]+)?)", train_output).group(1)) == pytest.approx(logged, abs=1e-4)
     matrix = report["confusion_matrix"]["matrix"]
     assert sum(map(sum, matrix)) == 9 and report["accuracy"] == pytest.approx(sum(matrix[i][i] for i in range(3)) / 9)
     assert set(report["per_class"]) == {"circle", "square", "triangle"}
