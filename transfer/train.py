@@ -102,12 +102,12 @@ def stage_optimizer(recipe: Recipe, stage: Stage, steps_per_epoch: int, model):
                                                                              recipe.ema_min_steps))
 
 
-
 def averaged_epochs(recipe: Recipe, steps_per_epoch: int) -> float:
     """How many epochs the weight average spans (0: none): ``ema_epochs``, or ``ema_min_steps`` steps if more."""
     if recipe.ema_epochs <= 0:
         return 0.0
     return max(recipe.ema_epochs, recipe.ema_min_steps / max(steps_per_epoch, 1))
+
 
 def restore_weight_decay_exclusions(model) -> None:
     """Keep AdamW's decay off biases and normalization weights after a checkpoint reload.
