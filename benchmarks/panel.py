@@ -146,8 +146,8 @@ def run_probe(split: DataSplit, args, entry: Entry) -> SideResult:
 
 def run_guide_side(split: DataSplit, args, entry: Entry) -> SideResult:
     guide_args = argparse.Namespace(seed=train_seed(entry, args), image_size=entry.image_size,
-                                    batch_size=args.batch_size, backbone=args.backbone, weights=args.weights, verbose=args.verbose,
-                                    guide_head_epochs=10, guide_finetune_epochs=5)
+                                    batch_size=args.batch_size, backbone=args.backbone, weights=args.weights,
+                                    verbose=args.verbose, guide_head_epochs=10, guide_finetune_epochs=5)
     result = run_guide(split, guide_args)
     curve = [v for stage in result.stages for v in stage.val_curve]
     return SideResult("guide", curve[-1], max(curve), result.seconds, head_best=result.stages[0].best_val_accuracy,
