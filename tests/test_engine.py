@@ -126,7 +126,7 @@ def test_resume_in_the_middle_of_a_cached_head_stage(shapes, tmp_path, monkeypat
 
 def test_resumed_adamw_keeps_decay_off_biases_and_normalization(tmp_path):
     from transfer.schedules import no_decay_variables
-    from transfer.train import restore_weight_decay_exclusions, stage_optimizer
+    from transfer.schedules import restore_weight_decay_exclusions, stage_optimizer
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.BatchNormalization(),
                               keras.layers.Dense(2, name="scores")])
@@ -145,7 +145,7 @@ def test_resumed_adamw_keeps_decay_off_biases_and_normalization(tmp_path):
 
 
 def test_finetune_stage_warms_up_then_decays(shapes, tmp_path):
-    from transfer.train import stage_optimizer
+    from transfer.schedules import stage_optimizer
 
     recipe = Recipe(warmup_epochs=1.0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])

@@ -99,7 +99,7 @@ def test_ema_momentum_spans_the_epochs_asked_for():
 
 
 def test_ema_spans_at_least_min_steps_on_a_small_training_set():
-    from transfer.train import averaged_epochs
+    from transfer.schedules import averaged_epochs
 
     assert ema_momentum(1.0, 20, min_steps=100) == pytest.approx(0.99)  # 5 epochs of 20 steps
     assert ema_momentum(1.0, 200, min_steps=100) == pytest.approx(0.995)  # an epoch is more already

@@ -11,6 +11,7 @@ decoupled weight decay is applied to kernels only, never to BatchNorm
 scales/offsets or biases (decaying those just shifts activations and hurts).
 With ``ema_momentum`` the optimizer also keeps a moving average of the
 weights (``ema_momentum`` / ``swap_ema_weights`` convert and move it).
+``stage_optimizer`` puts these together for one stage of a recipe.
 
 Example:
     >>> schedule = warmup_cosine(1e-3, total_steps=1000, warmup_steps=100)
@@ -21,8 +22,12 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from transfer.errors import TransferError
+
+if TYPE_CHECKING:
+    from transfer.recipe import Recipe, Stage
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -156,3 +161,45 @@ def swap_ema_weights(model) -> None:
         raw = variable.numpy()
         variable.assign(average)
         average.assign(raw)
+
+
+def stage_optimizer(recipe: Recipe, stage: Stage, steps_per_epoch: int, model):
+    """The stage's optimizer: warmup (stages that train backbone layers) then cosine decay.
+
+    A new head has nothing to protect, so ``"head"`` stages skip the warmup
+    and the weight average; a freshly unfrozen backbone hit by the full rate
+    at once loses features. AdamW's decay skips ``model``'s biases and
+    normalization weights. Per-layer rates are bound after compiling
+    (``transfer.rates.bind_rate_scales``).
+    """
+    total = steps_per_epoch * stage.epochs
+    head_only = stage.trainable == "head"
+    warmup = 0 if head_only else warmup_steps_for(steps_per_epoch, recipe.warmup_epochs, total)
+    return make_optimizer(recipe.optimizer, warmup_cosine(stage.learning_rate, total, warmup),
+                          weight_decay=recipe.weight_decay, model=model,
+                          per_layer_rates=(stage.backbone_lr_scale, stage.layer_decay) != (1.0, 1.0),
+                          ema_momentum=None if head_only else ema_momentum(recipe.ema_epochs, steps_per_epoch,
+                                                                             recipe.ema_min_steps))
+
+
+def averaged_epochs(recipe: Recipe, steps_per_epoch: int) -> float:
+    """How many epochs the weight average spans (0: none): ``ema_epochs``, or ``ema_min_steps`` steps if more."""
+    if recipe.ema_epochs <= 0:
+        return 0.0
+    return max(recipe.ema_epochs, recipe.ema_min_steps / max(steps_per_epoch, 1))
+
+
+def restore_weight_decay_exclusions(model) -> None:
+    """Keep AdamW's decay off biases and normalization weights after a checkpoint reload.
+
+    Keras saves neither the exclusion list nor lets it be set on a built
+    optimizer (``exclude_from_weight_decay`` refuses), so the list is put back
+    the way that method stores it.
+    """
+    import keras
+
+    optimizer = getattr(model, "optimizer", None)
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # under a LossScaleOptimizer
+    if isinstance(inner, keras.optimizers.AdamW):
+        inner._exclude_from_weight_decay = {inner._var_key(v) for v in no_decay_variables(model)}
+        inner._exclude_from_weight_decay_cache = {}

@@ -38,13 +38,13 @@ from transfer.errors import TransferError
 from transfer.freezing import set_trainable
 from transfer.precision import dtype_policy, resolve_precision, with_loss_scaling
 from transfer.rates import bind_rate_scales, rate_scales
-from transfer.recipe import Recipe, Stage
+from transfer.recipe import Recipe
 from transfer.run import RunDir
 from transfer.run_config import (check_out_dir, checked_image_size, feature_cache_dir, image_size_line,  # noqa: F401
                                  prepare_run_dir, reload_split, run_monitor, split_record, transfer_version,
                                  upsampling_warning)
-from transfer.schedules import (ema_momentum, make_optimizer, no_decay_variables, swap_ema_weights, uses_ema,
-                                 warmup_cosine, warmup_steps_for)
+from transfer.schedules import (averaged_epochs, restore_weight_decay_exclusions, stage_optimizer,  # noqa: F401
+                                 swap_ema_weights, uses_ema)
 from transfer.summary import describe_stage, final_line, metric_label, stage_regression, stage_summaries
 from transfer.tasks import get_task
 
@@ -81,46 +81,6 @@ def task_of(data: DataSplit, task=None):
         return get_task(task)
     targets = data.train.targets[:1]
     return get_task("localize" if targets and isinstance(targets[0], Boxes) else "classify")
-
-
-def stage_optimizer(recipe: Recipe, stage: Stage, steps_per_epoch: int, model):
-    """The stage's optimizer: warmup (stages that train backbone layers) then cosine decay.
-
-    A new head has nothing to protect, so ``"head"`` stages skip the warmup
-    and the weight average; a freshly unfrozen backbone hit by the full rate
-    at once loses features. AdamW's decay skips ``model``'s biases and
-    normalization weights. Per-layer rates are bound after compiling
-    (``transfer.rates.bind_rate_scales``).
-    """
-    total = steps_per_epoch * stage.epochs
-    head_only = stage.trainable == "head"
-    warmup = 0 if head_only else warmup_steps_for(steps_per_epoch, recipe.warmup_epochs, total)
-    return make_optimizer(recipe.optimizer, warmup_cosine(stage.learning_rate, total, warmup),
-                          weight_decay=recipe.weight_decay, model=model,
-                          per_layer_rates=(stage.backbone_lr_scale, stage.layer_decay) != (1.0, 1.0),
-                          ema_momentum=None if head_only else ema_momentum(recipe.ema_epochs, steps_per_epoch,
-                                                                             recipe.ema_min_steps))
-
-
-def averaged_epochs(recipe: Recipe, steps_per_epoch: int) -> float:
-    """How many epochs the weight average spans (0: none): ``ema_epochs``, or ``ema_min_steps`` steps if more."""
-    if recipe.ema_epochs <= 0:
-        return 0.0
-    return max(recipe.ema_epochs, recipe.ema_min_steps / max(steps_per_epoch, 1))
-
-
-def restore_weight_decay_exclusions(model) -> None:
-    """Keep AdamW's decay off biases and normalization weights after a checkpoint reload.
-
-    Keras saves neither the exclusion list nor lets it be set on a built
-    optimizer (``exclude_from_weight_decay`` refuses), so the list is put back
-    the way that method stores it.
-    """
-    optimizer = getattr(model, "optimizer", None)
-    inner = getattr(optimizer, "inner_optimizer", optimizer)  # under a LossScaleOptimizer
-    if isinstance(inner, keras.optimizers.AdamW):
-        inner._exclude_from_weight_decay = {inner._var_key(v) for v in no_decay_variables(model)}
-        inner._exclude_from_weight_decay_cache = {}
 
 
 def train(
