@@ -101,9 +101,10 @@ def test_ema_momentum_spans_the_epochs_asked_for():
 def test_ema_spans_at_least_min_steps_on_a_small_training_set():
     from transfer.schedules import averaged_epochs
 
-    assert ema_momentum(1.0, 20, min_steps=100) == pytest.approx(0.99)  # 5 epochs of 20 steps
-    assert ema_momentum(1.0, 200, min_steps=100) == pytest.approx(0.995)  # an epoch is more already
-    assert ema_momentum(0, 20, min_steps=100) is None  # the floor never turns the average on
+    assert ema_momentum(averaged_epochs(Recipe(), 20), 20) == pytest.approx(0.99)  # 5 epochs of 20 steps
+    assert ema_momentum(averaged_epochs(Recipe(), 200), 200) == pytest.approx(0.995)  # an epoch is more already
+    # The floor never turns the average on.
+    assert ema_momentum(averaged_epochs(Recipe(ema_epochs=0.0), 20), 20) is None
     assert averaged_epochs(Recipe(), 20) == pytest.approx(5.0) and averaged_epochs(Recipe(), 200) == 1.0
     assert averaged_epochs(Recipe(ema_epochs=0.0), 20) == 0.0
     for bad in (-1, 1.5, True):

@@ -65,6 +65,10 @@ def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+def _checkpoint_name(epoch: int) -> str:
+    return f"epoch-{epoch:03d}.keras"
+
+
 class RunCheckpoints(keras.callbacks.Callback):
     """After every epoch the history row; with a resumable checkpoint and its state,
     the best model (across all stages); each written atomically.
@@ -96,7 +100,6 @@ class RunCheckpoints(keras.callbacks.Callback):
         self.save_interval = 0.0
         self.epoch_started = time.perf_counter()
         self._last_save = time.perf_counter()
-        self._unsaved = False  # epochs finished since the last write of checkpoint and state
         self._saved_best_epoch = progress.best_epoch  # the epoch best.keras holds
 
     def stage(self, index: int, name: str, stage_start: int, *, save_interval: float = 0.0) -> None:
@@ -129,12 +132,11 @@ class RunCheckpoints(keras.callbacks.Callback):
         _write_history(self.run.history_file, progress.history)
         if due:
             self._commit(previous)
-        else:
-            self._unsaved = True
 
     def on_train_end(self, logs=None):
         # A stage stopped early, or ended inside its save_interval, has epochs to write.
-        if self._unsaved:
+        progress = self.progress
+        if progress.epoch > 0 and progress.checkpoint != _checkpoint_name(progress.epoch):
             self._commit(self._write_checkpoints())
 
     def _write_checkpoints(self) -> str | None:
@@ -142,7 +144,7 @@ class RunCheckpoints(keras.callbacks.Callback):
         last write; returns the epoch file the state named before (deleted by ``_commit``)."""
         progress = self.progress
         previous = progress.checkpoint
-        progress.checkpoint = f"epoch-{progress.epoch:03d}.keras"
+        progress.checkpoint = _checkpoint_name(progress.epoch)
         epoch_file = self.run.root / "checkpoints" / progress.checkpoint
         atomic_save_keras(self.model, epoch_file)
         if progress.best_epoch != self._saved_best_epoch:
@@ -165,7 +167,6 @@ class RunCheckpoints(keras.callbacks.Callback):
         self.progress.save(self.run.state_file)
         if previous:
             (self.run.root / "checkpoints" / previous).unlink(missing_ok=True)
-        self._unsaved = False
         self._last_save = time.perf_counter()
 
     def _better(self, value: float) -> bool:

@@ -130,18 +130,16 @@ def make_optimizer(name: str, learning_rate, *, weight_decay: float = 0.0, model
     raise TransferError(f"Unknown optimizer {name!r}.", fix=f"Use one of {OPTIMIZERS}.")
 
 
-def ema_momentum(ema_epochs: float, steps_per_epoch: int, min_steps: int = 0) -> float | None:
-    """The per-step momentum of a weight average over about ``ema_epochs`` epochs, and at least
-    ``min_steps`` optimizer steps (None: off).
+def ema_momentum(ema_epochs: float, steps_per_epoch: int) -> float | None:
+    """The per-step momentum of a weight average over about ``ema_epochs`` epochs (None: off).
 
     Example:
-        >>> round(ema_momentum(1.0, 100), 4), round(ema_momentum(1.0, 20, min_steps=100), 4)
-        (0.99, 0.99)
+        >>> round(ema_momentum(1.0, 100), 4)
+        0.99
     """
     if ema_epochs <= 0:
         return None
-    steps = max(ema_epochs * max(steps_per_epoch, 1), min_steps)
-    return min(max(1.0 - 1.0 / steps, 0.5), 0.9999)
+    return min(max(1.0 - 1.0 / (ema_epochs * max(steps_per_epoch, 1)), 0.5), 0.9999)
 
 
 def uses_ema(model) -> bool:
@@ -178,12 +176,17 @@ def stage_optimizer(recipe: Recipe, stage: Stage, steps_per_epoch: int, model):
     return make_optimizer(recipe.optimizer, warmup_cosine(stage.learning_rate, total, warmup),
                           weight_decay=recipe.weight_decay, model=model,
                           per_layer_rates=(stage.backbone_lr_scale, stage.layer_decay) != (1.0, 1.0),
-                          ema_momentum=None if head_only else ema_momentum(recipe.ema_epochs, steps_per_epoch,
-                                                                             recipe.ema_min_steps))
+                          ema_momentum=None if head_only else ema_momentum(averaged_epochs(recipe, steps_per_epoch),
+                                                                             steps_per_epoch))
 
 
 def averaged_epochs(recipe: Recipe, steps_per_epoch: int) -> float:
-    """How many epochs the weight average spans (0: none): ``ema_epochs``, or ``ema_min_steps`` steps if more."""
+    """How many epochs the weight average spans (0: none): ``ema_epochs``, or ``ema_min_steps`` steps if more.
+
+    Example:
+        >>> averaged_epochs(Recipe(ema_epochs=1.0, ema_min_steps=100), steps_per_epoch=20)
+        5.0
+    """
     if recipe.ema_epochs <= 0:
         return 0.0
     return max(recipe.ema_epochs, recipe.ema_min_steps / max(steps_per_epoch, 1))
