@@ -225,8 +225,8 @@ def resume(run_dir: str | Path, *, verbose: int = 1, distribution=None) -> Train
     progress = Progress.load(run.state_file)
     if progress is None:
         raise TransferError(
-            f"{run.root} stopped before its first checkpoint was written (checkpoint_every = "
-            f"{config.get('checkpoint_every', 0.0):g} s, and after each stage), so there is nothing to resume.",
+            f"{run.root} stopped before its first checkpoint was written (one is written after each stage "
+            f"and every {config.get('checkpoint_every', 0.0):g} s of training), so there is nothing to resume.",
             fix=f"Delete {run.root} and start the run again.",
         )
     recipe = Recipe.load(run.recipe_file)
