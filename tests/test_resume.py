@@ -98,3 +98,7 @@ def test_resume_refuses_finished_or_missing_runs(tmp_path):
     (tmp_path / "done" / "run.json").write_text('{"status": "done"}')
     with pytest.raises(TransferError, match="finished training"):
         resume(tmp_path / "done")
+    (tmp_path / "early").mkdir()  # killed before its first checkpoint (every 30 s and after each stage)
+    (tmp_path / "early" / "run.json").write_text('{"status": "training", "checkpoint_every": 30.0}')
+    with pytest.raises(TransferError, match="before its first checkpoint .* every 30 s"):
+        resume(tmp_path / "early")
