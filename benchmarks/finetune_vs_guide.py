@@ -56,7 +56,7 @@ from transfer.head_fit import fit_head_on_features  # noqa: E402
 from transfer.recipe import Recipe, Stage  # noqa: E402
 from transfer.schedules import make_optimizer, warmup_cosine, warmup_steps_for  # noqa: E402
 from transfer.tasks.classify import build_classifier, loss_and_metrics  # noqa: E402
-from transfer.train import set_trainable  # noqa: E402
+from transfer.freezing import set_trainable  # noqa: E402
 from transfer.weights import build_backbone  # noqa: E402
 
 

@@ -84,14 +84,14 @@ def run_child(args, data: Path, out: Path, finetune_epochs: int, cache: str = "a
 def child_main(args) -> int:
     """The training itself (in the child process)."""
     sys.path.insert(0, str(REPO))
-    import transfer.train
+    import transfer.stage_runner
     from transfer.data import load_data
     from transfer.data.cache_policy import choose_image_cache
     from transfer.recipe import Recipe, Stage
     from transfer.train import train
 
     if args.cache != "auto":  # forced, as make_dataset(cache=...) would be; the reason says so
-        transfer.train.choose_image_cache = lambda n, size, **kw: choose_image_cache(n, size, cache=args.cache, **kw)
+        transfer.stage_runner.choose_image_cache = lambda n, size, **kw: choose_image_cache(n, size, cache=args.cache, **kw)
 
     weights = fixtures_dir() / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
     recipe = Recipe(stages=(Stage("head", "head", 3e-3, 1), Stage("finetune", "all", 1e-4, args.finetune_epochs)),

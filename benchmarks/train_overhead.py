@@ -2,7 +2,7 @@
 
 Both sides train the same classifier (same backbone, weights, seed, image
 size, batch size), with every layer trainable, the same optimizer and
-schedule (``transfer.train.stage_optimizer``), on the same ``tf.data``
+schedule (``transfer.schedules.stage_optimizer``), on the same ``tf.data``
 pipelines (``transfer.data.pipeline.make_dataset``) with validation each
 epoch. The bare side is ``model.fit`` with a timing callback and nothing
 else. The transfer side is ``transfer.train`` with a one-stage recipe, whose
@@ -40,7 +40,10 @@ from transfer.data import load_data  # noqa: E402
 from transfer.data.pipeline import make_dataset  # noqa: E402
 from transfer.recipe import Recipe, Stage  # noqa: E402
 from transfer.tasks.classify import build_classifier, loss_and_metrics  # noqa: E402
-from transfer.train import set_trainable, stage_optimizer, steps_per_epoch, train  # noqa: E402
+from transfer.data.pipeline import steps_per_epoch  # noqa: E402
+from transfer.freezing import set_trainable  # noqa: E402
+from transfer.schedules import stage_optimizer  # noqa: E402
+from transfer.train import train  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -84,7 +87,7 @@ def bookkeeping_seconds(model, repeats: int = 5) -> float:
     less than in whole epochs.
     """
     from transfer.run import RunDir
-    from transfer.train import Progress, RunCheckpoints
+    from transfer.checkpoints import Progress, RunCheckpoints
 
     times = []
     with tempfile.TemporaryDirectory(prefix="transfer-bookkeeping-") as scratch:

@@ -11,7 +11,8 @@ import pytest
 from transfer.data import load_data
 from transfer.demo import make_shapes_dataset
 from transfer.recipe import Recipe, Stage
-from transfer.train import RunCheckpoints, resume, train
+from transfer.checkpoints import RunCheckpoints
+from transfer.train import resume, train
 
 SIZE = 32
 

@@ -148,7 +148,7 @@ def test_head_trained_on_the_cache_matches_training_through_the_model(samples):
     from transfer.backbones import get_backbone
     from transfer.recipe import Stage
     from transfer.tasks.classify import loss_and_metrics
-    from transfer.train import set_trainable
+    from transfer.freezing import set_trainable
 
     y = targets_array(samples)
     model = pretrained_like_classifier(3, SIZE, seed=0)

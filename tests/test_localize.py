@@ -133,7 +133,7 @@ def test_image_without_box_is_refused_naming_it():
 @pytest.mark.parametrize("backbone, size", [("mobilenet_0.25", 64), ("resnet50", 64), ("smallcnn", 64)])
 def test_model_outputs_and_head_layers(backbone, size):
     from transfer.tasks.classify import BACKBONE_LAYER
-    from transfer.train import set_trainable
+    from transfer.freezing import set_trainable
 
     spec = get_backbone(backbone)
     for classes in (("a",), ("a", "b", "c")):

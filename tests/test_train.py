@@ -12,7 +12,8 @@ from transfer.data import load_data
 from transfer.demo import make_shapes_dataset
 from transfer.errors import TransferError
 from transfer.recipe import Recipe, Stage
-from transfer.train import set_trainable, train
+from transfer.freezing import set_trainable
+from transfer.train import train
 
 SIZE = 32
 TINY = Recipe(stages=(Stage("head", "head", 1e-3, 1), Stage("top", "top:2", 1e-4, 1)), batch_size=8)

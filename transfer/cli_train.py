@@ -124,7 +124,7 @@ def train_command(
     from transfer.backbones import get_backbone
     from transfer.precision import resolve_precision
     from transfer.tasks import get_task
-    from transfer.train import check_out_dir, checked_image_size, image_size_line, upsampling_warning
+    from transfer.run_config import check_out_dir, checked_image_size, image_size_line, upsampling_warning
 
     # Cheap mistakes fail now, not after the data scan: a typo'd task, precision or backbone,
     # an --out that already holds a run, a size below the backbone's minimum, a bad recipe.

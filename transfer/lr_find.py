@@ -243,7 +243,9 @@ def prepare_lr_find(
     from transfer.data.pipeline import make_dataset
     from transfer.recipe import Recipe
     from transfer.tasks.classify import build_classifier, loss_and_metrics
-    from transfer.train import checked_image_size, class_weights, set_trainable
+    from transfer.freezing import set_trainable
+    from transfer.run_config import checked_image_size
+    from transfer.train import class_weights
 
     def say(message: str) -> None:
         if echo is not None:

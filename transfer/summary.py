@@ -123,3 +123,9 @@ def training_text(config: dict[str, Any]) -> str:
     if record.get("last_value") is not None:
         line += f"; last epoch: {float(record['last_value']):.4f}"
     return "\n".join([line, *record.get("notes", [])])
+
+
+def say(verbose: int, message: str) -> None:
+    """Print one line of run output, flushed, unless ``verbose`` is 0."""
+    if verbose:
+        print(message, flush=True)

@@ -119,7 +119,7 @@ def build_detector(spec: BackboneSpec, num_classes: int, image_size: int, weight
     ``neck``: "fpn" (top-down) or "pan" (top-down + bottom-up);
     ``neck_channels``: width of the neck and head; ``head_convs``: conv layers
     in each head tower. Every layer outside the nested ``"backbone"`` model
-    is head (what ``transfer.train.set_trainable`` assumes). The model is a
+    is head (what ``transfer.freezing.set_trainable`` assumes). The model is a
     ``Detector`` (compile it with ``DetectionLoss``).
 
     Example:

@@ -66,7 +66,7 @@ def build_localizer(spec: BackboneSpec, num_classes: int, image_size: int, weigh
 
     ``"box"``: float32 ``[N, 4]`` normalized ``xyxy``; ``"class"``: float32
     ``[N, C]`` softmax, only when ``num_classes > 1``. Every layer outside the
-    nested ``"backbone"`` model is head (what ``transfer.train.set_trainable`` assumes).
+    nested ``"backbone"`` model is head (what ``transfer.freezing.set_trainable`` assumes).
     """
     if head.pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}. Received: pooling={head.pooling!r}")

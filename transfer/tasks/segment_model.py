@@ -60,7 +60,7 @@ def build_segmenter(spec: BackboneSpec, num_classes: int, image_size: int, weigh
     U-Net stage widths (strides 16, 8, 4, 2, 1; default ``UNET_WIDTHS``), not
     used by FCN. Encoder BatchNorm follows ``backbone_features``' rule, decoder
     BatchNorm trains with momentum 0.9. Every layer outside the nested
-    ``"backbone"`` model is head (what ``transfer.train.set_trainable`` assumes).
+    ``"backbone"`` model is head (what ``transfer.freezing.set_trainable`` assumes).
 
     Example:
         >>> model, info = build_segmenter(get_backbone("smallcnn"), 2, 64, decoder="fcn")
