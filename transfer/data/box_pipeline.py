@@ -114,11 +114,29 @@ def make_box_dataset(
     ``cache``: as ``transfer.data.pipeline.make_dataset`` ("auto", "memory",
     "disk", "none"/False or a ``CacheDecision``).
     """
+    pixel_boxes, labels = box_arrays(samples, max_boxes)
+    return batched_box_dataset(samples, pixel_boxes, labels, image_size, batch_size, training=training,
+                               augmenter=box_augmenter(tuple(augment)), seed=seed, cache=cache,
+                               to_targets=_targets(samples.num_classes, max_boxes))
+
+
+def batched_box_dataset(samples: Samples, pixel_boxes: np.ndarray, labels: np.ndarray, image_size: int,
+                        batch_size: int, *, training: bool, augmenter: BoxAugmenter | None, seed: int, cache,
+                        to_targets) -> tf.data.Dataset:
+    """What every box pipeline does with an image and its box arrays (pixel ``[N, K, 4]``, labels
+    ``[N, K]`` with ``PAD_LABEL`` in empty slots): decode and stretch-resize, boxes normalized,
+    cache, then when ``training`` shuffle and ``augmenter``; ``to_targets(image, boxes, labels)``
+    gives the task's ``(image, targets)``; batch, prefetch.
+
+    Example (what ``make_box_dataset`` does):
+        >>> boxes, labels = box_arrays(split.train)
+        >>> ds = batched_box_dataset(split.train, boxes, labels, 224, 16, training=False, augmenter=None,
+        ...                          seed=0, cache="auto", to_targets=_targets(1, 1))
+    """
     if len(samples) == 0:
         raise ValueError("Cannot build a dataset from 0 samples.")
     decision = choose_image_cache(len(samples), image_size, cache=cache)
     buffer = shuffle_buffer_size(len(samples), image_size)
-    pixel_boxes, labels = box_arrays(samples, max_boxes)
     items = np.asarray(samples.sources if samples.encoded is None else samples.encoded, dtype=object)
     if training and buffer < len(samples):
         # Mixed before caching, so a buffer smaller than the set still mixes the files.
@@ -136,13 +154,12 @@ def make_box_dataset(
     ds, folder = cache_images(ds, decision)
     if training:
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-        augmenter = box_augmenter(tuple(augment))
         if augmenter is not None:
             # A seeded random stream: reproducible for a seed, new views every epoch.
             seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
             ds = tf.data.Dataset.zip((ds, seeds)).map(
                 lambda example, pair: augmenter(*example, pair), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.map(_targets(samples.num_classes, max_boxes), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(to_targets, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     if folder is not None:
         weakref.finalize(ds, shutil.rmtree, str(folder), True)

@@ -1,7 +1,8 @@
 """Detection's data pipeline: every box of an image, background images kept, fixed-size padded targets.
 
 The detection counterpart of ``transfer.data.box_pipeline.make_box_dataset``
-(which keeps one box per image for localization): decode and stretch-resize
+(which keeps one box per image for localization), on the same
+``batched_box_dataset``: decode and stretch-resize
 with ``transfer.imageops`` (the serving graph's pixels), boxes normalized to
 the resized image, decoded images cached once (uint8, with all their boxes)
 by the classification cache policy, then shuffle, seeded box augmentation
@@ -20,18 +21,13 @@ Example:
 
 from __future__ import annotations
 
-import shutil
-import weakref
-
 import numpy as np
 import tensorflow as tf
 
-from transfer.data.box_augment import PAD_LABEL, BoxAugmenter, pad_boxes, resize_with_boxes
-from transfer.data.cache_policy import choose_image_cache
-from transfer.data.pipeline import cache_images, shuffle_buffer_size
+from transfer.data.box_augment import PAD_LABEL, BoxAugmenter, pad_boxes
+from transfer.data.box_pipeline import batched_box_dataset
 from transfer.data.samples import Boxes, Samples
 from transfer.errors import TransferError
-from transfer.imageops import decode_image
 
 DETECT_AUGMENTATIONS = ("flip", "zoom", "color")
 # Zoom of the detection views: out to 1/1.5 (objects smaller, gray around) and in to 1.5x
@@ -90,31 +86,7 @@ def make_detection_dataset(samples: Samples, image_size: int, batch_size: int, *
                            max_boxes: int = MAX_BOXES_CAP) -> tf.data.Dataset:
     """Batched ``(uint8 images [B, S, S, 3], {"boxes", "labels"})``; shuffled and augmented only when
     ``training``. ``cache``: as ``transfer.data.pipeline.make_dataset``."""
-    if len(samples) == 0:
-        raise ValueError("Cannot build a dataset from 0 samples.")
-    decision = choose_image_cache(len(samples), image_size, cache=cache)
-    buffer = shuffle_buffer_size(len(samples), image_size)
     pixel_boxes, labels = all_box_arrays(samples)
-    items = np.asarray(samples.sources if samples.encoded is None else samples.encoded, dtype=object)
-    if training and buffer < len(samples):
-        order = np.random.default_rng(seed).permutation(len(samples))
-        items, pixel_boxes, labels = items[order], pixel_boxes[order], labels[order]
-    read = (lambda item: item) if samples.encoded is not None else tf.io.read_file
-
-    def load(item, boxes, box_labels):
-        image, normalized = resize_with_boxes(decode_image(read(item)), boxes, image_size, mode="stretch")
-        return image, tf.where((box_labels >= 0)[:, None], normalized, 0.0), box_labels
-
-    ds = tf.data.Dataset.from_tensor_slices((list(items), pixel_boxes, labels)).map(
-        load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds, folder = cache_images(ds, decision)
-    if training:
-        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-        augmenter = detection_augmenter(tuple(augment))
-        if augmenter is not None:
-            seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-            ds = tf.data.Dataset.zip((ds, seeds)).map(
-                lambda example, pair: augmenter(*example, pair), num_parallel_calls=tf.data.AUTOTUNE)
 
     def to_targets(image, boxes, box_labels):
         # Padding slots are moved last (pad_boxes keeps the largest valid boxes first).
@@ -122,9 +94,6 @@ def make_detection_dataset(samples: Samples, image_size: int, batch_size: int, *
         boxes, box_labels = pad_boxes(tf.boolean_mask(boxes, valid), tf.boolean_mask(box_labels, valid), max_boxes)
         return image, {"boxes": boxes, "labels": box_labels}
 
-    ds = ds.map(to_targets, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
-    ds = ds.prefetch(tf.data.AUTOTUNE)
-    if folder is not None:
-        weakref.finalize(ds, shutil.rmtree, str(folder), True)
-    return ds
-
+    return batched_box_dataset(samples, pixel_boxes, labels, image_size, batch_size, training=training,
+                               augmenter=detection_augmenter(tuple(augment)), seed=seed, cache=cache,
+                               to_targets=to_targets)
