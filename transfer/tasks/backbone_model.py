@@ -1,12 +1,10 @@
 """The shared feature extractor: a backbone that answers its named stride features.
 
 Tasks whose heads read spatial features (localize, detect, segment) build
-their backbone here: the family's preprocessing layer, then a nested model
-named ``transfer.tasks.classify.BACKBONE_LAYER`` (so the engine's freezing
-rules find it) whose outputs are the ``BackboneSpec`` feature layers at the
-asked strides. BatchNorm follows ``transfer.tasks.classify``'s rule: frozen
-(inference mode, ImageNet statistics kept) for pretrained weights, momentum
-0.9 for random ones.
+their backbone here: the family's preprocessing layer, then the nested
+backbone of ``transfer.tasks.classify.nested_backbone`` (named so the
+engine's freezing rules find it, BatchNorm frozen for pretrained weights)
+whose outputs are the ``BackboneSpec`` feature layers at the asked strides.
 
 Example:
     >>> from transfer.backbones import get_backbone
@@ -23,10 +21,7 @@ import keras
 
 from transfer.backbones import BackboneSpec
 from transfer.layers import FamilyPreprocessing
-from transfer.tasks.classify import BACKBONE_LAYER, _all_layers, freeze_batchnorm_layers
-
-# See transfer.tasks.classify: the default 0.99 leaves untrained statistics far behind in a short run.
-RANDOM_BATCHNORM_MOMENTUM = 0.9
+from transfer.tasks.classify import nested_backbone
 
 
 def backbone_features(spec: BackboneSpec, image_size: int, weights, strides: Sequence[int],
@@ -44,15 +39,7 @@ def backbone_features(spec: BackboneSpec, image_size: int, weights, strides: Seq
                          f"Received: strides={tuple(strides)}; available: {sorted(spec.feature_layers)}")
     built, info = build_backbone(spec, weights, image_size)
     named = spec.features(built)
-    backbone = keras.Model(built.input, [named[s] for s in strides], name=BACKBONE_LAYER)
-    if freeze_batchnorm is None:
-        freeze_batchnorm = info.source != "random"
-    if freeze_batchnorm:
-        freeze_batchnorm_layers(backbone)
-    else:
-        for layer in _all_layers(backbone):
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = RANDOM_BATCHNORM_MOMENTUM
+    backbone = nested_backbone(built, [named[s] for s in strides], info, freeze_batchnorm)
     image = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     outputs = backbone(FamilyPreprocessing(spec.preprocessing, name="preprocess")(image))
     outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]

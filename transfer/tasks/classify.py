@@ -31,6 +31,9 @@ from transfer.backbones import BackboneSpec
 from transfer.layers import FamilyPreprocessing
 
 BACKBONE_LAYER = "backbone"
+# Random BatchNorm statistics must catch up within a short run: the default
+# momentum (0.99) needs ~500 steps, leaving validation at chance.
+RANDOM_BATCHNORM_MOMENTUM = 0.9
 HEAD_LAYERS = ("pool", "dropout", "scores")
 
 
@@ -53,21 +56,10 @@ def build_classifier(
 
     if num_classes < 2 and not multi_label:
         raise ValueError(f"A classifier needs at least 2 classes. Received: num_classes={num_classes}")
-    backbone, info = build_backbone(spec, weights, image_size)
-    # A fixed name, so training and reports find the backbone whatever Keras called it.
-    backbone = keras.Model(backbone.input, backbone.output, name=BACKBONE_LAYER)
+    built, info = build_backbone(spec, weights, image_size)
+    backbone = nested_backbone(built, built.output, info, freeze_batchnorm)
     inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     x = FamilyPreprocessing(spec.preprocessing, name="preprocess")(inputs)
-    if freeze_batchnorm is None:
-        freeze_batchnorm = info.source != "random"
-    if freeze_batchnorm:
-        freeze_batchnorm_layers(backbone)
-    else:
-        # Moving statistics must catch up within a short run: the default
-        # momentum (0.99) needs ~500 steps, leaving validation at chance.
-        for layer in _all_layers(backbone):
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = 0.9
     x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
@@ -76,6 +68,30 @@ def build_classifier(
     outputs = keras.layers.Dense(num_classes, activation=activation, dtype="float32", name="scores")(x)
     model = keras.Model(inputs, outputs, name=f"{spec.name}_classifier")
     return model, info
+
+
+def nested_backbone(built, outputs, info, freeze_batchnorm: bool | None = None):
+    """``built`` (a ``keras.applications`` model) as a model named ``BACKBONE_LAYER`` answering
+    ``outputs``, its BatchNorm set by the rule of this module's doc: frozen for pretrained
+    weights (``freeze_batchnorm`` None: unless ``info.source`` is "random"), else momentum
+    ``RANDOM_BATCHNORM_MOMENTUM``. Every task's model nests its backbone this way.
+
+    Example:
+        >>> built, info = build_backbone(get_backbone("mobilenet_0.25"), None, 128)
+        >>> nested_backbone(built, built.output, info).name
+        'backbone'
+    """
+    # A fixed name, so training and reports find the backbone whatever Keras called it.
+    backbone = keras.Model(built.input, outputs, name=BACKBONE_LAYER)
+    if freeze_batchnorm is None:
+        freeze_batchnorm = info.source != "random"
+    if freeze_batchnorm:
+        freeze_batchnorm_layers(backbone)
+    else:
+        for layer in _all_layers(backbone):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = RANDOM_BATCHNORM_MOMENTUM
+    return backbone
 
 
 def freeze_batchnorm_layers(backbone) -> None:

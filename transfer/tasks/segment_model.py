@@ -35,7 +35,8 @@ from typing import Sequence
 import keras
 
 from transfer.backbones import BackboneSpec
-from transfer.tasks.backbone_model import RANDOM_BATCHNORM_MOMENTUM, backbone_features
+from transfer.tasks.backbone_model import backbone_features
+from transfer.tasks.classify import RANDOM_BATCHNORM_MOMENTUM
 
 DECODERS = ("unet", "fcn")
 # U-Net stages, deepest first: each doubles the resolution of the one before.
