@@ -26,6 +26,28 @@ def test_a_stage_that_lost_ground_is_named_with_its_numbers():
     assert stage_regression(HISTORY[:2], "head", "val_accuracy", next_lr=1e-3) is None
 
 
+def test_the_note_counts_images_and_says_when_the_loss_disagrees():
+    # busi at 128 px: the fine-tune ended 4 of 156 images under the head stage while its loss fell.
+    rows = [{"epoch": 22, "stage": "head", "val_accuracy": 0.7372, "val_loss": 0.7921},
+            {"epoch": 30, "stage": "head", "val_accuracy": 0.7308, "val_loss": 0.7837},
+            {"epoch": 38, "stage": "finetune", "val_accuracy": 0.7115, "val_loss": 0.7321}]
+    note = stage_regression(rows, "finetune", "val_accuracy", next_lr=1e-3, num_val=156)
+    assert "below the 0.7372 of stage 'head' (epoch 22), 4 of 156 validation images:" in note
+    assert "val loss (0.7321) is below that epoch's (0.7921)" in note and "noise" in note
+    assert "learning_rate" not in note
+    # A loss that rose too: the gap is real, and the note says what to try.
+    worse = rows[:2] + [{"epoch": 38, "stage": "finetune", "val_accuracy": 0.7115, "val_loss": 0.8500}]
+    note = stage_regression(worse, "finetune", "val_accuracy", next_lr=1e-3, num_val=156)
+    assert "noise" not in note and "Try a lower learning_rate" in note
+    # history.csv read back on resume: strings, and an empty cell where no loss was logged.
+    as_read = [{k: str(v) for k, v in row.items()} for row in rows]
+    as_read[0]["val_loss"] = ""
+    assert "Try a lower learning_rate" in stage_regression(as_read, "finetune", "val_accuracy", next_lr=1e-3)
+    # Images are counted for accuracy only (a macro F1 gap is not a number of images).
+    f1 = [{"epoch": 1, "stage": "head", "val_macro_f1": 0.8}, {"epoch": 2, "stage": "ft", "val_macro_f1": 0.7}]
+    assert "validation images" not in stage_regression(f1, "ft", "val_macro_f1", next_lr=1e-3, num_val=50)
+
+
 def test_stage_summaries_and_final_line_give_best_and_last():
     stages = stage_summaries(HISTORY, "val_accuracy")
     assert [(s["stage"], s["epochs"], s["best_epoch"], s["last"]) for s in stages] == [

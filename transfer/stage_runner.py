@@ -139,7 +139,8 @@ def run_stages(run, model, config, recipe, data, task, progress, started, verbos
             # Mark the stage finished so a resume moves on to the next one.
             progress.stage_index, progress.stage_epochs_done = index, stage.epochs
             progress.save(run.state_file)
-        note = stage_regression(progress.history, stage.name, monitor, next_lr=stage.learning_rate, mode=mode)
+        note = stage_regression(progress.history, stage.name, monitor, next_lr=stage.learning_rate, mode=mode,
+                                num_val=len(data.val))
         if note:
             say(verbose, note)
 
@@ -157,7 +158,7 @@ def run_stages(run, model, config, recipe, data, task, progress, started, verbos
     report = task.evaluate(model, data.val, image_size, recipe.batch_size, config)
     report.write(run.evaluation_dir)
     seconds = time.perf_counter() - started
-    outcome = _outcome(progress, recipe, monitor, mode)
+    outcome = _outcome(progress, recipe, monitor, mode, num_val=len(data.val))
     metrics = {**report.summary(), **outcome, "train_seconds": round(seconds, 2)}
     atomic_write_json(run.metrics_file, metrics)
     atomic_write_json(run.config_file, {**config, "status": "done", **outcome})
@@ -166,13 +167,14 @@ def run_stages(run, model, config, recipe, data, task, progress, started, verbos
     return TrainResult(run.root, progress.best_epoch, metrics, seconds)
 
 
-def _outcome(progress: Progress, recipe: Recipe, monitor: str, mode: str = "max") -> dict[str, Any]:
+def _outcome(progress: Progress, recipe: Recipe, monitor: str, mode: str = "max",
+             num_val: int | None = None) -> dict[str, Any]:
     """Best and last epoch, per-stage summaries and the stages that lost ground, for run.json."""
     last = progress.history[-1] if progress.history else {}
     notes = []
     for index, stage in enumerate(recipe.stages):
         rows = [r for r in progress.history if r["stage"] in {s.name for s in recipe.stages[:index + 1]}]
-        note = stage_regression(rows, stage.name, monitor, next_lr=stage.learning_rate, mode=mode)
+        note = stage_regression(rows, stage.name, monitor, next_lr=stage.learning_rate, mode=mode, num_val=num_val)
         if note:
             notes.append(note)
     return {

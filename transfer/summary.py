@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+LOSS = "val_loss"
+
 
 def metric_label(monitor: str) -> str:
     """``"val_accuracy"`` -> ``"val accuracy"``, ``"val_macro_f1"`` -> ``"val macro F1"``."""
@@ -52,8 +54,15 @@ def _better(value: float, than: float, mode: str) -> bool:
 
 
 def stage_regression(history: list[dict[str, Any]], stage: str, monitor: str, *, next_lr: float,
-                     mode: str = "max") -> str | None:
-    """One line when ``stage`` (the latest) ended worse than the best epoch of an earlier stage, else None."""
+                     mode: str = "max", num_val: int | None = None) -> str | None:
+    """One line when ``stage`` (the latest) ended worse than the best epoch of an earlier stage, else None.
+
+    With ``num_val`` (validation images) an accuracy gap is also given in
+    images. When the validation loss says the opposite (lower at the stage's
+    last epoch than at that best epoch), the line says the gap may be noise
+    instead of advising a lower learning rate: on a small validation set a
+    few images move the accuracy while the loss keeps improving.
+    """
     stages = stage_summaries(history, monitor, mode)
     if len(stages) < 2 or stages[-1]["stage"] != stage:
         return None
@@ -64,10 +73,27 @@ def stage_regression(history: list[dict[str, Any]], stage: str, monitor: str, *,
         return None
     label = metric_label(monitor)
     where = "above" if mode == "min" else "below"
-    return (f"Stage {stage!r} ended at {label} {last['last']:.4f}, {where} the {earlier['best']:.4f} of stage "
-            f"{earlier['stage']!r} (epoch {earlier['best_epoch']}): it lost ground, and the run keeps the best "
-            f"epoch's weights. Try a lower learning_rate for {stage!r} (e.g. {next_lr / 3:.2g}) or a smaller "
-            f"backbone_lr_scale.")
+    text = (f"Stage {stage!r} ended at {label} {last['last']:.4f}, {where} the {earlier['best']:.4f} of stage "
+            f"{earlier['stage']!r} (epoch {earlier['best_epoch']})")
+    if num_val and monitor == "val_accuracy":
+        text += f", {round((earlier['best'] - last['last']) * num_val)} of {num_val} validation images"
+    text += ": it lost ground, and the run keeps the best epoch's weights."
+    loss_then, loss_now = _loss_at(history, earlier["best_epoch"]), _loss_at(history, last["last_epoch"])
+    if monitor != LOSS and loss_then is not None and loss_now is not None and loss_now < loss_then:
+        return text + (f" Its {metric_label(LOSS)} ({loss_now:.4f}) is below that epoch's ({loss_then:.4f}), "
+                       "so the gap may be noise of a small validation set rather than harm.")
+    return text + (f" Try a lower learning_rate for {stage!r} (e.g. {next_lr / 3:.2g}) or a smaller "
+                   "backbone_lr_scale.")
+
+
+def _loss_at(history: list[dict[str, Any]], epoch: int) -> float | None:
+    for row in history:
+        if int(row["epoch"]) == epoch:
+            try:
+                return float(row[LOSS])
+            except (KeyError, TypeError, ValueError):  # no loss logged, or an empty cell of history.csv
+                return None
+    return None
 
 
 def final_line(history: list[dict[str, Any]], monitor: str, best_epoch: int, run_root) -> str:
