@@ -46,7 +46,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import logging
@@ -105,7 +104,6 @@ _RESERVED = frozenset(
         "keras_version", "created",
     }
 )  # fmt: skip
-_PARITY_ATOL = 1e-4
 
 
 class _ServingModule(tf.Module):
@@ -247,6 +245,7 @@ def export_model(
     Example:
         >>> export_model(model, "exports/pets", class_names=["cat", "dog"], image_size=160)
     """
+    from transfer.export_check import check_parity  # imports this module's signature names
     from transfer.tasks import get_task
 
     out_dir = Path(out_dir)
@@ -284,7 +283,7 @@ def export_model(
             },
         )
         model.save(staging / KERAS_FILE)
-        _check_parity(model, task, staging, image_size, config)
+        check_parity(model, task, staging, image_size, config)
     logger.info("Exported %d-class %s model to %s", len(class_names), task.title, out_dir)
     return out_dir
 
@@ -380,90 +379,6 @@ def _metadata(model, task, config, image_size, extra) -> dict:
     except TypeError as e:
         raise ValueError(f"metadata must be JSON-serializable. Received: {extra!r} ({e})") from None
     return meta
-
-
-def _check_parity(model, task, export_dir: Path, image_size: int, config: Mapping[str, Any]) -> None:
-    """Reload the staged export and compare its signatures (both, and a task's extra ones) with
-    the Keras model.
-
-    Twice: through ``tf.saved_model.load`` (what Python callers and
-    ``transfer predict`` use) and through a graph-mode TF1 session (what
-    ``saved_model_cli run`` and TF Serving's C++ server do), which restores the
-    variables from the checkpoint instead of rebinding Python objects. The
-    task says how its served outputs compare with the model's raw ones.
-    """
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(2, image_size, image_size, 3), dtype=np.uint8)
-    raw = tf.nest.map_structure(lambda t: np.asarray(t, dtype=np.float32), model(images, training=False))
-    # PNG is lossless, so the bytes signature must decode to these exact pixels.
-    encoded = [tf.io.encode_png(img).numpy() for img in images]
-    loaded = tf.saved_model.load(str(export_dir))
-    extra = list(task.extra_signatures(config))
-
-    def numpy(outputs):
-        return {k: v.numpy() for k, v in outputs.items()}
-
-    results = {
-        IMAGES_SIGNATURE: numpy(loaded.signatures[IMAGES_SIGNATURE](images=tf.constant(images))),
-        BYTES_SIGNATURE: numpy(loaded.signatures[BYTES_SIGNATURE](image_bytes=tf.constant(encoded))),
-        **{key: numpy(loaded.signatures[key](image_bytes=tf.constant(encoded))) for key in extra},
-    }
-    try:
-        graph_mode = run_signatures_in_session(
-            export_dir, {IMAGES_SIGNATURE: images, BYTES_SIGNATURE: np.array(encoded, dtype=object),
-                         **{key: np.array(encoded, dtype=object) for key in extra}}
-        )
-    except tf.errors.OpError as e:
-        lines = [line.strip() for line in (e.message or str(e)).splitlines()]
-        reason = next((line for line in lines if line and line != "Graph execution error:"), type(e).__name__)
-        raise RuntimeError(
-            "The exported signatures do not run in graph mode (tf.compat.v1 loader, as `saved_model_cli run` "
-            f"and TF Serving load them): {type(e).__name__}: {reason} The export was not written."
-        ) from e
-    results.update({f"{name} (graph mode)": out for name, out in graph_mode.items()})
-    for name, served in results.items():
-        err = task.parity_error(raw, served, image_size, config)
-        if not err <= _PARITY_ATOL:
-            raise RuntimeError(
-                f"The exported signature {name!r} disagrees with the Keras model "
-                f"(max abs difference {err:.3g} > {_PARITY_ATOL}); the export was not written."
-            )
-
-
-def run_signatures_in_session(export_dir: str | os.PathLike, inputs: Mapping[str, Any]) -> dict[str, dict]:
-    """Run signatures the way TF1 graph-mode servers do; ``{signature: {output: array}}``.
-
-    ``inputs`` maps a signature key to the value of its single input. The
-    SavedModel is loaded with ``tf.compat.v1.saved_model.loader.load`` into a
-    fresh graph and session (variables restored by the checkpoint's restore
-    op, as in ``saved_model_cli run`` and TF Serving), then each signature's
-    output tensors are fetched by the names its SignatureDef gives.
-
-    Example:
-        >>> run_signatures_in_session("exports/flowers", {"serving_images": np.zeros((1, 128, 128, 3), np.uint8)})
-        {'serving_images': {'scores': array([[...]], dtype=float32), 'top_class': array([b'daisy'], ...), ...}}
-    """
-    results = {}
-    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as sess:
-        with _quiet_tensorflow_logger():  # the TF1 loader logs a deprecation warning on every call
-            meta_graph = tf.compat.v1.saved_model.loader.load(sess, [tf.saved_model.SERVING], str(export_dir))
-        for key, value in inputs.items():
-            signature = meta_graph.signature_def[key]
-            (input_info,) = signature.inputs.values()
-            fetches = {name: info.name for name, info in signature.outputs.items()}
-            results[key] = sess.run(fetches, {input_info.name: value})
-    return results
-
-
-@contextlib.contextmanager
-def _quiet_tensorflow_logger():
-    tf_logger = tf.get_logger()
-    level = tf_logger.level
-    tf_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        tf_logger.setLevel(level)
 
 
 def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False,
