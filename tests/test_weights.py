@@ -21,10 +21,10 @@ from transfer.weights import (
     WeightsInfo,
     build_backbone,
     imagenet_file_name,
-    import_weights,
     is_keras_weights_name,
     keras_cache_dir,
 )
+from transfer.weights_import import import_weights
 
 FIXTURE_WEIGHTS = "weights/mobilenet_2_5_224_tf_no_top.h5"
 

@@ -24,7 +24,7 @@ _EXPORTS = {
     "get_backbone": "transfer.backbones",
     "list_backbones": "transfer.backbones",
     "build_backbone": "transfer.weights",
-    "import_weights": "transfer.weights",
+    "import_weights": "transfer.weights_import",
     "Samples": "transfer.data.samples",
     "DataSplit": "transfer.data.samples",
     "load_data": "transfer.data",

@@ -152,7 +152,7 @@ def weights_import(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a file already in the cache."),
 ):
     """Place a weights file in the Keras cache so weights="imagenet" works offline."""
-    from transfer.weights import import_weights
+    from transfer.weights_import import import_weights
 
     destination = import_weights(file, overwrite=overwrite)
     typer.echo(f"Imported {file} -> {destination}")

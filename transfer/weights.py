@@ -5,7 +5,7 @@
 Keras's failures into ``TransferError``s that say how to fix them; above all,
 offline, ``weights="imagenet"`` names the file Keras wanted and the command
 that puts it in the cache (``transfer weights import FILE``, i.e.
-``import_weights``).
+``transfer.weights_import.import_weights``).
 
 Example:
     >>> from transfer.backbones import get_backbone
@@ -19,14 +19,11 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import tempfile
-import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from transfer.atomic import TMP_MARK
 from transfer.backbones import BackboneSpec
 from transfer.errors import TransferError
 
@@ -38,7 +35,7 @@ _WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
 
 # Keras saves NASNet's weights in its cache under another name than the
 # download's; every other family keeps the URL's file name.
-_CACHE_NAME_FOR_DOWNLOAD = {
+CACHE_NAME_FOR_DOWNLOAD = {
     "NASNet-mobile.h5": "nasnet_mobile.h5",
     "NASNet-mobile-no-top.h5": "nasnet_mobile_no_top.h5",
     "NASNet-large.h5": "nasnet_large.h5",
@@ -197,77 +194,6 @@ def build_backbone(spec: BackboneSpec, weights: str | os.PathLike | None, image_
     return model, info
 
 
-def import_weights(file: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
-                   overwrite: bool = False) -> Path:
-    """Copy an official Keras weights file into the Keras cache, under the name Keras looks for.
-
-    Use it on a machine without internet access after fetching the file
-    elsewhere (the ``weights="imagenet"`` error names the URL). The copy is
-    atomic: a half-copied file never sits under the real name.
-
-    Args:
-        file: the ``.h5`` file, e.g. ``mobilenet_2_5_224_tf_no_top.h5``.
-        cache_dir: the folder to copy into; default ``keras_cache_dir()``.
-        overwrite: replace a different file already there under that name.
-
-    Returns:
-        The destination path.
-
-    Example:
-        >>> import_weights("Downloads/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
-        PosixPath('/root/.keras/models/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5')
-    """
-    source = Path(file).expanduser()
-    if not source.is_file():
-        raise TransferError(
-            f"Weights file not found: '{source}'.",
-            fix="Pass the path of a downloaded Keras weights file (.h5).",
-        )
-    if not _is_hdf5(source):
-        raise TransferError(
-            f"'{source}' is not a Keras weights file (not HDF5).",
-            fix="Import the .h5 file from the URL that the `weights='imagenet'` error names; "
-            "an interrupted download or an HTML error page is not a weights file.",
-        )
-    name = _CACHE_NAME_FOR_DOWNLOAD.get(source.name, source.name)
-    if not is_keras_weights_name(name):
-        logger.warning(
-            "'%s' is not a file name keras.applications looks for, so weights='imagenet' will not "
-            "find it; pass its path as weights instead.", name,
-        )
-    dest_dir = Path(cache_dir).expanduser() if cache_dir is not None else keras_cache_dir()
-    dest = dest_dir / name
-    if dest.exists() and dest.resolve() == source.resolve():
-        logger.info("'%s' is already in the cache.", dest)
-        return dest
-    if dest.exists() and not overwrite:
-        if _same_content(source, dest):
-            logger.info("'%s' is already in the cache (same content).", dest)
-            return dest
-        raise TransferError(
-            f"A different file is already in the cache as '{dest}'.",
-            fix="Pass overwrite=True (`transfer weights import --overwrite`) to replace it.",
-        )
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    # Copy next to the destination, then rename: the rename is atomic on one
-    # file system, so Keras never sees a partial file under the real name. The
-    # staging name follows transfer.atomic's convention (hidden, ".tmp-").
-    tmp = dest_dir / f".{name}{TMP_MARK}{uuid.uuid4().hex[:12]}"
-    try:
-        # 0o666 under the umask, like any normally written file (mkstemp forces 0o600).
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-            shutil.copyfileobj(src, out, length=1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    logger.info("Imported '%s' into the Keras cache as '%s'.", source, dest)
-    return dest
-
-
 # --- internals ------------------------------------------------------------------------------
 
 
@@ -329,7 +255,7 @@ def _imagenet_error(spec, error, cache: Path, name: str, before: dict) -> Transf
     if match:
         url, code, reason = match.groups()
         reason = reason.strip() or (code if code != "None" else "") or "no network"
-        wanted = _CACHE_NAME_FOR_DOWNLOAD.get(os.path.basename(url), os.path.basename(url))
+        wanted = CACHE_NAME_FOR_DOWNLOAD.get(os.path.basename(url), os.path.basename(url))
         stale = (
             f" A file named {wanted} is in the cache but does not match Keras's checksum, "
             "so Keras tried to download it again."
@@ -372,7 +298,7 @@ def _build_from_file(spec: BackboneSpec, path: Path, shape: tuple):
             f"Weights file '{path}' has an unknown type: Keras reads .weights.h5, .h5 and .keras files.",
             fix="Pass a Keras weights file; if it is one, give it the right extension.",
         )
-    valid = _is_zip(path) if path.name.lower().endswith(".keras") else _is_hdf5(path)
+    valid = _is_zip(path) if path.name.lower().endswith(".keras") else is_hdf5(path)
     if not valid:
         raise TransferError(
             f"'{path}' is not a valid Keras weights file (it is not "
@@ -412,7 +338,8 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
         return {}
 
 
-def _is_hdf5(path: Path) -> bool:
+def is_hdf5(path: Path) -> bool:
+    """Whether ``path`` is an HDF5 file (Keras's ``.h5`` weights); False when it cannot be read."""
     import h5py
 
     try:
@@ -425,12 +352,6 @@ def _is_zip(path: Path) -> bool:
     import zipfile
 
     return zipfile.is_zipfile(path)
-
-
-def _same_content(a: Path, b: Path) -> bool:
-    import filecmp
-
-    return filecmp.cmp(a, b, shallow=False)
 
 
 def _first_line(error: BaseException) -> str:
