@@ -46,6 +46,10 @@ def test_the_note_counts_images_and_says_when_the_loss_disagrees():
     # Images are counted for accuracy only (a macro F1 gap is not a number of images).
     f1 = [{"epoch": 1, "stage": "head", "val_macro_f1": 0.8}, {"epoch": 2, "stage": "ft", "val_macro_f1": 0.7}]
     assert "validation images" not in stage_regression(f1, "ft", "val_macro_f1", next_lr=1e-3, num_val=50)
+    # ... nor is a mAP or IoU against the loss: only accuracy gets the noise reading.
+    iou = [{"epoch": 1, "stage": "head", "val_mean_iou": 0.8, "val_loss": 0.5},
+           {"epoch": 2, "stage": "ft", "val_mean_iou": 0.7, "val_loss": 0.4}]
+    assert "Try a lower learning_rate" in stage_regression(iou, "ft", "val_mean_iou", next_lr=1e-3, num_val=50)
 
 
 def test_stage_summaries_and_final_line_give_best_and_last():

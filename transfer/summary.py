@@ -58,10 +58,11 @@ def stage_regression(history: list[dict[str, Any]], stage: str, monitor: str, *,
     """One line when ``stage`` (the latest) ended worse than the best epoch of an earlier stage, else None.
 
     With ``num_val`` (validation images) an accuracy gap is also given in
-    images. When the validation loss says the opposite (lower at the stage's
-    last epoch than at that best epoch), the line says the gap may be noise
-    instead of advising a lower learning rate: on a small validation set a
-    few images move the accuracy while the loss keeps improving.
+    images. When the validation loss of an accuracy-monitored run says the
+    opposite (lower at the stage's last epoch than at that best epoch), the
+    line says the gap may be noise instead of advising a lower learning rate:
+    on a small validation set a few images move the accuracy while the loss
+    keeps improving.
     """
     stages = stage_summaries(history, monitor, mode)
     if len(stages) < 2 or stages[-1]["stage"] != stage:
@@ -75,11 +76,13 @@ def stage_regression(history: list[dict[str, Any]], stage: str, monitor: str, *,
     where = "above" if mode == "min" else "below"
     text = (f"Stage {stage!r} ended at {label} {last['last']:.4f}, {where} the {earlier['best']:.4f} of stage "
             f"{earlier['stage']!r} (epoch {earlier['best_epoch']})")
-    if num_val and monitor == "val_accuracy":
+    accuracy = monitor == "val_accuracy"
+    if num_val and accuracy:
         text += f", {round((earlier['best'] - last['last']) * num_val)} of {num_val} validation images"
     text += ": it lost ground, and the run keeps the best epoch's weights."
     loss_then, loss_now = _loss_at(history, earlier["best_epoch"]), _loss_at(history, last["last_epoch"])
-    if monitor != LOSS and loss_then is not None and loss_now is not None and loss_now < loss_then:
+    # Accuracy only: a count of images is what noise moves; mAP or IoU against a loss is no such test.
+    if accuracy and loss_then is not None and loss_now is not None and loss_now < loss_then:
         return text + (f" Its {metric_label(LOSS)} ({loss_now:.4f}) is below that epoch's ({loss_then:.4f}), "
                        "so the gap may be noise of a small validation set rather than harm.")
     return text + (f" Try a lower learning_rate for {stage!r} (e.g. {next_lr / 3:.2g}) or a smaller "
