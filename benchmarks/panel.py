@@ -253,7 +253,7 @@ def print_table(rows: list[dict], summary: dict) -> None:
               f"{t.get('seconds', 0):>10.0f} {ratio:>6}")
     print("-" * len(header))
     for key, value in summary.items():
-        style = ".4f" if key.startswith(("mean_", "max_time")) else "+.4f"
+        style = ".4f" if key.startswith(("mean_", "max_time", "max_cpu")) else "+.4f"  # margins get a sign
         print(f"{key:<28} {value:{style}}" if isinstance(value, float) else f"{key:<28} -")
 
 
