@@ -92,7 +92,7 @@ def run_stages(run, model, config, recipe, data, task, progress, started, verbos
             why = ("under a distribution strategy" if dist.kind != "none" else "head_cache_views = 0"
                    if task.uses_feature_cache else f"the {task.name} head reads spatial features")
             say(verbose, f"Stage {stage.name!r} runs the whole model {stage.epochs} times ({why}, no feature "
-                          "cache); a recipe with 5-10 head epochs saves most of that time.")
+                         "cache); a recipe with 5-10 head epochs saves most of that time.")
         if not (resumed and index == progress.stage_index and done > 0):
             trainable_layers = set_trainable(model, spec, stage, freeze_batchnorm=pretrained)
             # A fresh compile per stage: trainable flags are read at compile time.
@@ -103,8 +103,8 @@ def run_stages(run, model, config, recipe, data, task, progress, started, verbos
                               jit_compile="auto" if config.get("xla") is None else bool(config["xla"]))
             bind_rate_scales(model, rate_scales(model, spec, stage))
             say(verbose, describe_stage(index, len(recipe.stages), stage, trainable_layers,
-                                         cached=on_cached_features,
-                                         ema_epochs=averaged_epochs(recipe, steps)))
+                                        cached=on_cached_features,
+                                        ema_epochs=averaged_epochs(recipe, steps)))
         # Early stopping can end a stage after any epoch, and Keras then swaps the raw
         # weights back in for the average: such a stage writes every epoch's checkpoint.
         interval = 0.0 if stage.patience and not on_cached_features else float(config.get("checkpoint_every", 0.0))
@@ -135,7 +135,7 @@ def run_stages(run, model, config, recipe, data, task, progress, started, verbos
             )
         if len(fit.epoch) < stage.epochs - done:
             say(verbose, f"Stage {stage.name!r} stopped early: no better {metric_label(monitor)} "
-                          f"for {stage.patience} epochs.")
+                         f"for {stage.patience} epochs.")
             # Mark the stage finished so a resume moves on to the next one.
             progress.stage_index, progress.stage_epochs_done = index, stage.epochs
             progress.save(run.state_file)
@@ -203,8 +203,8 @@ def _fit_head_on_cached_features(model, data, image_size, recipe, config, callba
     # Only tasks with uses_feature_cache get here (classification): pooled features, one-hot targets.
     cache_dir = config.get("feature_cache")
     say(verbose, f"Backbone features of {len(data.train)} + {len(data.val)} images "
-                  f"({recipe.head_cache_views} view(s) per training image)"
-                  + (f", cached in {cache_dir}" if cache_dir else ""))
+                 f"({recipe.head_cache_views} view(s) per training image)"
+                 + (f", cached in {cache_dir}" if cache_dir else ""))
     train_features = extract_features(
         model, data.train, image_size, views=recipe.head_cache_views, augment=recipe.augment,
         seed=recipe.seed, cache_dir=cache_dir, verbose=1 if verbose == 1 else 0,
