@@ -163,7 +163,7 @@ def run_transfer_side(split: DataSplit, args, entry: Entry, scratch: Path) -> Si
         print(f"{entry.name} transfer: the recipe's batch_size {recipe.batch_size} is replaced by the panel's "
               f"--batch-size {args.batch_size} (the same for every side).", flush=True)
     recipe = dataclasses.replace(recipe, seed=train_seed(entry, args), batch_size=args.batch_size)
-    out = scratch / f"{entry.name}-run"
+    out = Path(args.keep_runs or scratch) / f"{entry.name}-run"
     started = time.perf_counter()
     # A fresh feature cache per run unless --cache-dir: the head stage is timed cold.
     train(split, out, backbone=args.backbone, weights=args.weights, image_size=entry.image_size, recipe=recipe,
@@ -282,6 +282,9 @@ def main(argv=None) -> int:
                              "between runs")
     parser.add_argument("--cache-dir", help="transfer side: feature cache (default: a fresh folder per run)")
     parser.add_argument("--json-out", help="write all results to this JSON file")
+    parser.add_argument("--keep-runs",
+                        help="transfer side: write each entry's run folder under this folder (kept; e.g. for "
+                             "flip_tta.py) instead of a temporary one")
     parser.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity (0, 1, 2)")
     args = parser.parse_args(argv)
     if args.combine:

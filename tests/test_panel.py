@@ -25,7 +25,7 @@ def test_panel_runs_every_side_and_summarizes(fixtures_dir, tmp_path):
     run = subprocess.run(
         [sys.executable, str(REPO_ROOT / "benchmarks" / "panel.py"), "--entry", f"shapes={data}@32:0",
          "--weights", str(weights), "--recipe", str(recipe), "--batch-size", "8", "--verbose", "0",
-         "--json-out", str(out)],
+         "--json-out", str(out), "--keep-runs", str(tmp_path / "runs")],
         env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -41,6 +41,17 @@ def test_panel_runs_every_side_and_summarizes(fixtures_dir, tmp_path):
     assert summary["min_last_minus_head_best"] == pytest.approx(transfer["last"] - transfer["head_best"])
     assert summary["max_time_ratio_to_guide"] == pytest.approx(transfer["seconds"] / guide["seconds"])
     assert "min_margin_over_probe" in run.stdout and "shapes" in run.stdout
+
+    # The kept run feeds flip_tta.py, whose plain accuracy is the run's own best-epoch figure.
+    run_dir = tmp_path / "runs" / "shapes-run"
+    tta = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "flip_tta.py"), str(run_dir), "--json-out",
+         str(tmp_path / "tta.json")], env=env, capture_output=True, text=True, timeout=300)
+    assert tta.returncode == 0, tta.stderr[-3000:]
+    (flip,) = json.loads((tmp_path / "tta.json").read_text())
+    best = json.loads((run_dir / "run.json").read_text())["best_value"]
+    assert flip["num_val"] == 12 and flip["plain"] == pytest.approx(best, abs=1e-6)
+    assert {"mirrored", "flip_tta"} <= set(flip) and str(run_dir) in tta.stdout
 
     combined = subprocess.run(
         [sys.executable, str(REPO_ROOT / "benchmarks" / "panel.py"), "--combine", str(out), str(out),
