@@ -38,7 +38,10 @@ def flip_accuracies(run_dir: Path, batch_size: int = 64) -> dict:
         raise SystemExit(f"{run_dir}: flip TTA here is for single-label classification runs, "
                          f"this one is task {config.get('task')!r} (multi_label={config.get('multi_label')}).")
     task = get_task("classify").for_run(config)
-    samples = samples_from_record(run.split()["val"], config, task)
+    record = run.split().get("val")
+    if record is None:
+        raise SystemExit(f"{run.split_file}: no validation files recorded; flip TTA needs the run's own val split.")
+    samples = samples_from_record(record, config, task)
     model = run.load_model()
     ds = make_dataset(samples, int(config["image_size"]), batch_size, training=False, cache=False)
     images = ds.map(lambda x, y: x)
@@ -62,7 +65,15 @@ def main(argv=None) -> int:
     from transfer.custom_objects import register_custom_objects
 
     register_custom_objects()
-    rows = [flip_accuracies(run) for run in args.runs]
+    from transfer.errors import TransferError
+
+    try:
+        for run in args.runs:  # every folder checked before the first one is evaluated
+            RunDir(run).require()
+        rows = [flip_accuracies(run) for run in args.runs]
+    except TransferError as error:
+        print(f"flip_tta.py: {error}", file=sys.stderr)
+        return 2
     print(f"{'run':40s} {'val':>5s} {'plain':>7s} {'mirrored':>9s} {'flip TTA':>9s} {'TTA - plain':>12s}")
     for r in rows:
         print(f"{r['run']:40s} {r['num_val']:5d} {r['plain']:7.4f} {r['mirrored']:9.4f} {r['flip_tta']:9.4f} "
