@@ -305,6 +305,16 @@ def main(argv=None) -> int:
     if args.entries:
         wanted = set(args.entries.split(","))
         entries = [e for e in entries if e.name in wanted]
+    if args.keep_runs and "transfer" in args.only:
+        # Before any side runs: an entry's old run folder would otherwise stop the panel after its guide side.
+        from transfer.errors import TransferError
+        from transfer.run_config import check_out_dir
+
+        for entry in entries:
+            try:
+                check_out_dir(Path(args.keep_runs) / f"{entry.name}-run")
+            except TransferError as error:
+                parser.error(f"--keep-runs: {error}")
     previous = {}
     if args.reuse:
         for row in json.loads(Path(args.reuse).read_text())["rows"]:

@@ -53,6 +53,14 @@ def test_panel_runs_every_side_and_summarizes(fixtures_dir, tmp_path):
     assert flip["num_val"] == 12 and flip["plain"] == pytest.approx(best, abs=1e-6)
     assert {"mirrored", "flip_tta"} <= set(flip) and str(run_dir) in tta.stdout
 
+    # The same --keep-runs again is refused before any side runs, naming the old run.
+    again = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "panel.py"), "--entry", f"shapes={data}@32:0",
+         "--weights", str(weights), "--keep-runs", str(tmp_path / "runs")],
+        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert again.returncode == 2 and f"{run_dir} already holds a training run" in again.stderr
+    assert "--- shapes: guide ---" not in again.stdout
+
     combined = subprocess.run(
         [sys.executable, str(REPO_ROOT / "benchmarks" / "panel.py"), "--combine", str(out), str(out),
          "--json-out", str(tmp_path / "both.json")], env=env, capture_output=True, text=True, timeout=300)
