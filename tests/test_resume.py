@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 
 import pytest
 
@@ -71,9 +72,12 @@ RECIPE = ('batch_size = 4\n[[stages]]\nname = "head"\ntrainable = "head"\nepochs
 def test_killed_run_resumes_without_losing_epochs(tmp_path):
     data = make_shapes_dataset(tmp_path / "shapes", train_per_class=6, val_per_class=3, size=32)
     recipe = tmp_path / "recipe.toml"
-    recipe.write_text(RECIPE)
-    kill_and_resume(tmp_path, ["--data", str(data), "--weights", "none", "--image-size", "32",
-                               "--recipe", str(recipe)], [("head", 4), ("all", 6)])
+    # Batch 1: 18 steps an epoch, so 2 steps per compiled call, which the resumed stage keeps.
+    recipe.write_text(RECIPE.replace("batch_size = 4", "batch_size = 1"))
+    run_dir = kill_and_resume(tmp_path, ["--data", str(data), "--weights", "none", "--image-size", "32",
+                                         "--recipe", str(recipe)], [("head", 4), ("all", 6)])
+    with zipfile.ZipFile(run_dir / "checkpoints" / "best.keras") as archive:
+        assert json.loads(archive.read("config.json"))["compile_config"]["steps_per_execution"] == 2
 
 
 @pytest.mark.slow  # ~90 s: the same for a segmentation run (a U-Net, mask data, the IoU monitor)

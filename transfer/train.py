@@ -222,6 +222,9 @@ def resume(run_dir: str | Path, *, verbose: int = 1, distribution=None) -> Train
     with dist.scope():
         model = keras.saving.load_model(run.root / "checkpoints" / progress.checkpoint)
     restore_weight_decay_exclusions(model)
+    # The checkpoint's compile config keeps its steps per call; a run resumed on several
+    # replicas needs 1 (transfer.distribute.Distribution.steps_per_execution).
+    model.steps_per_execution = dist.steps_per_execution(model.steps_per_execution)
     bind_rate_scales(model, rate_scales(model, get_backbone(config["backbone"]),
                                         recipe.stages[min(progress.stage_index, len(recipe.stages) - 1)]))
     if uses_ema(model):
