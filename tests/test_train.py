@@ -2,7 +2,6 @@
 
 import csv
 import json
-import zipfile
 
 import keras
 import numpy as np
@@ -14,8 +13,6 @@ from transfer.demo import make_shapes_dataset
 from transfer.errors import TransferError
 from transfer.recipe import Recipe, Stage
 from transfer.freezing import set_trainable
-from transfer import stage_runner
-from transfer.stage_runner import steps_per_call
 from transfer.train import train
 
 SIZE = 32
@@ -281,26 +278,3 @@ def test_min_steps_lengthens_a_stage_on_a_small_set(shapes, tmp_path, capsys):
     assert f"Stage 'tune': 2 epochs instead of 1, to train at least min_steps = {2 * steps}" in capsys.readouterr().out
     assert Recipe.load(result.run_dir / "recipe.toml").stages[1].epochs == 2  # what --resume will run
 
-
-def test_steps_per_call_keeps_eight_calls_an_epoch_up_to_sixteen_steps():
-    assert [steps_per_call(n) for n in (1, 7, 8, 20, 108, 128, 10_000)] == [1, 1, 1, 2, 13, 16, 16]
-
-
-def test_several_steps_per_call_train_exactly_as_one(shapes, tmp_path, monkeypatch):
-    # Batch 1: 18 steps an epoch, so 2 steps per call; the same run with 1 step per
-    # call must learn the same weights (only the Python dispatch differs).
-    data = load_data(shapes)
-    recipe = Recipe(stages=(Stage("tune", "top:1", 1e-4, 2),), batch_size=1, seed=3)
-    assert steps_per_call(len(data.train)) == 2
-    multi = train(data, tmp_path / "multi", weights=None, image_size=SIZE, recipe=recipe, verbose=0)
-    monkeypatch.setattr(stage_runner, "steps_per_call", lambda steps: 1)
-    single = train(data, tmp_path / "single", weights=None, image_size=SIZE, recipe=recipe, verbose=0)
-
-    def compiled_steps(run_dir):
-        with zipfile.ZipFile(run_dir / "checkpoints" / "best.keras") as archive:
-            return json.loads(archive.read("config.json"))["compile_config"]["steps_per_execution"]
-
-    assert (compiled_steps(multi.run_dir), compiled_steps(single.run_dir)) == (2, 1)
-    curves = [[float(r["loss"]) for r in csv.DictReader(open(run.run_dir / "history.csv"))]
-              for run in (multi, single)]
-    assert len(curves[0]) == 2 and curves[0] == pytest.approx(curves[1], rel=1e-5)
