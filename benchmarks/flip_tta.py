@@ -43,7 +43,8 @@ def flip_accuracies(run_dir: Path, batch_size: int = 64) -> dict:
         raise SystemExit(f"{run.split_file}: no validation files recorded; flip TTA needs the run's own val split.")
     samples = samples_from_record(record, config, task)
     model = run.load_model()
-    ds = make_dataset(samples, int(config["image_size"]), batch_size, training=False, cache=False)
+    # Cached: the mirrored pass reads the decoded images instead of decoding every file again.
+    ds = make_dataset(samples, int(config["image_size"]), batch_size, training=False, cache="auto")
     images = ds.map(lambda x, y: x)
     plain = model.predict(images, verbose=0)
     mirrored = model.predict(images.map(tf.image.flip_left_right), verbose=0)
