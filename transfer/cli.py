@@ -164,7 +164,7 @@ def _parse_weights(value: str) -> Optional[str]:
 
 # The commands live in their own modules and register themselves on ``app``;
 # imported here (after ``app`` exists) so `from transfer.cli import app` has them all.
-from transfer import cli_results, cli_train  # noqa: E402,F401
+from transfer import cli_predict, cli_results, cli_train  # noqa: E402,F401
 from transfer.cli_train import _outcome_text  # noqa: E402,F401  (tests and scripts import it from here)
 
 
