@@ -47,6 +47,10 @@ PROBLEMS: dict[str, Problem] = {
     # --- one image file ---------------------------------------------------------------------
     "missing_file": Problem("error", "skip", "file not found", "Restore the file or remove it from the list."),
     "empty_file": Problem("error", "skip", "empty file (0 bytes)", "Download or copy the image again."),
+    "not_regular_file": Problem(
+        "error", "skip", "not a regular file (FIFO, socket or device; not read)",
+        "Replace it with the image file itself, or remove it from the data.",
+    ),
     "not_image": Problem("error", "skip", "not an image", "Replace it with the real image or remove it."),
     "unsupported_format": Problem(
         "error", "skip", "format not supported",

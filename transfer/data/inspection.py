@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from transfer import imagesize
+from transfer.regular_files import NotRegularFileError, kind_of, read_regular
 
 # A 100-megapixel RGB image decodes to 300 MB (and resizing works in float32,
 # 1.2 GB): more than that is refused for training. Predict is stricter (40 MP).
@@ -40,7 +41,7 @@ class ImageInfo:
     """What inspecting one image found.
 
     ``error`` is ``(code, detail)`` when the file cannot be used at all
-    (missing, empty, not an image, too large, not decodable); the other fields
+    (missing, empty, a FIFO/socket/device, not an image, too large, not decodable); the other fields
     are filled as far as inspection got. ``width``/``height`` come from the
     header (and are what the decoder produced when it ran).
     """
@@ -103,19 +104,28 @@ def inspect_image(source: str, data: bytes | None = None, *, max_pixels: int = D
         return ImageInfo(source, error=("missing_file", "the file does not exist"))
     except OSError as e:
         return ImageInfo(source, error=("undecodable", f"cannot read the file: {e.strerror or e}"))
+    kind = kind_of(stat.st_mode)
+    if kind is not None:  # a FIFO would block the read forever, a device never end: reported, never opened
+        return _not_regular(source, kind)
     key = (source, stat.st_size, stat.st_mtime_ns, max_pixels)
     cached = _CACHE.get(key)
     if cached is not None:
         return cached
     try:
-        with open(source, "rb") as f:
-            data = f.read()
+        data = read_regular(source)  # checks the open file again: a path swapped for a FIFO cannot hang us
+    except NotRegularFileError as e:
+        return _not_regular(source, e.kind)
     except OSError as e:
         return ImageInfo(source, error=("undecodable", f"cannot read the file: {e.strerror or e}"))
     if len(_CACHE) > _MAX_CACHE:
         _CACHE.clear()  # a long-lived process checking many datasets: start over rather than grow
     info = _CACHE[key] = _inspect_bytes(source, data, max_pixels)
     return info
+
+
+def _not_regular(source: str, kind: str) -> ImageInfo:
+    why = "" if kind == "a folder" else " (reading it could wait forever)"
+    return ImageInfo(source, error=("not_regular_file", f"{kind}, not a regular file; not read{why}"))
 
 
 def _inspect_bytes(source: str, data: bytes, max_pixels: int) -> ImageInfo:
