@@ -242,10 +242,12 @@ class ExportedClassifier:
 
         return self._answer_files(paths, answer)
 
-    def _answer_files(self, paths, answer) -> list[dict[str, Any]]:
+    def _answer_files(self, paths, answer, read_bytes: dict | None = None) -> list[dict[str, Any]]:
         """One dict per file, in order: ``{"file", "error"}`` for a file that cannot be used, else
         ``{"file", **fields}`` with ``fields`` from ``answer(list of image bytes) -> list of dicts``
-        (called once, on the readable files; every task's ``predict_files`` goes through here)."""
+        (called once, on the readable files; every task's ``predict_files`` goes through here).
+        ``read_bytes``: a dict that receives each answered file's bytes by position, so that
+        ``transfer predict --draw`` draws what was answered even if the file changes or vanishes."""
         results: list[dict[str, Any]] = []
         good: list[tuple[int, bytes]] = []
         for path in paths:
@@ -256,6 +258,8 @@ class ExportedClassifier:
         if good:
             for (index, _), fields in zip(good, answer([data for _, data in good])):
                 results[index].update(fields)
+            if read_bytes is not None:
+                read_bytes.update(good)
         bad = sum("error" in r for r in results)
         if bad:
             logger.warning("%d of %d files could not be read as images", bad, len(results))
