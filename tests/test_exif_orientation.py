@@ -101,3 +101,80 @@ def test_orientation_of_unreadable_or_special_files_is_one(tmp_path):
     assert exif_orientation(buffer.getvalue()) == 1
     with pytest.raises(ValueError, match="1-8"):
         mask_to_stored(np.zeros((2, 2)), 0)
+
+
+# --- boxes: read in the displayed frame, trained in the stored one -----------------------------
+SHOWN = (48, 64)  # the photo as every viewer shows it: portrait
+SHOWN_BOX = (8, 30, 28, 50)  # a bright rectangle there, annotated on the displayed image
+
+
+def phone_photo(path: Path, orientation: int = 6, fmt: str = "JPEG") -> np.ndarray:
+    """Write a photo whose DISPLAYED image has a bright rectangle at SHOWN_BOX, stored turned with its
+    EXIF tag, as a phone writes it; returns the stored pixels."""
+    shown = np.full((SHOWN[1], SHOWN[0], 3), 40, np.uint8)
+    x0, y0, x1, y1 = SHOWN_BOX
+    shown[y0:y1, x0:x1] = 250
+    stored = mask_to_stored(shown, orientation)
+    path.write_bytes(oriented_bytes(stored, orientation, fmt))
+    assert bright_box(displayed_pixels(path.read_bytes())) == SHOWN_BOX  # what a viewer shows
+    return stored
+
+
+def bright_box(stored: np.ndarray) -> tuple[int, int, int, int]:
+    """The rectangle's edges in the stored pixels (JPEG's blur stays on the right side of half)."""
+    return bounding_box(stored[..., 0] > 145)
+
+
+def box_csv(folder: Path, size: tuple[int, int] | None, box=SHOWN_BOX, name: str = "photo.jpg") -> Path:
+    csv = folder / "boxes.csv"
+    sized = f"{size[0]},{size[1]}," if size is not None else ",,"
+    csv.write_text("filename,width,height,class,xmin,ymin,xmax,ymax\n"
+                   f"{name},{sized}thing,{','.join(str(v) for v in box)}\n")
+    return csv
+
+
+@pytest.mark.parametrize("size", [SHOWN, None], ids=["displayed size stated", "no size stated"])
+def test_box_of_a_rotated_photo_lands_on_its_stored_pixels(tmp_path, size):
+    from transfer.data.boxes import read_boxes
+
+    stored = phone_photo(tmp_path / "photo.jpg", 6)
+    samples, findings = read_boxes(box_csv(tmp_path, size))
+    target = samples.targets[0]
+    assert (target.width, target.height) == SHOWN[::-1]  # the stored frame, as TensorFlow decodes it
+    assert target.xyxy[0] == pytest.approx(bright_box(stored))  # the box frames the rectangle's stored pixels
+    assert not [f for f in findings if f.code == "box_size_mismatch"]
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_every_orientation_maps_its_boxes(tmp_path, orientation):
+    from transfer.data.boxes import read_boxes
+
+    stored = phone_photo(tmp_path / "photo.png", orientation, "PNG")
+    samples, _ = read_boxes(box_csv(tmp_path, displayed_size(stored.shape[1::-1], orientation), name="photo.png"))
+    assert samples.targets[0].xyxy[0] == bright_box(stored)
+
+
+def test_box_annotated_on_the_stored_pixels_is_used_as_written(tmp_path):
+    from transfer.data.boxes import read_boxes
+
+    stored = phone_photo(tmp_path / "photo.jpg", 6)
+    written = bright_box(stored)
+    samples, findings = read_boxes(box_csv(tmp_path, SHOWN[::-1], box=written))  # the stored size stated
+    assert samples.targets[0].xyxy[0] == pytest.approx(written)
+    noted = [f for f in findings if f.code == "exif_annotation_frame"]
+    assert noted and "stored" in noted[0].detail
+
+
+def test_box_whose_stated_size_fits_neither_frame_is_refused_with_the_reason(tmp_path):
+    from transfer.data.boxes import list_boxes
+
+    phone_photo(tmp_path / "photo.jpg", 6)
+    Image.new("RGB", (48, 64), (9, 9, 9)).save(tmp_path / "plain.jpg")
+    csv = box_csv(tmp_path, (100, 100))
+    with csv.open("a") as f:
+        f.write("plain.jpg,48,64,thing,1,1,20,20\n")
+    listing = list_boxes(csv)
+    assert listing.samples.sources == (str(tmp_path / "plain.jpg"),)  # the other image is still used
+    refused = [f for f in listing.findings if f.code == "exif_unplaced"]
+    assert len(refused) == 1 and refused[0].path == str(tmp_path / "photo.jpg") and refused[0].action == "skip"
+    assert "100x100" in refused[0].detail and "orientation 6" in refused[0].detail

@@ -109,6 +109,37 @@ def stored_size(displayed: tuple[int, int], orientation: int) -> tuple[int, int]
     return displayed_size(displayed, orientation)  # a swap is its own inverse
 
 
+def annotation_frame(
+    claimed: tuple[float, float] | None, stored: tuple[int, int], orientation: int, aspect_tolerance: float = 0.01,
+) -> str | None:
+    """Which frame an annotation of an EXIF-oriented image is in: ``"displayed"``, ``"stored"`` or None (neither).
+
+    Judged by the ``(width, height)`` the annotation states: the displayed
+    size (or no size, or 0) means the displayed frame, as people annotate it;
+    the stored size (orientations 5-8, not square) means a tool that ignored
+    the tag; the same shape as one of them at another scale means that frame,
+    resized. Anything else cannot be placed. Orientations 2-4 keep the size,
+    so their annotations are taken to be displayed.
+
+    Example:
+        >>> annotation_frame((300, 400), (400, 300), 6), annotation_frame((400, 300), (400, 300), 6)
+        ('displayed', 'stored')
+        >>> annotation_frame((500, 500), (400, 300), 6) is None
+        True
+    """
+    shown = displayed_size(stored, orientation)
+    if claimed is None or claimed[0] <= 0 or claimed[1] <= 0:
+        return "displayed"
+    frames = (("displayed", shown), ("stored", tuple(stored)))
+    for frame, (width, height) in frames:
+        if abs(claimed[0] - width) < 0.5 and abs(claimed[1] - height) < 0.5:
+            return frame
+    for frame, (width, height) in frames:
+        if abs((claimed[0] / claimed[1]) / (width / height) - 1.0) <= aspect_tolerance:
+            return frame
+    return None
+
+
 def points_to_displayed(coords: Sequence[float], orientation: int, stored: tuple[float, float]) -> tuple[float, ...]:
     """A flat ``(x0, y0, x1, y1, ...)`` in the stored frame (image ``stored`` = (width, height)) to the displayed.
 

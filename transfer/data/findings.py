@@ -84,6 +84,17 @@ PROBLEMS: dict[str, Problem] = {
         "Rotate the pixels (e.g. PIL.ImageOps.exif_transpose) if the orientation matters: training and the "
         "export both read pixels as stored and ignore the EXIF tag.",
     ),
+    "exif_annotation_frame": Problem(
+        "info", "use", "EXIF-rotated image: annotations mapped to the pixels as stored",
+        "Nothing to do if its boxes or mask look right on the image as displayed: annotations are read in the "
+        "displayed frame (or as stored when their stated size says so) and mapped to the stored pixels the model "
+        "sees; `transfer predict` answers in the displayed frame.",
+    ),
+    "exif_unplaced": Problem(
+        "error", "skip", "annotation fits no frame of an EXIF-rotated image (not used)",
+        "Export the annotation again from the image as it is now, or save the image with its rotation applied "
+        "(PIL.ImageOps.exif_transpose) and annotate that.",
+    ),
     # --- folders and classes ----------------------------------------------------------------
     "empty_class": Problem("error", "stop", "class without images", "Add images to the class folder or remove it."),
     "layout": Problem("error", "stop", "dataset layout", "See the detail."),

@@ -9,6 +9,13 @@ image as ``path`` and the ``skip`` action, as the image checks do.
 
 The rules, in the order they apply:
 
+0. **EXIF orientation.** A photo whose EXIF tag turns it for display is
+   annotated on the displayed image, but the model sees the pixels as stored
+   (``transfer.orientation``): its boxes are judged in the displayed frame
+   and then mapped, exactly, into the stored one. A stated size equal to the
+   stored one means a tool that ignored the tag (used as written, noted as
+   ``exif_annotation_frame``); one that fits neither frame leaves the image
+   out (``exif_unplaced``).
 1. **Real size.** Width and height come from the image header (read without
    decoding, ``transfer.imagesize``), never from the annotation. When the
    annotation states another size (``box_size_mismatch``):
@@ -48,6 +55,7 @@ from transfer import imagesize
 from transfer.data.boxes.records import AnnotatedImage, Annotations, RawBox
 from transfer.data.findings import Finding, finding
 from transfer.data.samples import Boxes, Samples
+from transfer.orientation import DESCRIPTIONS, annotation_frame, boxes_to_stored, displayed_size, exif_orientation
 
 # A box reaching outside the image is clipped when at least this share of its area lies inside, dropped below it.
 MIN_INSIDE = 0.5
@@ -108,14 +116,21 @@ def check_annotations(
         if size is None:
             continue
         first_annotation[key] = record.annotation
-        width, height = size
+        # The boxes are judged in the frame they were drawn in (an EXIF-rotated photo's displayed one)
+        # and then mapped to the pixels as stored, which is what the model sees.
+        placed = _annotation_frame(record, size, annotations.root, findings)
+        if placed is None:
+            continue
+        orientation, (width, height) = placed
         scale = _size_rule(record, width, height, annotations.root, findings)
         kept = []
         for box in record.boxes:
             xyxy = _judge_box(record, box, scale, width, height, known, annotations.root, findings)
             if xyxy is not None:
+                if orientation != 1:
+                    xyxy = boxes_to_stored([xyxy], orientation, (width, height))[0]
                 kept.append((xyxy, box.label))
-        judged[record.image] = (kept, width, height)
+        judged[record.image] = (kept, *size)
 
     names = tuple(sorted(class_names if class_names is not None else
                          {label for kept, _, _ in judged.values() for _, label in kept}))
@@ -166,6 +181,40 @@ def _real_size(record: AnnotatedImage, root: str, findings: list[Finding]) -> tu
             if imagesize.sniff(f.read(1024)) in imagesize.UNSUPPORTED:
                 code = "unsupported_format"
     findings.append(finding(record.image, code, f"{what}; {boxes}", related=record.annotation))
+    return None
+
+
+def _annotation_frame(
+    record: AnnotatedImage, size: tuple[int, int], root: str, findings: list[Finding]
+) -> tuple[int, tuple[int, int]] | None:
+    """``(orientation to map from, (width, height) of the frame the boxes are in)``, or None (refused, with
+    a finding) for an EXIF-rotated image whose stated size fits neither its displayed nor its stored frame.
+
+    Boxes are taken to be drawn on the image as displayed (``transfer.orientation``); orientation 1 is
+    returned when they need no mapping (no EXIF rotation, or the stated size says "as stored").
+    """
+    orientation = exif_orientation(record.image)
+    if orientation == 1:
+        return 1, size
+    turned = f"EXIF orientation {orientation} ({DESCRIPTIONS[orientation]} for display)"
+    shown = displayed_size(size, orientation)
+    frame = annotation_frame(record.claimed_size, size, orientation, ASPECT_TOLERANCE)
+    if frame == "displayed":
+        return orientation, shown
+    if frame == "stored":
+        findings.append(_finding(
+            record, root, "exif_annotation_frame",
+            f"{turned}, but the annotation states the size as stored ({size[0]}x{size[1]}, not the displayed "
+            f"{shown[0]}x{shown[1]}): its boxes are taken as pixels as stored and used as written",
+        ))
+        return 1, size
+    stated = f"{record.claimed_size[0]:g}x{record.claimed_size[1]:g}"
+    findings.append(finding(
+        record.image, "exif_unplaced",
+        f"{turned}: '{record.annotation}' states {stated}, neither the displayed {shown[0]}x{shown[1]} nor the "
+        f"stored {size[0]}x{size[1]} image, so its {len(record.boxes)} box(es) cannot be placed; the image is "
+        "not used", related=record.annotation,
+    ))
     return None
 
 
