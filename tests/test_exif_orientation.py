@@ -178,3 +178,124 @@ def test_box_whose_stated_size_fits_neither_frame_is_refused_with_the_reason(tmp
     refused = [f for f in listing.findings if f.code == "exif_unplaced"]
     assert len(refused) == 1 and refused[0].path == str(tmp_path / "photo.jpg") and refused[0].action == "skip"
     assert "100x100" in refused[0].detail and "orientation 6" in refused[0].detail
+
+
+# --- masks: mask PNGs and polygons drawn on the displayed image --------------------------------
+def shown_mask() -> np.ndarray:
+    """The displayed frame's mask: class 1 over SHOWN_BOX, and a class-2 mark in its top-left corner."""
+    mask = np.zeros((SHOWN[1], SHOWN[0]), np.uint8)
+    x0, y0, x1, y1 = SHOWN_BOX
+    mask[y0:y1, x0:x1] = 1
+    mask[0:4, 0:6] = 2  # tells a mirror from a rotation
+    return mask
+
+
+@pytest.mark.parametrize("orientation", [6, 3, 8])
+def test_mask_png_of_the_displayed_image_is_turned_into_the_stored_frame(tmp_path, orientation):
+    from transfer.data.masks import load_mask, read_masks
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    stored = phone_photo(tmp_path / "images" / "photo.jpg", orientation)
+    Image.fromarray(shown_mask()).save(tmp_path / "masks" / "photo.png")  # drawn on the displayed image
+    samples, findings = read_masks(tmp_path, class_names=["background", "thing", "mark"])
+    assert [f.code for f in findings if f.severity == "error"] == []
+    pixels = load_mask(samples.targets[0])
+    assert pixels.shape == stored.shape[:2]  # the stored frame, as TensorFlow decodes the photo
+    assert bounding_box(pixels == 1) == bright_box(stored)  # class 1 over the rectangle's stored pixels
+    assert np.array_equal(pixels, mask_to_stored(shown_mask(), orientation))
+
+
+def test_mask_png_of_the_stored_pixels_is_used_as_is_and_a_third_size_is_refused(tmp_path):
+    from transfer.data.masks import load_mask, read_masks
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    stored = phone_photo(tmp_path / "images" / "a.jpg", 6)
+    phone_photo(tmp_path / "images" / "b.jpg", 6)
+    as_stored = (stored[..., 0] > 145).astype(np.uint8)
+    Image.fromarray(as_stored).save(tmp_path / "masks" / "a.png")  # a tool that ignored the tag
+    Image.fromarray(np.zeros((50, 50), np.uint8)).save(tmp_path / "masks" / "b.png")
+    samples, findings = read_masks(tmp_path, class_names=["background", "thing"])
+    assert [Path(s).name for s in samples.sources] == ["a.jpg"]
+    assert np.array_equal(load_mask(samples.targets[0]), as_stored)
+    by_code = {f.code: f for f in findings}
+    assert "stored" in by_code["exif_annotation_frame"].detail
+    assert "50x50" in by_code["mask_size_mismatch"].detail and "64x48" in by_code["mask_size_mismatch"].detail
+
+
+def via_file(folder: Path, size: tuple[int, int] | None = None) -> Path:
+    """A VIA file whose one polygon (a rect) was drawn on photo.jpg as displayed."""
+    import json
+
+    x0, y0, x1, y1 = SHOWN_BOX
+    region = {"shape_attributes": {"name": "polygon", "all_points_x": [x0, x1, x1, x0],
+                                   "all_points_y": [y0, y0, y1, y1]}, "region_attributes": {}}
+    entry = {"filename": "photo.jpg", "size": 1, "regions": [region]}
+    path = folder / "via_region_data.json"
+    path.write_text(json.dumps({"photo.jpg1": entry}))
+    return path
+
+
+def coco_file(folder: Path, size, rle: bool = False) -> Path:
+    import json
+
+    from pycocotools import mask as mask_utils
+
+    x0, y0, x1, y1 = SHOWN_BOX
+    if rle:
+        drawn = (shown_mask() == 1).astype(np.uint8)
+        segmentation = mask_utils.encode(np.asfortranarray(drawn))
+        segmentation = {"size": [SHOWN[1], SHOWN[0]], "counts": segmentation["counts"].decode("ascii")}
+    else:
+        segmentation = [[x0, y0, x1, y0, x1, y1, x0, y1]]
+    image = {"id": 1, "file_name": "photo.jpg", **({"width": size[0], "height": size[1]} if size else {})}
+    document = {"images": [image], "categories": [{"id": 1, "name": "thing"}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": segmentation}]}
+    path = folder / "annotations.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["via", "coco polygon", "coco rle", "coco no size"])
+def test_regions_drawn_on_the_displayed_image_cover_the_stored_pixels(tmp_path, kind):
+    from transfer.data.masks import load_mask, read_masks
+
+    stored = phone_photo(tmp_path / "photo.jpg", 6)
+    source = (via_file(tmp_path) if kind == "via" else
+              coco_file(tmp_path, None if kind == "coco no size" else SHOWN, rle=kind == "coco rle"))
+    samples, findings = read_masks(source)
+    assert [f.code for f in findings if f.severity != "info"] == []
+    target = samples.targets[0]
+    assert (target.width, target.height) == SHOWN[::-1]
+    pixels = load_mask(target)
+    assert pixels.shape == stored.shape[:2]
+    covered, rectangle = bounding_box(pixels == 1), bright_box(stored)
+    if kind == "coco rle":
+        assert covered == rectangle  # pixels turned as PIL turns them
+    else:  # PIL fills a polygon's max edge pixels too, in either frame: at most one pixel more, never less
+        assert covered[:2] <= rectangle[:2] and covered[2:] >= rectangle[2:]
+        assert np.abs(np.subtract(covered, rectangle)).max() <= 1
+
+
+def test_regions_whose_stated_size_fits_neither_frame_are_refused(tmp_path):
+    from transfer.data.masks import list_masks
+
+    phone_photo(tmp_path / "photo.jpg", 6)
+    listing = list_masks(coco_file(tmp_path, (100, 100)))
+    assert len(listing.samples) == 0
+    refused = [f for f in listing.findings if f.code == "exif_unplaced"]
+    assert refused and refused[0].path == str(tmp_path / "photo.jpg") and "100x100" in refused[0].detail
+
+
+def test_a_turned_mask_file_keeps_its_orientation_through_split_json():
+    import json
+
+    from transfer.data.samples import Mask
+    from transfer.tasks import get_task
+
+    task = get_task("segment")
+    target = Mask(64, 48, path="masks/photo.png", values=((0, 0), (1, 1)), orientation=6)
+    value = json.loads(json.dumps(task.target_to_json(target)))
+    assert value["orientation"] == 6 and task.target_from_json(value, {}) == target  # resume/evaluate read it so
+    assert "orientation" not in task.target_to_json(Mask(64, 48, path="masks/plain.png"))

@@ -118,6 +118,8 @@ class SegmentTask(Task):
             value["values"] = [[int(a), int(b)] for a, b in target.values]
         if target.threshold:
             value["threshold"] = True
+        if target.orientation != 1:  # a mask file drawn on an EXIF-rotated photo as displayed
+            value["orientation"] = int(target.orientation)
         extra = {f.name for f in dataclasses.fields(target)} - {f.name for f in dataclasses.fields(Mask)}
         if extra:  # a Mask subclass the data layer made (TFDS's in-memory masks): not a file record
             raise TransferError(f"A {type(target).__name__} mask has no split.json form.",
@@ -130,7 +132,7 @@ class SegmentTask(Task):
             polygons=tuple((int(c), tuple(float(v) for v in points)) for c, points in value.get("polygons", ())),
             rle=tuple((int(c), _rle_from_json(rle)) for c, rle in value.get("rle", ())),
             values=None if value.get("values") is None else tuple((int(a), int(b)) for a, b in value["values"]),
-            threshold=bool(value.get("threshold", False)),
+            threshold=bool(value.get("threshold", False)), orientation=int(value.get("orientation", 1)),
         )
 
     def evaluation_samples(self, data: str, config: Mapping[str, Any]) -> Samples:

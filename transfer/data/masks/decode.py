@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from transfer.data.samples import IGNORE_VALUE, Mask
+from transfer.orientation import displayed_size, mask_to_stored
 from transfer.errors import TransferError
 
 ENCODED_PATH = "<encoded>"
@@ -103,15 +104,20 @@ def read_pixels(target: Mask, *, source: str | None = None) -> np.ndarray:
     try:
         from PIL import Image
 
+        # A mask drawn on an EXIF-rotated photo as displayed has the displayed size; it is turned into the
+        # stored frame, the pixels the model sees (transfer.orientation).
+        expected = displayed_size((target.width, target.height), target.orientation)
         with Image.open(io.BytesIO(target.data) if isinstance(target, EncodedMask) else target.path) as image:
-            if image.size != (target.width, target.height):
+            if image.size != expected:
                 image_name = f"its image '{source}'" if source else "its image"
+                shown = " as displayed" if target.orientation != 1 else ""
                 raise TransferError(
                     f"{name}: the mask is {image.size[0]}x{image.size[1]} but {image_name} is "
-                    f"{target.width}x{target.height}.",
+                    f"{expected[0]}x{expected[1]}{shown}.",
                     fix="Export the mask again at the image's size (masks are pixels of the image as stored).",
                 )
-            return _pixels(image, name, lossy=target.threshold)
+            pixels = _pixels(image, name, lossy=target.threshold)
+        return mask_to_stored(pixels, target.orientation) if target.orientation != 1 else pixels
     except TransferError:
         raise
     except FileNotFoundError:

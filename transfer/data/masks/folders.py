@@ -34,6 +34,7 @@ from transfer.data.masks.values import (
 )
 from transfer.data.samples import Mask, Samples
 from transfer.errors import TransferError
+from transfer.orientation import DESCRIPTIONS, displayed_size, exif_orientation
 
 # (images folder, masks folder) names, in order of preference; matched case-insensitively.
 LAYOUTS = (("images", "masks"), ("image", "label"))
@@ -161,12 +162,24 @@ def _pair(image: Path, mask: Path, findings: list[Finding]) -> Mask | None:
         findings.append(finding(str(mask), "mask_unreadable", f"{problem[1]}; its image '{image.name}' is not used",
                                 related=str(image)))
         return None
-    if mask_size != size:
+    # A mask drawn on an EXIF-rotated photo as displayed has the displayed size (for orientations 2-4 and
+    # square photos the stored one too: taken as displayed) and is turned to the stored pixels when read.
+    orientation = exif_orientation(str(image))
+    shown = displayed_size(size, orientation)
+    if mask_size != shown and mask_size == size:  # a tool that ignored the EXIF tag: used as it is
+        findings.append(finding(str(mask), "exif_annotation_frame", f"its image '{image.name}' has EXIF "
+                                f"orientation {orientation} ({DESCRIPTIONS[orientation]} for display), but the mask "
+                                "has the size as stored: it is taken as pixels as stored and used as it is",
+                                related=str(image)))
+        orientation, shown = 1, size
+    if mask_size != shown:
+        frames = f" as displayed ({size[0]}x{size[1]} as stored)" if orientation != 1 else ""
         findings.append(finding(str(mask), "mask_size_mismatch", f"the mask is {mask_size[0]}x{mask_size[1]} but "
-                                f"its image '{image}' is {size[0]}x{size[1]}; the pair is not used",
+                                f"its image '{image}' is {shown[0]}x{shown[1]}{frames}; the pair is not used",
                                 related=str(image)))
         return None
-    return Mask(width=size[0], height=size[1], path=str(mask), threshold=mask.suffix.lower() in LOSSY_EXTENSIONS)
+    return Mask(width=size[0], height=size[1], path=str(mask), threshold=mask.suffix.lower() in LOSSY_EXTENSIONS,
+                orientation=orientation)
 
 
 def _with_values(pairs, layout: MaskFolder, findings: list[Finding], class_names, ignore_index, values):

@@ -28,13 +28,18 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
+
 from transfer.data.findings import Finding, finding
-from transfer.data.masks.decode import check_rle
+from transfer.data.masks.decode import check_rle, decode_rle
 from transfer.data.masks.regions import judge_polygon
 from transfer.data.masks.sizes import header_size
 from transfer.data.masks.values import with_background
 from transfer.data.samples import Mask, Samples
 from transfer.errors import TransferError
+from transfer.orientation import (
+    DESCRIPTIONS, annotation_frame, displayed_size, exif_orientation, mask_to_stored, points_to_stored,
+)
 
 
 @dataclass(frozen=True)
@@ -82,31 +87,53 @@ def check_regions(parsed: RegionFile, class_names: Sequence[str] | None = None) 
                                     action="review"))
             continue
         seen.add(key)
-        size = _real_size(record, findings)
-        if size is not None:
-            judged[record.image] = _mask(record, size, index, findings)
+        placed = _real_size(record, findings)
+        if placed is not None:
+            judged[record.image] = _mask(record, placed, index, findings)
     sources = tuple(sorted(judged))
     return Samples(sources, tuple(judged[s] for s in sources), names), findings
 
 
-def _real_size(record: RegionImage, findings: list[Finding]) -> tuple[int, int] | None:
+def _real_size(
+    record: RegionImage, findings: list[Finding]
+) -> tuple[int, tuple[int, int], tuple[int, int]] | None:
+    """``(orientation to map from, (width, height) of the frame the regions are in, stored size)``, or None
+    (with a finding). Regions of an EXIF-rotated photo are drawn on it as displayed (``transfer.orientation``)."""
     size, problem = header_size(record.image)
     regions = f"its {len(record.regions)} region(s) in '{record.annotation}' are not used"
     if size is None:
         findings.append(finding(record.image, problem[0], f"{problem[1]}; {regions}", related=record.annotation))
         return None
+    orientation, frame = exif_orientation(record.image), size
+    if orientation != 1:
+        turned = f"EXIF orientation {orientation} ({DESCRIPTIONS[orientation]} for display)"
+        which = annotation_frame(record.claimed_size, size, orientation)
+        if which is None:
+            claimed = record.claimed_size
+            findings.append(finding(record.image, "exif_unplaced", f"{turned}: '{record.annotation}' states "
+                                    f"{claimed[0]:g}x{claimed[1]:g}, neither the displayed "
+                                    f"{displayed_size(size, orientation)[0]}x{displayed_size(size, orientation)[1]} "
+                                    f"nor the stored {size[0]}x{size[1]} image; {regions}", related=record.annotation))
+            return None
+        if which == "stored":
+            findings.append(finding(record.annotation, "exif_annotation_frame", f"'{record.image}': {turned}, but the "
+                                    "annotation states the size as stored: its regions are taken as pixels as "
+                                    "stored and used as written", related=record.image))
+            orientation = 1
+        else:
+            frame = displayed_size(size, orientation)
     if record.claimed_size is not None and all(v > 0 for v in record.claimed_size):
         claimed = record.claimed_size
-        if abs(claimed[0] - size[0]) >= 0.5 or abs(claimed[1] - size[1]) >= 0.5:
+        if abs(claimed[0] - frame[0]) >= 0.5 or abs(claimed[1] - frame[1]) >= 0.5:
             findings.append(finding(record.image, "mask_size_mismatch", f"'{record.annotation}' says "
-                                    f"{claimed[0]:g}x{claimed[1]:g} but the image is {size[0]}x{size[1]}; {regions}",
+                                    f"{claimed[0]:g}x{claimed[1]:g} but the image is {frame[0]}x{frame[1]}; {regions}",
                                     related=record.annotation))
             return None
-    return size
+    return orientation, frame, size
 
 
-def _mask(record: RegionImage, size: tuple[int, int], index: dict[str, int], findings: list[Finding]) -> Mask:
-    width, height = size
+def _mask(record: RegionImage, placed, index: dict[str, int], findings: list[Finding]) -> Mask:
+    orientation, (width, height), stored = placed
     polygons: list[tuple[int, tuple[float, ...]]] = []
     rles: list[tuple[int, Any]] = []
     order: list[str] = []  # "p"/"r" per kept region: a mix is drawn in file order as RLE
@@ -137,9 +164,22 @@ def _mask(record: RegionImage, size: tuple[int, int], index: dict[str, int], fin
             note("mask_region_clipped", region, what)
         polygons.append((index[region.label], polygon))
         order.append("p")
+    if orientation != 1:  # judged where they were drawn (as displayed), used where the model looks (as stored)
+        polygons = [(label, points_to_stored(coords, orientation, (width, height))) for label, coords in polygons]
+        rles = [(label, _rle_to_stored(rle, orientation, width, height)) for label, rle in rles]
+        width, height = stored
     if rles and polygons:
         return Mask(width, height, rle=_as_rle(order, polygons, rles, width, height))
     return Mask(width, height, polygons=tuple(polygons), rle=tuple(rles))
+
+
+def _rle_to_stored(rle: Any, orientation: int, width: int, height: int) -> dict[str, Any]:
+    """A checked RLE region of the displayed ``width`` x ``height`` frame, re-encoded in the stored frame."""
+    from pycocotools import mask as mask_utils
+
+    turned = mask_to_stored(decode_rle(rle, width, height), orientation)
+    encoded = mask_utils.encode(np.asfortranarray(turned))
+    return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
 
 
 def _as_rle(order, polygons, rles, width, height) -> tuple[tuple[int, Any], ...]:
