@@ -299,3 +299,39 @@ def test_a_turned_mask_file_keeps_its_orientation_through_split_json():
     value = json.loads(json.dumps(task.target_to_json(target)))
     assert value["orientation"] == 6 and task.target_from_json(value, {}) == target  # resume/evaluate read it so
     assert "orientation" not in task.target_to_json(Mask(64, 48, path="masks/plain.png"))
+
+
+# --- the data check says what happens to them ------------------------------------------------
+def test_check_data_says_the_annotations_are_mapped_not_only_warns(tmp_path):
+    from transfer.data.boxes import load_box_data
+    from transfer.data.doctor import check_data, check_split
+
+    for i in range(4):
+        phone_photo(tmp_path / f"p{i}.jpg", 6)
+    csv = tmp_path / "boxes.csv"
+    csv.write_text("filename,width,height,class,xmin,ymin,xmax,ymax\n"
+                   + "".join(f"p{i}.jpg,48,64,thing,8,30,28,50\n" for i in range(4)))
+    data = load_box_data(csv, val_fraction=0.25)
+    for report in (check_data(csv, near_duplicates=False), check_split(data.split, near_duplicates=False)):
+        codes = {f.code for f in report.findings}
+        assert "exif_orientation" not in codes  # no "not applied" warning: it is applied to the boxes
+        mapped = [f for f in report.findings if f.code == "exif_annotation_frame"]
+        assert len(mapped) == 4 and all("mapped" in f.detail and f.severity == "info" for f in mapped)
+
+
+def test_check_data_of_a_mask_folder_says_so_too_and_classification_still_warns(tmp_path):
+    from transfer.data.doctor import check_data
+
+    (tmp_path / "seg" / "images").mkdir(parents=True)
+    (tmp_path / "seg" / "masks").mkdir()
+    for i in range(3):
+        phone_photo(tmp_path / "seg" / "images" / f"p{i}.jpg", 6)
+        Image.fromarray(shown_mask() % 2).save(tmp_path / "seg" / "masks" / f"p{i}.png")
+    report = check_data(tmp_path / "seg", near_duplicates=False, class_names=["background", "thing"])
+    assert [f.code for f in report.findings if f.severity == "error"] == []
+    assert sum(f.code == "exif_annotation_frame" for f in report.findings) == 3
+    for name in ("cat", "dog"):
+        (tmp_path / "cls" / name).mkdir(parents=True)
+        phone_photo(tmp_path / "cls" / name / "p.jpg", 6)
+    codes = [f.code for f in check_data(tmp_path / "cls", near_duplicates=False).findings]
+    assert codes.count("exif_orientation") == 2 and "exif_annotation_frame" not in codes

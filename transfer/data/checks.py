@@ -65,6 +65,7 @@ class CheckContext:
     max_pixels: int = DEFAULT_MAX_PIXELS
     near_duplicates: bool = True
     split_given: bool = False  # train/val came from the data (folders, CSV column), not a seeded split
+    annotated: bool = False  # box or mask annotations: an EXIF-rotated photo's are mapped into its stored frame
 
 
 CHECKS: dict[str, list[Callable]] = {"image": [], "target": [], "dataset": []}
@@ -154,7 +155,14 @@ _ORIENTATIONS = {
 
 @register("image")
 def _orientation(info: ImageInfo, ctx: CheckContext) -> Iterable[Finding]:
-    if info.error is None and info.exif_orientation in _ORIENTATIONS:
+    if info.error is None and info.exif_orientation in _ORIENTATIONS and ctx.annotated:
+        yield finding(
+            info.source, "exif_annotation_frame",
+            f"EXIF orientation {info.exif_orientation} ({_ORIENTATIONS[info.exif_orientation]} for display); the "
+            "model sees the pixels as stored, and the annotations, taken as drawn on the image as displayed (unless "
+            "their stated size is the stored one), are mapped into that frame; predict answers as displayed",
+        )
+    elif info.error is None and info.exif_orientation in _ORIENTATIONS:
         yield finding(
             info.source, "exif_orientation",
             f"EXIF orientation {info.exif_orientation} ({_ORIENTATIONS[info.exif_orientation]} for display); "

@@ -29,7 +29,7 @@ from transfer.data.checks import CHECKS, DEFAULT_IMAGE_SIZE, CheckContext, Item
 from transfer.data.findings import Finding, finding
 from transfer.data.inspection import DEFAULT_MAX_PIXELS, ImageInfo, inspect_images
 from transfer.data.report import DataReport, _sort_findings
-from transfer.data.samples import DataSplit, Samples, class_indices
+from transfer.data.samples import Boxes, DataSplit, Mask, Samples, class_indices
 from transfer.errors import TransferError
 
 
@@ -97,6 +97,7 @@ def check_split(
     ctx = CheckContext(
         split.class_names, split.multi_label, int(image_size or DEFAULT_IMAGE_SIZE), max_pixels, near_duplicates,
         split_given=bool(split_given if split_given is not None else not split.origin.startswith("stratified")),
+        annotated=any(isinstance(t, (Boxes, Mask)) for t in split.train.targets[:1]),
     )
     items = _items(split, None, max_pixels)
     return run_checks(items, ctx, source=source, root=root, started=started)
@@ -138,14 +139,17 @@ def check_data(
     from transfer.data.boxes.check_source import list_box_source
     from transfer.data.masks.check_source import is_mask_source, list_mask_source
 
+    annotated = True  # box and mask targets reach the checks as class sets: the context says what they are
     if is_mask_source(path):  # mask files or VIA polygons (before class folders: camvid/train/ has two folders)
         split, samples, extra, root, given = list_mask_source(
             path, val_fraction, seed, allow_outside_root, class_names=class_names, ignore_index=ignore_index)
     elif box_format(path) is not None:  # a VOC folder, box CSV or COCO JSON: every box is judged too
         split, samples, extra, root, given = list_box_source(path, val_fraction, seed, allow_outside_root)
     elif text.lower().endswith(".csv") and path.is_file():
+        annotated = False
         split, samples, extra, root, given = _list_csv_source(path, val_fraction, seed, allow_outside_root)
     elif path.is_dir():
+        annotated = False
         split, samples, extra, root, given = _list_folder_source(path, val_fraction, seed)
     elif path.exists():
         raise TransferError(f"Data source '{text}' is a file but not a .csv file.",
@@ -155,7 +159,7 @@ def check_data(
                             fix="Pass a folder with one subfolder per class, or a .csv file with path,label columns.")
     names = (split.train if split is not None else samples).class_names
     multi = (split.train if split is not None else samples).multi_label
-    ctx = CheckContext(names, multi, size, max_pixels, near_duplicates, split_given=given)
+    ctx = CheckContext(names, multi, size, max_pixels, near_duplicates, split_given=given, annotated=annotated)
     items = _items(split, samples, max_pixels)
     return run_checks(items, ctx, extra=extra, source=text, root=root, started=started)
 
