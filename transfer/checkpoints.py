@@ -177,7 +177,10 @@ class RunCheckpoints(keras.callbacks.Callback):
 
 
 def weights_of(path: Path) -> list:
-    return keras.saving.load_model(path, compile=False).get_weights()
+    """The weights of the model saved at ``path`` (a checkpoint of a run; damaged: a ``TransferError``)."""
+    from transfer.artifact_loading import checkpoint_fix, load_keras_file
+
+    return load_keras_file(path, fix=checkpoint_fix(Path(path).parent.parent, path)).get_weights()
 
 
 def remove_epoch_checkpoints(run: RunDir) -> None:

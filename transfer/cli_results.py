@@ -77,21 +77,28 @@ def evaluate_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ):
     """Metrics of a run on its validation data or --data: classification's accuracy, per-class
-    precision/recall/F1 and confusion matrix; localization's mean IoU, IoU >= 0.5 and worst images."""
-    from transfer.evaluate import evaluate_run
+    precision/recall/F1 and confusion matrix; localization's mean IoU, IoU >= 0.5 and worst images.
+    --data's classes must be the run's (mapped by name when in another order); its results go to
+    RUN/evaluation-<data name>/, the run's own to RUN/evaluation/."""
+    from transfer.evaluate import evaluate_data
     from transfer.run import RunDir
     from transfer.summary import training_record, training_text
 
-    report = evaluate_run(run_dir, data)
-    written = report.write(Path(run_dir) / "evaluation")
+    evaluation = evaluate_data(run_dir, data)
+    for note in evaluation.notes:  # beside --json's object, not in it
+        typer.echo(note, err=as_json)
+    written = evaluation.write()
     config = RunDir(run_dir).config()
     if as_json:
-        typer.echo(json.dumps({**report.summary(), "training": training_record(config),
+        typer.echo(json.dumps({**evaluation.summary(), "training": training_record(config),
                                "files": {k: str(v) for k, v in written.items()}}))
         return
-    typer.echo(report.table())
+    typer.echo(evaluation.report.table())
     if training_text(config):
         typer.echo(training_text(config))
+    scored = evaluation.data
+    typer.echo(f"Scored {scored['num_images']} images of {scored.get('path') or scored['source']}; "
+               f"wrote {evaluation.folder}/:")
     for path in written.values():
         typer.echo(f"Wrote {path}")
 

@@ -139,7 +139,9 @@ class ExportedClassifier:
             raise TransferError(f"Cannot read export metadata '{meta_file}': {e}", fix=fix) from None
         if not isinstance(metadata, dict) or "class_names" not in metadata or "image_size" not in metadata:
             raise TransferError(f"Export metadata '{meta_file}' lacks class_names or image_size.", fix=fix)
-        loaded = tf.saved_model.load(str(export_dir))
+        from transfer.artifact_loading import export_fix, load_saved_model
+
+        loaded = load_saved_model(export_dir, fix=export_fix(export_dir, metadata.get("run_dir")))
         if SIGNATURE not in loaded.signatures:
             raise TransferError(
                 f"The SavedModel in '{export_dir}' has no {SIGNATURE!r} signature "

@@ -98,13 +98,10 @@ class RunDir:
         return _read_json(self.split_file)
 
     def load_model(self):
-        """The best checkpoint as a Keras model."""
-        import keras
+        """The best checkpoint as a Keras model (a damaged one: a ``TransferError`` naming it)."""
+        from transfer.artifact_loading import checkpoint_fix, load_keras_file
 
-        from transfer.custom_objects import register_custom_objects
-
-        register_custom_objects()  # any task's layers, losses and metrics
-        return keras.saving.load_model(self.best_checkpoint, compile=False)
+        return load_keras_file(self.best_checkpoint, fix=checkpoint_fix(self.root, self.best_checkpoint))
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -216,11 +216,11 @@ def resume(run_dir: str | Path, *, verbose: int = 1, distribution=None) -> Train
     data = reload_split(run, config, recipe, task)
     # The compiled model comes back with its optimizer state and step count, so
     # a stage resumed mid-way keeps its learning-rate schedule.
-    from transfer.custom_objects import register_custom_objects
+    from transfer.artifact_loading import checkpoint_fix, load_keras_file
 
-    register_custom_objects()
-    with dist.scope():
-        model = keras.saving.load_model(run.root / "checkpoints" / progress.checkpoint)
+    checkpoint = run.root / "checkpoints" / progress.checkpoint
+    with dist.scope():  # a damaged checkpoint: a TransferError naming it
+        model = load_keras_file(checkpoint, fix=checkpoint_fix(run.root, checkpoint), compile=True)
     restore_weight_decay_exclusions(model)
     # The checkpoint's compile config keeps its steps per call; a run resumed on several
     # replicas needs 1 (transfer.distribute.Distribution.steps_per_execution).
