@@ -32,7 +32,7 @@ import shutil
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from transfer.errors import TransferError
 
@@ -183,9 +183,19 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Pat
 
 
 @contextlib.contextmanager
-def atomic_directory(final_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_directory(final_dir: str | os.PathLike, overwrite: bool = False, *, kind: str | None = None,
+                     protected: Iterable = (), marker: bool = True) -> Iterator[Path]:
     """Yield an empty staging folder; on success it becomes ``final_dir``.
 
+    - ``kind`` (``"export"``, ``"report"``, ...): the artifact written. Before
+      anything is written, and again just before the move,
+      ``transfer.artifacts.check_replaceable(final_dir, kind, protected)``
+      refuses a ``final_dir`` that is, holds or lies inside a ``protected``
+      path, that is not a ``kind`` artifact, or that holds anything else; the
+      staged folder gets the ``kind`` marker listing what the block wrote
+      (``marker=False``: an artifact that says what it is itself, as an
+      export's ``assets/transfer.json`` does). Without ``kind`` there is no
+      such check (internal folders only).
     - ``final_dir`` exists and not ``overwrite``: ``TransferError`` before
       anything is written.
     - ``final_dir`` exists and ``overwrite``: on Linux the new and old folders
@@ -198,11 +208,14 @@ def atomic_directory(final_dir: str | os.PathLike, overwrite: bool = False) -> I
       any old ``final_dir`` intact.
 
     Example:
-        >>> with atomic_directory("exports/flowers", overwrite=True) as tmp:
+        >>> with atomic_directory("exports/flowers", overwrite=True, kind="export", marker=False,
+        ...                       protected=[("runs/flowers", "the run being exported")]) as tmp:
         ...     tf.saved_model.save(module, str(tmp))
     """
     final = Path(final_dir)
+    protected = list(protected)
     remove_stale(final.parent, final.name)  # may put back a folder a killed replacement left aside
+    _check_ours(final, kind, protected)
     _check_free(final, overwrite)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = _sibling(final, TMP_MARK)
@@ -211,12 +224,24 @@ def atomic_directory(final_dir: str | os.PathLike, overwrite: bool = False) -> I
     os.mkdir(staging)
     try:
         yield staging
-        _check_free(final, overwrite)  # it may have appeared while we were working
+        if kind is not None and marker:
+            from transfer.artifacts import write_marker
+
+            write_marker(staging, kind)
+        _check_ours(final, kind, protected)  # it may have appeared, or changed, while we were working
+        _check_free(final, overwrite)
         _move_into_place(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _fsync_dir(final.parent)
+
+
+def _check_ours(final: Path, kind: str | None, protected: list) -> None:
+    if kind is not None:
+        from transfer.artifacts import check_replaceable  # imports this module
+
+        check_replaceable(final, kind, protected)
 
 
 def _check_free(final: Path, overwrite: bool) -> None:

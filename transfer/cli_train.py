@@ -132,7 +132,7 @@ def train_command(
     resolve_precision(precision)
     spec = get_backbone(backbone)
     size = checked_image_size(spec, image_size, task)
-    check_out_dir(out)
+    check_out_dir(out, (data, val_data))
     chosen = Recipe.load(recipe) if recipe else task.default_recipe()
     # The task's own options (each task refuses those it does not take, by their flag).
     task = task.with_options(ignore_index=ignore_index if ignore_index is not None else chosen.ignore_index,
@@ -276,21 +276,13 @@ def demo_command(
     weights: str = typer.Option(
         "imagenet", "--weights", help='"imagenet" (trains from scratch when none is to be had) or "none".'
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the demo run, export and data in --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier demo's run, export and data in --out (a demo folder only)."),
 ):
     """Train -> evaluate -> export -> predict on the small shapes dataset in data/."""
-    import shutil
+    from transfer.demo import new_demo_dir, prepare_demo_dir, run_demo
 
-    from transfer.demo import DEMO_OUTPUTS, new_demo_dir, run_demo
-
-    if out is None:
-        out = new_demo_dir()
-    elif (out / "run" / "run.json").exists() or (out / "export").exists():
-        if not overwrite:
-            raise TransferError(f"{out} already holds a demo run.",
-                                fix="Pass --overwrite to replace it, another --out, or no --out for a new folder.")
-        for name in DEMO_OUTPUTS:  # only what the demo itself writes there
-            shutil.rmtree(out / name, ignore_errors=True)
+    # A new or empty folder, or (--overwrite) an earlier demo's: only what that demo wrote is removed.
+    out = prepare_demo_dir(out if out is not None else new_demo_dir(), overwrite=overwrite)
     summary = run_demo(out, weights=_parse_weights(weights), verbose=1 if sys.stdout.isatty() else 2)
     typer.echo("")
     typer.echo(f"Weights:     {summary['weights']} ({summary['backbone']}, {summary['image_size']} px, "

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
+import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -148,6 +151,97 @@ def imagenet_fallback_line(backbone: str, error) -> str:
 DEMO_OUTPUTS = ("run", "export", "drawn-shapes", "data")  # what run_demo writes in its folder
 
 
+def prepare_demo_dir(out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """Make ``out_dir`` ready for a demo and mark it as one (``transfer.artifacts``); returns it.
+
+    A new or empty folder is used as it is. An earlier demo's folder (its
+    marker, or the layout earlier versions wrote: ``legacy_demo_entries``)
+    needs ``overwrite``, and then only what that demo wrote is removed (other
+    files stay). Anything else is refused: the demo never deletes or mixes
+    with a folder it did not make, nor writes into its committed data.
+
+    Example:
+        >>> prepare_demo_dir("runs/demo-20250101-120000")
+        PosixPath('runs/demo-20250101-120000')
+    """
+    from transfer.artifacts import MARKER, artifact_kind, check_outside, owned_entries, write_marker
+    from transfer.errors import TransferError
+
+    out = Path(out_dir)
+    committed = find_demo_data()
+    check_outside(out, [(committed, "the demo's committed data")] if committed else [])
+    if out.exists() and not out.is_dir():
+        raise TransferError(f"--out {out} is a file, not a folder.", fix="Choose a folder path.")
+    held = sorted(set(os.listdir(out)) - {MARKER}) if out.is_dir() else []
+    if held:
+        if artifact_kind(out) != "demo":
+            shown = ", ".join(f"'{n}'" for n in held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+            raise TransferError(
+                f"--out {out} is not a demo folder (it holds {shown}); transfer demo writes into a new or empty "
+                "folder, and --overwrite replaces only an earlier demo's.",
+                fix="Choose another --out, or leave --out out for a new runs/demo-YYYYmmdd-HHMMSS folder.",
+            )
+        if not overwrite:
+            raise TransferError(f"{out} already holds a demo run.",
+                                fix="Pass --overwrite to replace it, another --out, or no --out for a new folder.")
+        for name in sorted(owned_entries(out, "demo") & set(DEMO_OUTPUTS)):  # only what that demo wrote
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    # data/ is drawn into the folder only when the committed copy is missing (run_demo).
+    write_marker(out, "demo", [n for n in DEMO_OUTPUTS if n != "data" or committed is None])
+    return out
+
+
+def legacy_demo_entries(folder: str | Path) -> list[str] | None:
+    """What a demo written before markers existed holds of ``DEMO_OUTPUTS``; None if ``folder`` is not one.
+
+    Its ``run/run.json`` names a demo backbone and the demo's data (the
+    committed shapes, or ``drawn-shapes``/``data`` beside it), ``export`` is an
+    export and ``drawn-shapes``/``data`` hold only drawn shapes.
+    """
+    from transfer.artifacts import artifact_kind
+    from transfer.regular_files import read_regular
+
+    folder = Path(folder)
+    try:
+        config = json.loads(read_regular(folder / "run" / "run.json", max_bytes=1 << 20))
+    except (OSError, ValueError):  # missing, not a regular file (TransferError is an OSError here), not JSON
+        return None
+    if not isinstance(config, dict) or config.get("backbone") not in (DEMO_BACKBONE, SCRATCH_BACKBONE):
+        return None
+    sources = [folder / "drawn-shapes", folder / "data", *([find_demo_data()] if find_demo_data() else [])]
+    source = config.get("data_source")
+    if not isinstance(source, str) or Path(source).resolve() not in {p.resolve() for p in sources}:
+        return None
+    present = [n for n in DEMO_OUTPUTS if (folder / n).exists()]
+    if "export" in present and artifact_kind(folder / "export") != "export":
+        return None
+    if not all(_drawn_shapes_only(folder / n) for n in ("drawn-shapes", "data") if n in present):
+        return None
+    return present
+
+
+def _drawn_shapes_only(root: Path) -> bool:
+    """``root`` holds nothing but ``make_shapes_dataset`` output (``{train,val}/SHAPE/SHAPE_SPLIT_NNN.png``)."""
+    name = re.compile(rf"({'|'.join(SHAPES)})_(train|val)_\d{{3}}\.png")
+    try:
+        for split in os.scandir(root):
+            if split.name not in ("train", "val") or not split.is_dir(follow_symlinks=False):
+                return False
+            for shape in os.scandir(split.path):
+                if shape.name not in SHAPES or not shape.is_dir(follow_symlinks=False):
+                    return False
+                if not all(f.is_file(follow_symlinks=False) and name.fullmatch(f.name) for f in os.scandir(shape.path)):
+                    return False
+    except OSError:
+        return False
+    return True
+
+
 def new_demo_dir(base: str | Path = "runs") -> Path:
     """A folder name no run uses yet: ``runs/demo-YYYYmmdd-HHMMSS`` (``-2``, ``-3`` ... on a clash)."""
     stem = Path(base) / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -184,7 +278,7 @@ def run_demo(out_dir: str | Path, *, weights: str | None = "imagenet", verbose: 
     from transfer.weights import build_backbone
 
     started = time.perf_counter()
-    out_dir = Path(out_dir)
+    out_dir = prepare_demo_dir(out_dir)  # a new, empty or just-cleared demo folder: refuses any other
     data_dir = find_demo_data() or make_shapes_dataset(out_dir / "data")
     say = print if verbose else (lambda *a, **k: None)
     say(f"Demo data: {data_dir}")

@@ -220,6 +220,7 @@ def export_model(
     overwrite: bool = False,
     task: str = "classify",
     task_config: Mapping[str, Any] | None = None,
+    protected: Sequence = (),
 ) -> Path:
     """Write ``model`` as a serving-ready SavedModel folder at ``out_dir``; returns its path.
 
@@ -237,10 +238,11 @@ def export_model(
         recipe_toml: the recipe text, stored as ``assets/recipe.toml``.
         metadata: extra JSON-serializable fields for ``assets/transfer.json``
             (e.g. ``{"backbone": "resnet50"}``).
-        overwrite: replace an existing ``out_dir``.
+        overwrite: replace an existing ``out_dir``, which must be an export (``transfer.artifacts``).
         task: the ``transfer.tasks`` name whose post-processing makes the outputs.
         task_config: the run's settings the task reads (run.json); by default
             ``{"class_names": ..., "multi_label": ...}``.
+        protected: paths (or ``(path, label)``) ``out_dir`` may not be, hold or lie inside.
 
     Example:
         >>> export_model(model, "exports/pets", class_names=["cat", "dog"], image_size=160)
@@ -257,7 +259,9 @@ def export_model(
         _check_output_width(model, len(class_names))
     meta = _metadata(model, task, config, image_size, metadata)
 
-    with atomic_directory(out_dir, overwrite=overwrite) as staging, tempfile.TemporaryDirectory(
+    # marker=False: assets/transfer.json says it is an export (transfer.artifacts).
+    with atomic_directory(out_dir, overwrite=overwrite, kind="export", protected=protected,
+                          marker=False) as staging, tempfile.TemporaryDirectory(
         prefix=".transfer-assets-", dir=staging
     ) as sources:
         # The Asset sources live inside the staging folder (deleted before the
@@ -394,11 +398,14 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, overwr
         >>> export_run("runs/bccd", "exports/bccd", serving_options={"iou_threshold": 0.6})
         PosixPath('exports/bccd')
     """
+    from transfer.artifacts import check_replaceable, run_inputs
     from transfer.run import RunDir
     from transfer.tasks import get_task
 
     run = RunDir(run_dir).require()
     config = run.config()
+    protected = run_inputs(run.root, config)  # never the run, its data, or a folder holding them
+    check_replaceable(out_dir, "export", protected)  # before the model loads; again before the move
     config = get_task(config.get("task", "classify")).with_serving_options(config, dict(serving_options or {}))
     return export_model(
         run.load_model(),
@@ -416,4 +423,5 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, overwr
             "best_epoch": config.get("best_epoch"),
         },
         overwrite=overwrite,
+        protected=protected,
     )

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,19 @@ def upsampling_warning(spec: BackboneSpec, image_size: int, median_side: int | N
             f"would at --image-size {suggested}, for pixels that add no detail. Consider --image-size {suggested}.")
 
 
-def check_out_dir(out_dir: str | Path) -> None:
-    """A ``TransferError`` when ``out_dir`` already holds a training run or is a file (checked before any work)."""
+def check_out_dir(out_dir: str | Path, data_sources=()) -> None:
+    """A ``TransferError`` when ``out_dir`` cannot be a new run folder (checked before any work): it
+    already holds a run, is a file, is not empty, or is, holds or lies inside a ``data_sources``
+    path (the ``--data`` / ``--val-data`` strings).
+
+    Example:
+        >>> check_out_dir("runs/flowers", data_sources=["flowers/"])
+    """
+    from transfer.artifacts import MARKER, check_outside, data_paths
+
+    what = "--out"
+    check_outside(out_dir, [(p, "the training data (--data)") for s in data_sources for p in data_paths(s)],
+                  what=what)
     run = RunDir(out_dir)
     if run.config_file.exists():
         raise TransferError(
@@ -93,6 +105,14 @@ def check_out_dir(out_dir: str | Path) -> None:
         )
     if run.root.exists() and not run.root.is_dir():
         raise TransferError(f"--out {run.root} is a file, not a folder.", fix="Choose a folder path.")
+    # Only our marker (a run killed before its run.json) or nothing: a run never mixes with other files.
+    held = sorted(set(os.listdir(run.root)) - {MARKER}) if run.root.is_dir() else []
+    if held:
+        shown = ", ".join(f"'{n}'" for n in held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        raise TransferError(
+            f"{what} {run.root} is not empty and holds no training run (it holds {shown}).",
+            fix="transfer train writes into a new or empty folder: choose another --out (e.g. runs/NAME).",
+        )
 
 
 def feature_cache_dir(feature_cache: str | Path | bool) -> str | None:
@@ -103,9 +123,13 @@ def feature_cache_dir(feature_cache: str | Path | bool) -> str | None:
     return str(feature_cache) if feature_cache else None
 
 
-def prepare_run_dir(run: RunDir) -> None:
-    check_out_dir(run.root)
+def prepare_run_dir(run: RunDir, data_sources=()) -> None:
+    """Check ``run.root`` (``check_out_dir``), create it and mark it as a run (``transfer.artifacts``)."""
+    from transfer.artifacts import RUN_ENTRIES, write_marker
+
+    check_out_dir(run.root, data_sources)
     run.root.mkdir(parents=True, exist_ok=True)
+    write_marker(run.root, "run", RUN_ENTRIES)
 
 
 def split_record(data: DataSplit, task) -> dict[str, Any]:

@@ -129,7 +129,7 @@ def train(
         say(verbose, line)
     dist = _distribution(distribution)
     run = RunDir(out_dir if dist.is_chief else tempfile.mkdtemp(prefix="transfer-worker-"))
-    prepare_run_dir(run)
+    prepare_run_dir(run, (data_source, val_data_source))  # never inside, over or around the data
     keras.utils.set_random_seed(recipe.seed)
     if dist.kind != "none":
         say(verbose, dist.describe())
