@@ -55,6 +55,7 @@ from transfer import imagesize
 from transfer.data.boxes.records import AnnotatedImage, Annotations, RawBox
 from transfer.data.findings import Finding, finding
 from transfer.data.samples import Boxes, Samples
+from transfer.regular_files import NotRegularFileError, read_regular
 from transfer.orientation import DESCRIPTIONS, annotation_frame, boxes_to_stored, displayed_size, exif_orientation
 
 # A box reaching outside the image is clipped when at least this share of its area lies inside, dropped below it.
@@ -65,24 +66,33 @@ ASPECT_TOLERANCE = 0.01
 _HEADER_BYTES = 1 << 16
 
 
+class EmptyImageFile(ValueError):
+    """The image file holds 0 bytes (an interrupted copy or download)."""
+
+
 def real_image_size(path: str) -> tuple[int, int]:
     """``(width, height)`` of the image file at ``path`` from its header alone (no decoding).
 
-    Raises OSError when the file cannot be read and ValueError (``TruncatedHeader``
-    when cut short) when it is not a JPEG/PNG/GIF/BMP/WebP image.
+    Raises OSError when the file cannot be read (``NotRegularFileError`` for a
+    FIFO, socket or device, which is never opened for reading) and ValueError
+    (``TruncatedHeader`` when cut short, ``EmptyImageFile`` for 0 bytes) when it
+    is not a JPEG/PNG/GIF/BMP/WebP image.
 
     Example:
         >>> real_image_size("raccoon/images/raccoon-1.jpg")
         (650, 417)
     """
-    with open(path, "rb") as f:
-        data = f.read(_HEADER_BYTES)
-        try:
-            header = imagesize.read_header(data)
-        except imagesize.TruncatedHeader:
-            if len(data) < _HEADER_BYTES:
-                raise
-            header = imagesize.read_header(data + f.read())  # a header behind large metadata
+    if "\0" in path:
+        raise ValueError("the file name holds a NUL byte (\\0), which no file name can hold")
+    data = read_regular(path, max_bytes=_HEADER_BYTES)  # a FIFO or device raises NotRegularFileError, never blocks
+    if not data:
+        raise EmptyImageFile("the file is empty (0 bytes)")
+    try:
+        header = imagesize.read_header(data[:_HEADER_BYTES])
+    except imagesize.TruncatedHeader:
+        if len(data) <= _HEADER_BYTES:
+            raise
+        header = imagesize.read_header(read_regular(path))  # a header behind large metadata
     return header.width, header.height
 
 
@@ -171,15 +181,21 @@ def _real_size(record: AnnotatedImage, root: str, findings: list[Finding]) -> tu
         return real_image_size(record.image)
     except FileNotFoundError:
         code, what = "missing_file", "image file not found"
+    except NotRegularFileError as e:
+        code, what = "not_regular_file", f"{e.kind}, not a regular file; not read"
     except OSError as e:
         code, what = "not_image", f"the file cannot be read ({e.strerror or e})"
     except imagesize.TruncatedHeader as e:
         code, what = "truncated", str(e)
+    except EmptyImageFile as e:
+        code, what = "empty_file", str(e)
     except ValueError as e:
         code, what = "not_image", str(e)
-        with open(record.image, "rb") as f:
-            if imagesize.sniff(f.read(1024)) in imagesize.UNSUPPORTED:
+        try:
+            if imagesize.sniff(read_regular(record.image, max_bytes=1024)) in imagesize.UNSUPPORTED:
                 code = "unsupported_format"
+        except (OSError, ValueError):
+            pass  # the NUL-byte name, or a file gone since: "not an image" stands
     findings.append(finding(record.image, code, f"{what}; {boxes}", related=record.annotation))
     return None
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from transfer.data.boxes.image_paths import outside_root, resolve_image
-from transfer.data.boxes.records import AnnotatedImage, Annotations, RawBox
+from transfer.data.boxes.records import AnnotatedImage, Annotations, RawBox, parse_coordinate
 from transfer.data.findings import Finding, finding
 from transfer.errors import TransferError
 
@@ -62,6 +62,11 @@ def read_coco_json(json_path: str | os.PathLike, *, allow_outside_root: bool = F
         name = entry.get("file_name")
         if not isinstance(name, str) or not name.strip():
             bad(f"{where} (id {entry['id']!r}) needs a 'file_name' string; it is not used")
+            continue
+        if "\0" in name:  # no file can have that name (and os calls raise on it)
+            shown = name.replace("\0", "\\0")
+            bad(f"{where} (id {entry['id']!r}): file_name '{shown}' holds a NUL byte (\\0); it is not used")
+            images.setdefault(entry["id"], None)  # known, so its annotations are not reported as orphans
             continue
         if entry["id"] in images:
             bad(f"{where}: id {entry['id']!r} is used twice; the second image ('{name}') is not used")
@@ -129,14 +134,33 @@ def _categories(entries: list, bad) -> dict[Any, str]:
     return names
 
 
+def _number(value: Any) -> float | None:
+    """A JSON number as a finite float; None for anything else (strings, booleans, NaN, an integer of
+    hundreds of digits that no float holds)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return parse_coordinate(value)
+    except ValueError:
+        return None
+
+
+def _shown(value: Any) -> str:
+    """A JSON value for a message, cut short (a 400-digit number is named by its first digits)."""
+    text = json.dumps(value) if isinstance(value, (list, dict, str, bool, type(None))) else repr(value)[:200]
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _claimed_size(entry: dict, where: str, bad) -> tuple[float, float] | None:
     width, height = entry.get("width"), entry.get("height")
     if width is None and height is None:
         return None
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v == v for v in (width, height)):
-        bad(f"{where}: width and height must be numbers (got {width!r}, {height!r}); the real image size is used")
+    size = _number(width), _number(height)
+    if None in size:
+        bad(f"{where}: width and height must be finite numbers (got {_shown(width)}, {_shown(height)}); the real "
+            "image size is used")
         return None
-    return float(width), float(height)
+    return size
 
 
 def _annotation(entry: Any, i: int, images: dict, categories: dict, bad) -> tuple[Any, RawBox] | None:
@@ -159,10 +183,9 @@ def _annotation(entry: Any, i: int, images: dict, categories: dict, bad) -> tupl
             related=image["path"])
         return None
     bbox = entry.get("bbox")
-    if (not isinstance(bbox, list) or len(bbox) != 4
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < float("inf")
-                       for v in bbox)):
-        bad(f"{where}: bbox must be 4 numbers [x, y, width, height]; it is {json.dumps(bbox)[:80]}; "
+    values = [_number(v) for v in bbox] if isinstance(bbox, list) and len(bbox) == 4 else [None]
+    if None in values:
+        bad(f"{where}: bbox must be 4 numbers [x, y, width, height], each finite; it is {_shown(bbox)}; "
             "the box is not used", related=image["path"])
         return None
     label = categories[category_id]
@@ -170,5 +193,10 @@ def _annotation(entry: Any, i: int, images: dict, categories: dict, bad) -> tupl
         bad(f"{where}: a crowd region of '{label}' in '{image['path']}' is not a single object; not used",
             related=image["path"], code="box_crowd")
         return None
-    x, y, w, h = (float(v) for v in bbox)
-    return image_id, RawBox((x, y, x + w, y + h), label, where=where)
+    x, y, w, h = values
+    corners = (x, y, x + w, y + h)
+    if not all(abs(v) < float("inf") for v in corners):  # 1e308 + 1e308: each finite, the sum not
+        bad(f"{where}: bbox {_shown(bbox)} reaches past the largest number; the box is not used",
+            related=image["path"])
+        return None
+    return image_id, RawBox(corners, label, where=where)

@@ -92,6 +92,10 @@ def read_box_csv(csv_path: str | os.PathLike, *, allow_outside_root: bool = Fals
         if not written:
             bad(line, "the filename is empty; the line is not used")
             continue
+        if "\0" in written:  # no file can have that name (and os calls raise on it)
+            shown = written.replace("\0", "\\0")
+            bad(line, f"the filename '{shown}' holds a NUL byte (\\0); the line is not used")
+            continue
         path = resolve_image(base, written)
         if outside_root(base, path, allow_outside_root):
             bad(line, f"'{written}' points outside the CSV's folder '{base}'; it is not read", "box_outside_root",

@@ -16,7 +16,8 @@ The rules:
   cell of the finest (stride-8) level a detection head predicts on.
 - **Duplicate box** (``box_duplicate``, warning): a box of the same class as
   an earlier box of the same image with IoU over ``DUPLICATE_IOU`` (0.9);
-  the later box is reported, naming the earlier one. 0.9, not 0.95: copied
+  the later box is reported, naming the earlier one (found by a sweep,
+  ``duplicates.first_duplicates``: bounded memory whatever the box count). 0.9, not 0.95: copied
   boxes nudged by a couple of pixels land between (BCCD has seven RBC pairs
   shifted by exactly (2, 2) px, IoU 0.915 to 0.933), while two real objects
   of one class rarely overlap that much (BCCD's next pair: 0.83).
@@ -36,6 +37,7 @@ from collections import Counter
 
 import numpy as np
 
+from transfer.data.boxes.duplicates import TooDense, first_duplicates
 from transfer.data.findings import Finding, finding
 from transfer.data.samples import Boxes, DataSplit, Samples
 
@@ -121,18 +123,20 @@ def pairwise_iou(boxes: np.ndarray) -> np.ndarray:
 def _duplicate_boxes(source: str, target: Boxes, class_names, side: str) -> list[Finding]:
     if len(target) < 2:
         return []
-    labels = np.asarray(target.labels)
-    overlapping = (pairwise_iou(np.asarray(target.xyxy)) > DUPLICATE_IOU) & (labels[:, None] == labels[None, :])
+    # A sweep, not pairwise_iou: one image may hold thousands of boxes (an N x N matrix of 172k is 221 GiB).
+    try:
+        later, earlier = first_duplicates(target.xyxy, target.labels, DUPLICATE_IOU)
+    except TooDense as e:
+        return [finding(source, "box_duplicate",
+                        f"{side} image: its {len(target):,} boxes lie too many and too close together to be checked "
+                        f"for duplicates one by one ({e}); duplicates were not checked, look at its annotation")]
     found = []
-    for later in range(1, len(target)):
-        earlier = np.flatnonzero(overlapping[later, :later])
-        if earlier.size:
-            first = int(earlier[0])
-            iou = pairwise_iou(np.asarray([target.xyxy[first], target.xyxy[later]]))[0, 1]
-            found.append(finding(source, "box_duplicate",
-                                 f"{side} image: {_box_name(target, later, class_names)} repeats "
-                                 f"{_box_name(target, first, class_names)} (IoU {iou:.3f}, over "
-                                 f"{DUPLICATE_IOU:g})"))
+    for late, first in zip(later.tolist(), earlier.tolist()):
+        iou = pairwise_iou(np.asarray([target.xyxy[first], target.xyxy[late]]))[0, 1]
+        found.append(finding(source, "box_duplicate",
+                             f"{side} image: {_box_name(target, late, class_names)} repeats "
+                             f"{_box_name(target, first, class_names)} (IoU {iou:.3f}, over "
+                             f"{DUPLICATE_IOU:g})"))
     return found
 
 
