@@ -335,3 +335,82 @@ def test_check_data_of_a_mask_folder_says_so_too_and_classification_still_warns(
         phone_photo(tmp_path / "cls" / name / "p.jpg", 6)
     codes = [f.code for f in check_data(tmp_path / "cls", near_duplicates=False).findings]
     assert codes.count("exif_orientation") == 2 and "exif_annotation_frame" not in codes
+
+
+# --- predict answers in the displayed frame --------------------------------------------------
+@pytest.fixture(scope="module")
+def localizer_export(tmp_path_factory):
+    """A tiny localization export whose box is (0.2, 0.4, 0.4, 0.8) of the STORED image, whatever it shows."""
+    from tests.test_localize import known_box_localizer
+    from transfer.export import export_model
+
+    model, config = known_box_localizer(("thing",))
+    return export_model(model, tmp_path_factory.mktemp("exif-localize") / "export",
+                        class_names=config["class_names"], image_size=32, task="localize", task_config=config)
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_predict_answer_maps_turn_stored_answers_as_pil_turns_the_photo(orientation):
+    from transfer.predict import displayed_boxes, displayed_mask
+
+    stored = stored_with_box()
+    data = oriented_bytes(stored, orientation)
+    shown = displayed_pixels(data)
+    assert displayed_boxes(data, [BOX]) == [list(bounding_box(shown == 255))]  # the box over the same pixels
+    assert np.array_equal(displayed_mask(data, stored), shown)
+
+
+@pytest.mark.slow
+def test_predict_answers_a_rotated_photos_box_in_the_displayed_frame(localizer_export, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from transfer.cli import app
+    from transfer.predict_boxes import ExportedLocalizer
+
+    phone_photo(tmp_path / "photo.jpg", 6)  # stored 64x48, displayed 48x64
+    stored_box = (0.2 * 64, 0.4 * 48, 0.4 * 64, 0.8 * 48)  # what the model answers on the stored pixels
+    expected = boxes_to_displayed([stored_box], 6, (64, 48))[0]
+    localizer = ExportedLocalizer.load(localizer_export)
+    assert localizer.predict_bytes([(tmp_path / "photo.jpg").read_bytes()])["box"][0] == pytest.approx(
+        stored_box, abs=0.01)  # the raw serving answer: the stored frame
+    result = CliRunner().invoke(app, ["predict", str(localizer_export), str(tmp_path / "photo.jpg"), "--json"])
+    assert result.exit_code == 0, result.output
+    box = json.loads(result.output[result.output.index("{"):])["results"][0]["box"]
+    assert box == pytest.approx(expected, abs=0.01)
+    assert box[2] <= SHOWN[0] and box[3] <= SHOWN[1]  # within the displayed 48x64, not the stored 64x48
+    assert box != pytest.approx(stored_box, abs=1)  # turned, not the stored frame's numbers
+    plain = tmp_path / "plain.png"
+    plain.write_bytes(oriented_bytes(np.zeros((48, 64, 3), np.uint8), 1))
+    assert localizer.predict_files([plain])[0]["box"] == pytest.approx(stored_box, abs=0.01)  # no tag: unchanged
+
+
+@pytest.mark.slow
+def test_predict_answers_a_rotated_photos_mask_in_the_displayed_frame(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from tests.test_segment_task import _tiny_segmenter
+    from transfer.cli import app
+    from transfer.export import export_model
+    from transfer.predict_masks import ExportedSegmenter
+
+    names = ["background", "thing", "mark"]
+    config = {"task": "segment", "class_names": names, "num_classes": 3, "ignore_index": None, "decoder": "unet"}
+    export = export_model(_tiny_segmenter(32, 3), tmp_path / "export", class_names=names, image_size=32,
+                          task="segment", task_config=config)
+    stored = phone_photo(tmp_path / "photo.png", 6, "PNG")
+    plain = tmp_path / "plain.png"
+    plain.write_bytes(oriented_bytes(stored, 1))  # the same stored pixels, no tag
+    segmenter = ExportedSegmenter.load(export)
+    turned, unturned = segmenter.predict_files([tmp_path / "photo.png", plain], probabilities=True)
+    assert unturned["mask"].shape == (48, 64) and turned["mask"].shape == (64, 48)  # [height, width] as displayed
+    assert len(np.unique(unturned["mask"])) > 1  # a mask whose turn shows
+    assert np.array_equal(turned["mask"], mask_to_displayed(unturned["mask"], 6))
+    assert np.array_equal(turned["probabilities"], mask_to_displayed(unturned["probabilities"], 6))
+    result = CliRunner().invoke(app, ["predict", str(export), str(tmp_path / "photo.png"), "--json"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output[result.output.index("{"):])["results"][0]
+    assert (answer["width"], answer["height"]) == SHOWN

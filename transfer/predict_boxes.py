@@ -10,6 +10,12 @@ Results of ``predict_files`` are one plain dict per input file, in input order:
 - ``{"file": path, "box": [xmin, ymin, xmax, ymax], "class": name, "score": s}``:
   the box in the original image's pixels; ``score`` the class's probability
   (1.0 for a single-class export: it always answers one box).
+
+Frames: ``predict_files`` answers in the frame a viewer shows the photo (its
+EXIF orientation applied, as annotations are drawn and ``--draw`` draws); the
+model sees, and ``predict_bytes`` and a raw TF Serving client get, the pixels
+as stored (send EXIF-transposed bytes to get the displayed frame from them).
+See ``transfer.orientation``.
 - ``{"file": path, "error": message}`` for a file that cannot be used (see
   ``transfer.predict``); one bad file never fails the others.
 
@@ -32,7 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from transfer.errors import TransferError
-from transfer.predict import ExportedClassifier, _check_positive
+from transfer.predict import ExportedClassifier, _check_positive, displayed_boxes
 
 
 BOX_OUTPUTS = ("box", "class_name", "score")
@@ -83,8 +89,9 @@ class ExportedLocalizer(ExportedClassifier):
 
         def answer(images):
             out = self.predict_bytes(images, batch_size=batch_size)
-            return [{"box": [round(float(v), 2) for v in out["box"][row]], "class": str(out["class_name"][row]),
-                     "score": float(out["score"][row])} for row in range(len(images))]
+            # The box in the frame viewers show (an EXIF-rotated photo's turned from the stored pixels).
+            return [{"box": displayed_boxes(data, [out["box"][row]])[0], "class": str(out["class_name"][row]),
+                     "score": float(out["score"][row])} for row, data in enumerate(images)]
 
         return self._answer_files(paths, answer)
 

@@ -10,7 +10,9 @@ NMS and detection limit (recorded in its ``assets/transfer.json``).
 Results of ``predict_files`` are one plain dict per input file, in input order:
 
 - ``{"file": path, "detections": [{"box": [xmin, ymin, xmax, ymax], "class": name, "score": s}, ...]}``:
-  boxes in the original image's pixels, best score first (an empty list: nothing found);
+  boxes in the original image's pixels, best score first (an empty list: nothing found), in
+  the frame a viewer shows the photo (its EXIF orientation applied; ``predict_bytes`` and a raw TF
+  Serving client get the pixels as stored, see ``transfer.orientation``);
 - ``{"file": path, "error": message}`` for a file that cannot be used.
 
 Security: loading a SavedModel runs its graph; only load exports you trust.
@@ -31,7 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from transfer.errors import TransferError
-from transfer.predict import ExportedClassifier, _check_positive
+from transfer.predict import ExportedClassifier, _check_positive, displayed_boxes
 
 
 DETECTION_OUTPUTS = ("boxes", "scores", "class_names", "count")
@@ -86,7 +88,11 @@ class ExportedDetector(ExportedClassifier):
         _check_positive("batch_size", batch_size)
 
         def answer(images):
-            return [{"detections": found} for found in self.predict_bytes(images, batch_size=batch_size)]
+            answers = self.predict_bytes(images, batch_size=batch_size)
+            for data, found in zip(images, answers):  # boxes in the frame viewers show (EXIF orientation applied)
+                for d, box in zip(found, displayed_boxes(data, [d["box"] for d in found])):
+                    d["box"] = box
+            return [{"detections": found} for found in answers]
 
         return self._answer_files(paths, answer)
 

@@ -10,7 +10,10 @@ Results of ``predict_files`` are one plain dict per input file, in input order:
 - ``{"file": path, "mask": uint8 array [height, width], "class_pixels": {name: share}}``:
   the class index of every pixel at the image's original resolution, and the
   share of the image's pixels each class takes (with ``probabilities=True``
-  also ``"probabilities"``: float32 ``[height, width, C]``).
+  also ``"probabilities"``: float32 ``[height, width, C]``). Both are in the
+  frame a viewer shows the photo: an EXIF-rotated photo's are turned (height
+  and width swapped for orientations 5-8); ``predict_bytes`` and a raw TF
+  Serving client get the pixels as stored (see ``transfer.orientation``).
 - ``{"file": path, "error": message}`` for a file that cannot be used (see
   ``transfer.predict``); one bad file never fails the others.
 
@@ -38,7 +41,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from transfer.errors import TransferError
-from transfer.predict import ExportedClassifier, _check_positive
+from transfer.predict import ExportedClassifier, _check_positive, displayed_mask
 
 MASK_OUTPUTS = ("mask", "height", "width")
 PROBABILITIES_SIGNATURE = "serving_probabilities"
@@ -106,10 +109,12 @@ class ExportedSegmenter(ExportedClassifier):
         def answer(images):
             out = self.predict_bytes(images, batch_size=batch_size, probabilities=probabilities)
             results = []
-            for row, mask in enumerate(out["mask"]):
+            for row, (data, mask) in enumerate(zip(images, out["mask"])):
+                # In the frame viewers show: an EXIF-rotated photo's mask turned from the stored pixels.
+                mask = displayed_mask(data, mask)
                 result = {"mask": mask, "class_pixels": class_pixels(mask, self.class_names)}
                 if probabilities:
-                    result["probabilities"] = out["probabilities"][row]
+                    result["probabilities"] = displayed_mask(data, out["probabilities"][row])
                 results.append(result)
             return results
 
