@@ -215,6 +215,15 @@ PROBLEMS: dict[str, Problem] = {
         "Name every class in value order (--class-names or classes.txt), or pass --ignore-index VALUE for "
         "the value that marks unlabelled pixels.",
     ),
+    "mask_all_ignored": Problem(
+        "warning", "skip", "mask entirely ignored (not used)",
+        "Label its pixels (or check --ignore-index), or remove the image: a mask of only the ignored value has "
+        "nothing to learn or score.",
+    ),
+    "mask_nothing_to_score": Problem(
+        "error", "stop", "no labelled pixel to learn or score",
+        "Label the masks (or check --ignore-index and the class values): training would report loss 0 and IoU 0.",
+    ),
     "mask_jpeg": Problem(
         "warning", "use", "JPEG mask (thresholded)",
         "Export masks as PNG if you can: JPEG blurs class edges, so each pixel is snapped to the nearest class "
