@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
 from transfer.cli import EXIT_SOME_FAILED, app, user_errors
 from transfer.errors import TransferError
+
+if TYPE_CHECKING:
+    from transfer.output_names import OutputFolders
 
 
 @app.command("predict")
@@ -31,12 +34,17 @@ def predict_command(
     draw: Optional[Path] = typer.Option(
         None, "--draw",
         help="Localization and detection: write each image with its boxes and labels drawn into this folder; "
-             "segmentation: each image with its mask blended over it and a legend of the classes.",
+             "segmentation: each image with its mask blended over it and a legend of the classes. A folder "
+             "holding an input is refused; files already there are kept unless --overwrite.",
     ),
     out: Optional[Path] = typer.Option(
         None, "--out",
         help="Segmentation: write each file's mask into this folder, a PNG of class values (the image's size, "
-             "its file name's stem).",
+             "named by the file's path relative to the inputs' common folder, e.g. a/x.jpg -> a/x.png).",
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite",
+        help="Replace files already in the --draw / --out folders that predict would write (only those).",
     ),
 ):
     """Run an exported model on image files (no training code involved): classes, or a box and its class.
@@ -47,20 +55,22 @@ def predict_command(
     """
     from transfer.predict import ExportedClassifier, export_task
 
+    from transfer.output_names import OutputFolders
+
     files = _expand_image_arguments(images)
     limits = {"max_pixels": int(max_megapixels * 1e6), "max_bytes": int(max_megabytes * 1e6)}
-    if export_task(export_dir) == "localization":
-        _predict_boxes(export_dir, files, limits, as_json=as_json, draw=draw)
+    task = export_task(export_dir)
+    if out is not None and task != "segmentation":
+        raise TransferError(f"--out writes masks; {export_dir} is a {task} export.",
+                            fix="Drop --out (use --json to keep the answers"
+                                + (", --draw to draw the boxes)." if task != "classification" else ")."))
+    if task in ("localization", "detection", "segmentation"):
+        # Checked before the model loads: no input, no file already there, no clash between the two.
+        outputs = OutputFolders(files, {"drawn": draw, "mask_file": out}, export_dir=export_dir, overwrite=overwrite)
+        predict = {"localization": _predict_boxes, "detection": _predict_detections,
+                   "segmentation": _predict_masks}[task]
+        predict(export_dir, files, limits, as_json=as_json, outputs=outputs)
         return
-    if export_task(export_dir) == "detection":
-        _predict_detections(export_dir, files, limits, as_json=as_json, draw=draw)
-        return
-    if export_task(export_dir) == "segmentation":
-        _predict_masks(export_dir, files, limits, as_json=as_json, draw=draw, out=out)
-        return
-    if out is not None:
-        raise TransferError(f"--out writes masks; {export_dir} is a {export_task(export_dir)} export.",
-                            fix="Drop --out (use --json to keep the answers).")
     if draw is not None:
         raise TransferError(f"--draw draws boxes; {export_dir} is a classification export.",
                             fix="Drop --draw (classification prints classes and scores).")
@@ -85,22 +95,16 @@ def predict_command(
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-def _predict_boxes(export_dir: Path, files: List[str], limits: dict, *, as_json: bool, draw: Optional[Path]) -> None:
+def _predict_boxes(export_dir: Path, files: List[str], limits: dict, *, as_json: bool,
+                   outputs: "OutputFolders") -> None:
     """``transfer predict`` for a localization export: one box, class and score per file."""
-    from transfer.predict_boxes import ExportedLocalizer, draw_box
+    from transfer.predict_boxes import ExportedLocalizer, box_drawing, encode_drawing
 
     localizer = ExportedLocalizer.load(export_dir, **limits)
-    results = localizer.predict_files(files)
+    results = _answer_and_write(localizer, files, outputs, {
+        "drawn": lambda data, r: encode_drawing(box_drawing(data, r)),
+    })
     failed = [r for r in results if "error" in r]
-    drawn = []
-    if draw is not None:
-        draw.mkdir(parents=True, exist_ok=True)
-        for r in results:
-            if "error" not in r:
-                target = draw / (Path(r["file"]).stem + ".png")
-                draw_box(r["file"], r, target)
-                r["drawn"] = str(target)
-                drawn.append(target)
     if as_json:
         typer.echo(json.dumps({"export": str(export_dir), "results": results}, indent=2))
     else:
@@ -110,62 +114,46 @@ def _predict_boxes(export_dir: Path, files: List[str], limits: dict, *, as_json:
                 continue
             box = ", ".join(f"{v:.0f}" for v in r["box"])
             typer.echo(f"{r['file']}: {r['class']} {r['score']:.3f} box ({box}) (xmin, ymin, xmax, ymax in pixels)")
-        if drawn:
-            typer.echo(f"Drew {len(drawn)} image(s) into {draw}")
-        if failed:
-            typer.echo(f"{len(failed)} of {len(results)} file(s) failed.", err=True)
+        _summarize(outputs, results)
     if failed:
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
 def _predict_detections(export_dir: Path, files: List[str], limits: dict, *, as_json: bool,
-                        draw: Optional[Path]) -> None:
+                        outputs: "OutputFolders") -> None:
     """``transfer predict`` for a detection export: every box found, with its class and score, per file."""
-    from transfer.predict_detect import ExportedDetector, describe_detections, draw_detections
+    from transfer.predict_boxes import encode_drawing
+    from transfer.predict_detect import ExportedDetector, describe_detections, detections_drawing
 
     detector = ExportedDetector.load(export_dir, **limits)
-    results = detector.predict_files(files)
+    results = _answer_and_write(detector, files, outputs, {
+        "drawn": lambda data, r: encode_drawing(detections_drawing(data, r, detector.class_names)),
+    })
     failed = [r for r in results if "error" in r]
-    drawn = []
-    if draw is not None:
-        draw.mkdir(parents=True, exist_ok=True)
-        for r in results:
-            if "error" not in r:
-                target = draw / (Path(r["file"]).stem + ".png")
-                draw_detections(r["file"], r, target, detector.class_names)
-                r["drawn"] = str(target)
-                drawn.append(target)
     if as_json:
         typer.echo(json.dumps({"export": str(export_dir), "results": results}, indent=2))
     else:
         for r in results:
             for line in describe_detections(r):
                 typer.echo(line)
-        if drawn:
-            typer.echo(f"Drew {len(drawn)} image(s) into {draw}")
-        if failed:
-            typer.echo(f"{len(failed)} of {len(results)} file(s) failed.", err=True)
+        _summarize(outputs, results)
     if failed:
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-def _predict_masks(export_dir: Path, files: List[str], limits: dict, *, as_json: bool, draw: Optional[Path],
-                   out: Optional[Path]) -> None:
+def _predict_masks(export_dir: Path, files: List[str], limits: dict, *, as_json: bool,
+                   outputs: "OutputFolders") -> None:
     """``transfer predict`` for a segmentation export: each file's class shares; its mask PNG
     into ``--out``, its overlay into ``--draw``."""
-    from transfer.predict_masks import ExportedSegmenter, describe_result, draw_overlay, write_mask_png
+    from transfer.predict_boxes import encode_drawing
+    from transfer.predict_masks import ExportedSegmenter, describe_result, mask_png, overlay_drawing
 
     segmenter = ExportedSegmenter.load(export_dir, **limits)
-    results = segmenter.predict_files(files)
+    results = _answer_and_write(segmenter, files, outputs, {
+        "mask_file": lambda data, r: mask_png(r["mask"]),
+        "drawn": lambda data, r: encode_drawing(overlay_drawing(data, r["mask"], segmenter.class_names)),
+    })
     failed = [r for r in results if "error" in r]
-    names = _unique_stems([r["file"] for r in results])
-    for r, stem in zip(results, names):
-        if "error" in r:
-            continue
-        if out is not None:
-            r["mask_file"] = str(write_mask_png(r["mask"], out / f"{stem}.png"))
-        if draw is not None:
-            r["drawn"] = str(draw_overlay(r["file"], r["mask"], segmenter.class_names, draw / f"{stem}.png"))
     if as_json:
         shown = []
         for r in results:  # the mask itself is the PNG (--out); JSON gets its size and class shares
@@ -177,27 +165,59 @@ def _predict_masks(export_dir: Path, files: List[str], limits: dict, *, as_json:
     else:
         for r in results:
             typer.echo(describe_result(r))
-        done = len(results) - len(failed)
-        if out is not None and done:
-            typer.echo(f"Wrote {done} mask(s) into {out} (PNG, pixel value = class index: "
-                       f"{', '.join(f'{i} {n}' for i, n in enumerate(segmenter.class_names))})")
-        if draw is not None and done:
-            typer.echo(f"Drew {done} image(s) into {draw}")
-        if failed:
-            typer.echo(f"{len(failed)} of {len(results)} file(s) failed.", err=True)
+        legend = ", ".join(f"{i} {n}" for i, n in enumerate(segmenter.class_names))
+        _summarize(outputs, results, f" (PNG, pixel value = class index: {legend})")
     if failed:
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-def _unique_stems(files: List[str]) -> List[str]:
-    """Each file's stem, made unique with ``-2``, ``-3``, ... where stems repeat (a.png, b/a.jpg)."""
-    seen: dict[str, int] = {}
-    stems = []
-    for file in files:
-        stem = Path(file).stem
-        seen[stem] = seen.get(stem, 0) + 1
-        stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
-    return stems
+# Files answered, then written, at a time: each one's bytes are held only that long.
+CHUNK = 64
+
+
+def _answer_and_write(predictor, files: List[str], outputs: "OutputFolders", render: dict) -> List[dict]:
+    """Every file's result (``predictor.predict_files``), and for each answered one the files
+    ``render[key](bytes as read, result) -> encoded bytes`` gives, for each ``key`` (``"drawn"``,
+    ``"mask_file"``) that has a folder; the result names the file written under ``key``.
+
+    A file that cannot be drawn or written becomes that file's error (its answer is kept);
+    the other files are still answered and written.
+    """
+    from PIL import Image
+
+    results: List[dict] = []
+    for start in range(0, len(files), CHUNK):
+        read: dict = {}
+        part = predictor.predict_files(files[start:start + CHUNK], read_bytes=read)
+        for offset, r in enumerate(part):
+            index = start + offset
+            for key in [k for k in render if k in outputs.folders and "error" not in r]:
+                try:
+                    r[key] = str(outputs.write(key, index, render[key](read[offset], r)))
+                except TransferError as e:
+                    r["error"] = e.message
+                except (OSError, ValueError, Image.DecompressionBombError) as e:
+                    # A full disk, a permission, a folder in the way, an image PIL cannot draw: this file's alone.
+                    reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+                    r["error"] = f"Cannot write '{outputs.target(key, index)}': {reason}."
+        results.extend(part)
+    return results
+
+
+def _summarize(outputs: "OutputFolders", results: List[dict], masks_note: str = "") -> None:
+    """The lines after the answers: files written (counted as written) and files failed."""
+    from transfer.output_names import OPTIONS
+
+    if outputs.written["mask_file"]:
+        typer.echo(f"Wrote {outputs.written['mask_file']} mask(s) into {outputs.folders['mask_file']}{masks_note}")
+    if outputs.written["drawn"]:
+        typer.echo(f"Drew {outputs.written['drawn']} image(s) into {outputs.folders['drawn']}")
+    for key, folder in outputs.folders.items():
+        if not outputs.written[key]:
+            typer.echo(f"Nothing written into {OPTIONS[key]} {folder}.", err=True)
+    failed = sum("error" in r for r in results)
+    if failed:
+        typer.echo(f"{failed} of {len(results)} file(s) failed.", err=True)
 
 
 def _expand_image_arguments(paths: List[Path]) -> List[str]:

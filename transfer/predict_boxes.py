@@ -10,14 +10,14 @@ Results of ``predict_files`` are one plain dict per input file, in input order:
 - ``{"file": path, "box": [xmin, ymin, xmax, ymax], "class": name, "score": s}``:
   the box in the original image's pixels; ``score`` the class's probability
   (1.0 for a single-class export: it always answers one box).
+- ``{"file": path, "error": message}`` for a file that cannot be used (see
+  ``transfer.predict``); one bad file never fails the others.
 
 Frames: ``predict_files`` answers in the frame a viewer shows the photo (its
 EXIF orientation applied, as annotations are drawn and ``--draw`` draws); the
 model sees, and ``predict_bytes`` and a raw TF Serving client get, the pixels
 as stored (send EXIF-transposed bytes to get the displayed frame from them).
 See ``transfer.orientation``.
-- ``{"file": path, "error": message}`` for a file that cannot be used (see
-  ``transfer.predict``); one bad file never fails the others.
 
 Security: loading a SavedModel runs its graph; only load exports you trust.
 
@@ -78,8 +78,10 @@ class ExportedLocalizer(ExportedClassifier):
         out["class_name"] = np.array([name.decode("utf-8") for name in out["class_name"]])
         return out
 
-    def predict_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 32) -> list[dict[str, Any]]:
-        """One result dict per file, in input order (see the module docstring).
+    def predict_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 32, *,
+                      read_bytes: dict | None = None) -> list[dict[str, Any]]:
+        """One result dict per file, in input order (see the module docstring). ``read_bytes``: a dict
+        that receives each answered file's bytes by position (what ``transfer predict --draw`` draws).
 
         Example:
             >>> localizer.predict_files(["raccoon-1.jpg", "missing.jpg"])[1]
@@ -93,7 +95,7 @@ class ExportedLocalizer(ExportedClassifier):
             return [{"box": displayed_boxes(data, [out["box"][row]])[0], "class": str(out["class_name"][row]),
                      "score": float(out["score"][row])} for row, data in enumerate(images)]
 
-        return self._answer_files(paths, answer)
+        return self._answer_files(paths, answer, read_bytes)
 
 
 def describe_result(result: dict[str, Any]) -> str:
@@ -109,8 +111,9 @@ def describe_result(result: dict[str, Any]) -> str:
     return f"{result['file']}: {result['class']} {result['score']:.3f} at ({box})"
 
 
-def draw_box(image_path: str | os.PathLike, result: dict[str, Any], out_path: str | os.PathLike) -> Path:
-    """Write ``image_path`` with ``result``'s box and label drawn to ``out_path`` (atomically).
+def draw_box(image: str | os.PathLike | bytes, result: dict[str, Any], out_path: str | os.PathLike) -> Path:
+    """Write ``image`` (a path, or the file's bytes as read) with ``result``'s box and label drawn to
+    ``out_path`` (atomically); see ``box_drawing``.
 
     The format follows ``out_path``'s suffix (JPEG for ``.jpg``/``.jpeg``, else PNG
     unless PIL knows the suffix). A result holding an ``"error"`` is refused.
@@ -119,13 +122,24 @@ def draw_box(image_path: str | os.PathLike, result: dict[str, Any], out_path: st
         >>> draw_box("raccoon-1.jpg", localizer.predict_files(["raccoon-1.jpg"])[0], "drawn/raccoon-1.jpg")
         PosixPath('drawn/raccoon-1.jpg')
     """
-    from PIL import Image, ImageDraw
+    return save_drawing(box_drawing(image, result), out_path)
+
+
+def box_drawing(image: str | os.PathLike | bytes, result: dict[str, Any]):
+    """``image`` as a PIL RGB image in the frame its viewer shows (see ``open_displayed``), with
+    ``result``'s box and label drawn (``transfer predict --draw`` encodes it with ``encode_drawing``).
+
+    Example:
+        >>> box_drawing(open("a.jpg", "rb").read(), {"file": "a.jpg", "box": [1, 2, 30, 40], "class": "x"}).size
+        (64, 48)
+    """
+    from PIL import ImageDraw
 
     if "error" in result or "box" not in result:
-        raise TransferError(f"No box to draw for '{image_path}': {result.get('error', 'no box in the result')}.",
+        raise TransferError(f"No box to draw for '{_name(image, result)}': "
+                            f"{result.get('error', 'no box in the result')}.",
                             fix="Draw only results that have a box.")
-    with Image.open(image_path) as opened:
-        image = opened.convert("RGB")
+    image = open_displayed(image)
     draw = ImageDraw.Draw(image)
     xmin, ymin, xmax, ymax = (float(v) for v in result["box"])
     # A line about 0.5% of the image's side: visible on a phone photo and on a thumbnail.
@@ -137,25 +151,59 @@ def draw_box(image_path: str | os.PathLike, result: dict[str, Any], out_path: st
     top = ymin - text_h if ymin >= text_h else ymin  # above the box, or inside it at the image's top
     draw.rectangle([xmin, top, xmin + text_box[2] - text_box[0] + 6, top + text_h], fill=(255, 40, 40))
     draw.text((xmin + 3, top + 1), label, fill=(255, 255, 255))
-    return save_drawing(image, out_path)
+    return image
+
+
+def open_displayed(image: str | os.PathLike | bytes):
+    """``image`` (a path, or bytes already read: ``transfer predict`` draws what it answered, even
+    if the file changed or vanished since) as a PIL RGB image, turned as its EXIF orientation
+    says: the frame a photo viewer shows, which predictions' coordinates refer to.
+
+    Example:
+        >>> open_displayed("phone.jpg").size   # stored 4032 x 3024, orientation 6 (turned 90 degrees)
+        (3024, 4032)
+    """
+    from PIL import Image, ImageOps
+
+    from transfer.regular_files import read_regular
+
+    data = bytes(image) if isinstance(image, (bytes, bytearray, memoryview)) else read_regular(image)
+    with Image.open(io.BytesIO(data)) as opened:
+        return ImageOps.exif_transpose(opened).convert("RGB")
+
+
+def _name(image, result: dict[str, Any]) -> str:
+    return str(result.get("file", "the image")) if isinstance(image, (bytes, bytearray, memoryview)) else str(image)
 
 
 def save_drawing(image, out_path: str | os.PathLike) -> Path:
-    """Write a PIL image to ``out_path`` atomically, in the format its suffix names (JPEG for
-    ``.jpg``/``.jpeg``, else what PIL registers for the suffix, else PNG); every task's ``--draw``.
+    """Write a PIL image to ``out_path`` atomically, in the format its suffix names (see
+    ``encode_drawing``); every task's ``draw_*`` function.
 
     Example:
         >>> save_drawing(Image.new("RGB", (8, 8)), "drawn/a.png")
         PosixPath('drawn/a.png')
     """
-    from PIL import Image
-
     from transfer.atomic import atomic_write_bytes
 
     out_path = Path(out_path)
-    suffix = out_path.suffix.lower()
+    data = encode_drawing(image, out_path.suffix)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(out_path, data)
+
+
+def encode_drawing(image, suffix: str = ".png") -> bytes:
+    """A PIL image encoded in the format ``suffix`` names: JPEG for ``.jpg``/``.jpeg``, else what
+    PIL registers for the suffix, else PNG.
+
+    Example:
+        >>> encode_drawing(Image.new("RGB", (8, 8)))[:4]
+        b'\\x89PNG'
+    """
+    from PIL import Image
+
+    suffix = suffix.lower()
     fmt = "JPEG" if suffix in (".jpg", ".jpeg") else Image.registered_extensions().get(suffix, "PNG")
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **({"quality": 92} if fmt == "JPEG" else {}))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_bytes(out_path, buffer.getvalue())
+    return buffer.getvalue()

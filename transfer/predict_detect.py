@@ -78,8 +78,10 @@ class ExportedDetector(ExportedClassifier):
                 ])
         return answers
 
-    def predict_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 32) -> list[dict[str, Any]]:
-        """One result dict per file, in input order (see the module docstring).
+    def predict_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 32, *,
+                      read_bytes: dict | None = None) -> list[dict[str, Any]]:
+        """One result dict per file, in input order (see the module docstring). ``read_bytes``: a dict
+        that receives each answered file's bytes by position (what ``transfer predict --draw`` draws).
 
         Example:
             >>> detector.predict_files(["raccoon-1.jpg", "missing.jpg"])[1]
@@ -94,7 +96,7 @@ class ExportedDetector(ExportedClassifier):
                     d["box"] = box
             return [{"detections": found} for found in answers]
 
-        return self._answer_files(paths, answer)
+        return self._answer_files(paths, answer, read_bytes)
 
 
 def describe_detections(result: dict[str, Any]) -> list[str]:
@@ -115,27 +117,40 @@ def describe_detections(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def draw_detections(image_path: str | os.PathLike, result: dict[str, Any], out_path: str | os.PathLike,
+def draw_detections(image: str | os.PathLike | bytes, result: dict[str, Any], out_path: str | os.PathLike,
                     class_names: Sequence[str] = ()) -> Path:
-    """Write ``image_path`` with ``result``'s boxes and labels drawn to ``out_path`` (atomically).
-
-    One color per class (its position in ``class_names``, else in order of appearance).
-    The format follows ``out_path``'s suffix (JPEG for ``.jpg``/``.jpeg``, else PNG).
-    A result holding an ``"error"`` is refused.
+    """Write ``image`` (a path, or the file's bytes as read) with ``result``'s boxes and labels drawn
+    to ``out_path`` (atomically; format from the suffix: JPEG for ``.jpg``/``.jpeg``, else PNG); see
+    ``detections_drawing``.
 
     Example:
         >>> draw_detections("a.jpg", detector.predict_files(["a.jpg"])[0], "drawn/a.png", detector.class_names)
         PosixPath('drawn/a.png')
     """
-    from PIL import Image, ImageDraw
-
     from transfer.predict_boxes import save_drawing
 
+    return save_drawing(detections_drawing(image, result, class_names), out_path)
+
+
+def detections_drawing(image: str | os.PathLike | bytes, result: dict[str, Any], class_names: Sequence[str] = ()):
+    """``image`` as a PIL RGB image in the frame its viewer shows (EXIF orientation applied, see
+    ``transfer.predict_boxes.open_displayed``) with ``result``'s boxes and labels drawn: one colour
+    per class (its position in ``class_names``, else in order of appearance). A result holding an
+    ``"error"`` is refused.
+
+    Example:
+        >>> detections_drawing(open("a.jpg", "rb").read(), result, ["RBC", "WBC"]).size
+        (640, 480)
+    """
+    from PIL import ImageDraw
+
+    from transfer.predict_boxes import _name, open_displayed
+
     if "error" in result or "detections" not in result:
-        raise TransferError(f"No detections to draw for '{image_path}': {result.get('error', 'no detections')}.",
+        raise TransferError(f"No detections to draw for '{_name(image, result)}': "
+                            f"{result.get('error', 'no detections')}.",
                             fix="Draw only results that have detections.")
-    with Image.open(image_path) as opened:
-        image = opened.convert("RGB")
+    image = open_displayed(image)
     draw = ImageDraw.Draw(image)
     order = list(class_names)
     # A line about 0.4% of the image's side: visible on a photo and on a thumbnail.
@@ -152,7 +167,7 @@ def draw_detections(image_path: str | os.PathLike, result: dict[str, Any], out_p
         top = ymin - text_h if ymin >= text_h else ymin
         draw.rectangle([xmin, top, xmin + text_box[2] - text_box[0] + 6, top + text_h], fill=color)
         draw.text((xmin + 3, top + 1), label, fill=(255, 255, 255))
-    return save_drawing(image, out_path)
+    return image
 
 
 def detections_as_arrays(detections: list[dict[str, Any]], class_names: Sequence[str]):

@@ -97,8 +97,9 @@ class ExportedSegmenter(ExportedClassifier):
         return out
 
     def predict_files(self, paths: Sequence[str | os.PathLike], batch_size: int = DEFAULT_BATCH,
-                      probabilities: bool = False) -> list[dict[str, Any]]:
-        """One result dict per file, in input order (see the module docstring).
+                      probabilities: bool = False, *, read_bytes: dict | None = None) -> list[dict[str, Any]]:
+        """One result dict per file, in input order (see the module docstring). ``read_bytes``: a dict
+        that receives each answered file's bytes by position (what ``transfer predict --draw`` draws).
 
         Example:
             >>> segmenter.predict_files(["0.png", "missing.png"])[1]
@@ -118,7 +119,7 @@ class ExportedSegmenter(ExportedClassifier):
                 results.append(result)
             return results
 
-        return self._answer_files(paths, answer)
+        return self._answer_files(paths, answer, read_bytes)
 
 
 def class_pixels(mask: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
@@ -155,15 +156,29 @@ def write_mask_png(mask: np.ndarray, out_path: str | os.PathLike) -> Path:
         >>> write_mask_png(np.array([[0, 1]], np.uint8), "masks/a.png")
         PosixPath('masks/a.png')
     """
-    from PIL import Image
-
-    from transfer.predict_boxes import save_drawing
+    from transfer.atomic import atomic_write_bytes
 
     out_path = Path(out_path)
     if out_path.suffix.lower() != ".png":
         raise TransferError(f"A mask is written as PNG (lossless); '{out_path}' is not a .png path.",
                             fix="Name the mask file NAME.png.")
-    return save_drawing(Image.fromarray(np.asarray(mask, np.uint8)), out_path)
+    data = mask_png(mask)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(out_path, data)
+
+
+def mask_png(mask: np.ndarray) -> bytes:
+    """A class mask encoded as an 8-bit greyscale PNG of class values.
+
+    Example:
+        >>> mask_png(np.array([[0, 1]], np.uint8))[:4]
+        b'\\x89PNG'
+    """
+    from PIL import Image
+
+    from transfer.predict_boxes import encode_drawing
+
+    return encode_drawing(Image.fromarray(np.asarray(mask, np.uint8)), ".png")
 
 
 def class_color(index: int) -> tuple[int, int, int]:
@@ -173,26 +188,41 @@ def class_color(index: int) -> tuple[int, int, int]:
     return CLASS_COLORS[index % len(CLASS_COLORS)]
 
 
-def draw_overlay(image_path: str | os.PathLike, mask: np.ndarray, class_names: Sequence[str],
+def draw_overlay(image: str | os.PathLike | bytes, mask: np.ndarray, class_names: Sequence[str],
                  out_path: str | os.PathLike, alpha: float = OVERLAY_ALPHA) -> Path:
-    """Write ``image_path`` with ``mask`` blended over it (one colour per class) and a legend of
-    the classes it holds (colour, name, share of the pixels) to ``out_path`` (atomically; format
-    from the suffix).
+    """Write ``image`` (a path, or the file's bytes as read) with ``mask`` blended over it to
+    ``out_path`` (atomically; format from the suffix); see ``overlay_drawing``.
 
     Example:
         >>> draw_overlay("0.png", result["mask"], segmenter.class_names, "drawn/0.png")
         PosixPath('drawn/0.png')
     """
-    from PIL import Image, ImageDraw, ImageFont
-
     from transfer.predict_boxes import save_drawing
 
+    return save_drawing(overlay_drawing(image, mask, class_names, alpha), out_path)
+
+
+def overlay_drawing(image: str | os.PathLike | bytes, mask: np.ndarray, class_names: Sequence[str],
+                    alpha: float = OVERLAY_ALPHA):
+    """``image`` as a PIL RGB image in the frame its viewer shows (EXIF orientation applied, see
+    ``transfer.predict_boxes.open_displayed``) with ``mask`` blended over it (one colour per class)
+    and a legend of the classes it holds (colour, name, share of the pixels).
+
+    Example:
+        >>> overlay_drawing(open("0.png", "rb").read(), result["mask"], segmenter.class_names).size
+        (512, 512)
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    from transfer.predict_boxes import open_displayed
+
     mask = np.asarray(mask)
-    with Image.open(image_path) as opened:
-        image = np.asarray(opened.convert("RGB"), np.float32)
+    where = "" if isinstance(image, (bytes, bytearray, memoryview)) else f" '{image}'"
+    image = np.asarray(open_displayed(image), np.float32)
     if image.shape[:2] != mask.shape:
-        raise TransferError(f"The mask ({mask.shape[1]}x{mask.shape[0]}) does not fit '{image_path}' "
-                            f"({image.shape[1]}x{image.shape[0]}).", fix="Draw each image with its own mask.")
+        raise TransferError(f"The mask ({mask.shape[1]}x{mask.shape[0]}) does not fit the image{where} "
+                            f"({image.shape[1]}x{image.shape[0]} as displayed).",
+                            fix="Draw each image with its own mask.")
     colors = np.array([class_color(i) for i in range(max(len(class_names), int(mask.max(initial=0)) + 1))],
                       np.float32)
     blended = (1.0 - alpha) * image + alpha * colors[mask]
@@ -212,4 +242,4 @@ def draw_overlay(image_path: str | os.PathLike, mask: np.ndarray, class_names: S
         top = pad + row * line
         draw.rectangle([pad, top, pad + side, top + side], fill=class_color(i), outline=(0, 0, 0))
         draw.text((2 * pad + side, top), label, fill=(0, 0, 0), font=font)
-    return save_drawing(drawn, out_path)
+    return drawn
