@@ -221,6 +221,9 @@ def test_demo_overwrite_replaces_an_earlier_demo_without_a_marker(runner, tmp_pa
     result = runner.invoke(app, ["demo", "--out", str(old), "--overwrite"])
     assert result.exit_code == 0 and no_training == [old], result.output
     assert sorted(os.listdir(old)) == [MARKER, "notes.txt"] and read_marker(old)["kind"] == "demo"
+    assert demo.prepare_demo_dir(old) == old  # what run_demo itself checks next: a cleared demo folder passes
+    (old / "export").mkdir()
+    assert_refused(runner.invoke(app, ["demo", "--out", str(old)]), "already holds a demo run", "--overwrite")
 
 
 def test_atomic_directory_marks_what_it_wrote_and_replaces_only_that(tmp_path):

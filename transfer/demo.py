@@ -181,10 +181,13 @@ def prepare_demo_dir(out_dir: str | Path, *, overwrite: bool = False) -> Path:
                 "folder, and --overwrite replaces only an earlier demo's.",
                 fix="Choose another --out, or leave --out out for a new runs/demo-YYYYmmdd-HHMMSS folder.",
             )
-        if not overwrite:
+        # Only what that demo wrote; other files in its folder are kept.
+        present = [n for n in sorted(owned_entries(out, "demo") & set(DEMO_OUTPUTS))
+                   if (out / n).exists() or (out / n).is_symlink()]
+        if present and not overwrite:
             raise TransferError(f"{out} already holds a demo run.",
                                 fix="Pass --overwrite to replace it, another --out, or no --out for a new folder.")
-        for name in sorted(owned_entries(out, "demo") & set(DEMO_OUTPUTS)):  # only what that demo wrote
+        for name in present:
             path = out / name
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
