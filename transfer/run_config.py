@@ -93,10 +93,12 @@ def check_out_dir(out_dir: str | Path, data_sources=()) -> None:
         >>> check_out_dir("runs/flowers", data_sources=["flowers/"])
     """
     from transfer.artifacts import MARKER, check_outside, data_paths
+    from transfer.atomic import staging_entries
 
     what = "--out"
-    check_outside(out_dir, [(p, "the training data (--data)") for s in data_sources for p in data_paths(s)],
-                  what=what)
+    flags = ("--data", "--val-data")
+    check_outside(out_dir, [(p, f"the training data ({flags[min(i, 1)]})") for i, s in enumerate(data_sources)
+                            for p in data_paths(s)], what=what)
     run = RunDir(out_dir)
     if run.config_file.exists():
         raise TransferError(
@@ -105,8 +107,10 @@ def check_out_dir(out_dir: str | Path, data_sources=()) -> None:
         )
     if run.root.exists() and not run.root.is_dir():
         raise TransferError(f"--out {run.root} is a file, not a folder.", fix="Choose a folder path.")
-    # Only our marker (a run killed before its run.json) or nothing: a run never mixes with other files.
-    held = sorted(set(os.listdir(run.root)) - {MARKER}) if run.root.is_dir() else []
+    # Only our marker (a run killed before its run.json), staging files of a write (another worker's chief
+    # starting the same run) or nothing: a run never mixes with other files.
+    held = sorted(set(os.listdir(run.root)) - {MARKER} - {p.name for p in staging_entries(run.root)}
+                  ) if run.root.is_dir() else []
     if held:
         shown = ", ".join(f"'{n}'" for n in held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
         raise TransferError(
