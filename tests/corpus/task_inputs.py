@@ -97,16 +97,16 @@ def garble(template: str):
 
 
 def garbled_resume(tmp: Path) -> None:
-    """Mark the copied run interrupted and garble the epoch checkpoint it would resume from."""
+    """The copied run as if killed after its first epoch, whose resumable checkpoint is garbled."""
     run = tmp / "run"
     config = json.loads((run / "run.json").read_text())
     config["status"] = "interrupted"
     (run / "run.json").write_text(json.dumps(config))
-    state = run / "checkpoints" / "state.json"
-    names = [json.loads(state.read_text()).get("checkpoint")] if state.is_file() else []
-    names = [n for n in names if n] or [p.name for p in (run / "checkpoints").glob("*.keras") if p.name != "best.keras"]
-    for name in names:
-        garble("{run}/checkpoints/" + name)(tmp)
+    (run / "checkpoints" / "epoch-001.keras").write_bytes((run / "checkpoints" / "best.keras").read_bytes())
+    garble("{run}/checkpoints/epoch-001.keras")(tmp)
+    state = {"stage_index": 0, "stage_epochs_done": 0, "epoch": 1, "best_value": "-inf", "best_epoch": 1,
+             "checkpoint": "epoch-001.keras", "history": []}
+    (run / "checkpoints" / "state.json").write_text(json.dumps(state))
 
 
 def photos(count: int, size: int = 32, folder: str = "photos"):
