@@ -145,6 +145,22 @@ def test_box_of_a_rotated_photo_lands_on_its_stored_pixels(tmp_path, size):
     assert not [f for f in findings if f.code == "box_size_mismatch"]
 
 
+@pytest.mark.slow  # TensorFlow and tf.data: covered fast by the read_boxes tests above
+def test_the_training_batch_frames_the_rectangle_the_model_sees(tmp_path):
+    from transfer.data.box_pipeline import make_box_dataset
+    from transfer.data.boxes import read_boxes
+
+    phone_photo(tmp_path / "photo.jpg", 6)
+    samples, _ = read_boxes(box_csv(tmp_path, SHOWN))
+    images, targets = next(iter(make_box_dataset(samples, image_size=32, batch_size=1, training=False,
+                                                 cache="none")))
+    image = images[0].numpy()  # TensorFlow's decode: the stored pixels, stretched to 32x32
+    box = np.round(targets["box"][0].numpy() * 32).astype(int)
+    inside = image[box[1]:box[3], box[0]:box[2], 0]
+    assert inside.size and inside.mean() > 200  # the box lies on the bright rectangle ...
+    assert bounding_box(image[..., 0] > 145) == pytest.approx(tuple(box), abs=1)  # ... and frames it
+
+
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
 def test_every_orientation_maps_its_boxes(tmp_path, orientation):
     from transfer.data.boxes import read_boxes
