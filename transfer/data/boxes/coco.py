@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from transfer.data.boxes.image_paths import outside_root, resolve_image
-from transfer.data.boxes.records import AnnotatedImage, Annotations, RawBox, parse_coordinate
+from transfer.data.boxes.records import (
+    AnnotatedImage, Annotations, RawBox, over_cap, parse_coordinate, read_annotation_file,
+)
 from transfer.data.findings import Finding, finding
 from transfer.errors import TransferError
 
@@ -85,11 +87,17 @@ def read_coco_json(json_path: str | os.PathLike, *, allow_outside_root: bool = F
             image_id, raw = box
             images[image_id]["boxes"].append(raw)
 
-    records = tuple(
-        AnnotatedImage(image["path"], str(json_path), image["size"], tuple(image["boxes"]))
-        for image in images.values() if image is not None
-    )
-    return Annotations(records, tuple(findings), root=str(base))
+    records = []
+    for image_id, image in images.items():
+        if image is None:
+            continue
+        too_many = over_cap("MAX_BOXES_PER_IMAGE", len(image["boxes"]), "boxes")
+        if too_many:
+            bad(f"image id {image_id!r} ('{image['path']}') has {too_many}; the image is not used",
+                related=image["path"])
+            continue
+        records.append(AnnotatedImage(image["path"], str(json_path), image["size"], tuple(image["boxes"])))
+    return Annotations(tuple(records), tuple(findings), root=str(base))
 
 
 def _load(json_path: Path) -> dict:
@@ -97,8 +105,7 @@ def _load(json_path: Path) -> dict:
         return TransferError(f"{json_path}: {message}", fix=_FIX)
 
     try:
-        with open(json_path, "rb") as f:
-            document = json.loads(f.read())
+        document = json.loads(read_annotation_file(json_path, "COCO JSON"))
     except FileNotFoundError:
         raise TransferError(f"{json_path}: COCO JSON file not found.",
                             fix="Pass the path of an existing COCO .json annotation file.") from None
@@ -111,6 +118,8 @@ def _load(json_path: Path) -> dict:
         raise error(f"the file is not UTF-8 JSON (byte {e.start}: {e.reason}).") from None
     except json.JSONDecodeError as e:
         raise error(f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}).") from None
+    except ValueError as e:  # a number of thousands of digits, which Python refuses to convert
+        raise error(f"a value cannot be read ({str(e).split(';')[0]}).") from None
     if not isinstance(document, dict):
         raise error(f"the top level is a JSON {type(document).__name__}, expected an object with images, "
                     "annotations and categories.")
@@ -120,6 +129,11 @@ def _load(json_path: Path) -> dict:
             if not isinstance(value, list):
                 found = "missing" if key not in document else f"a {type(value).__name__}"
                 raise error(f"'{key}' must be a list; it is {found}.")
+    for key in ("images", "annotations"):
+        too_many = over_cap("MAX_ANNOTATIONS_PER_FILE", len(document.get(key) or ()), f"entries in '{key}'")
+        if too_many:
+            raise TransferError(f"{json_path}: {too_many}; it is not read.",
+                                fix="Split the file (e.g. one per split or per image folder), or raise the cap.")
     return document
 
 

@@ -22,12 +22,14 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
 from transfer.data.boxes.image_paths import outside_root, resolve_image
-from transfer.data.boxes.records import AnnotatedImage, Annotations, RawBox, parse_coordinate
-from transfer.data.csvfile import _read_rows
+from transfer.data.boxes.records import (
+    AnnotatedImage, Annotations, RawBox, cap, over_cap, parse_coordinate, read_annotation_file,
+)
 from transfer.data.findings import Finding, finding
 from transfer.errors import TransferError
 
@@ -119,11 +121,39 @@ def read_box_csv(csv_path: str | os.PathLike, *, allow_outside_root: bool = Fals
             continue
         image["boxes"].append(RawBox(xyxy, label, line=line))
 
-    records = tuple(
-        AnnotatedImage(image["path"], str(csv_path), image["size"], tuple(image["boxes"]), line=image["line"])
-        for image in grouped.values()
-    )
-    return Annotations(records, tuple(findings), root=str(base))
+    records = []
+    for image in grouped.values():
+        too_many = over_cap("MAX_BOXES_PER_IMAGE", len(image["boxes"]), "boxes")
+        if too_many:
+            bad(image["line"], f"'{image['path']}' has {too_many}; the image is not used", related=image["path"])
+            continue
+        records.append(AnnotatedImage(image["path"], str(csv_path), image["size"], tuple(image["boxes"]),
+                                      line=image["line"]))
+    return Annotations(tuple(records), tuple(findings), root=str(base))
+
+
+def _read_rows(csv_path: Path) -> tuple[dict[str, int], list[tuple[int, list[str]]]]:
+    """The header's column positions (lower-cased) and the non-blank lines with their numbers, read from the
+    file's bytes (a FIFO is refused, never waited on) and at most ``MAX_ANNOTATIONS_PER_FILE`` lines."""
+    # utf-8-sig: spreadsheets often save a byte-order mark that would stick to "filename".
+    text = read_annotation_file(csv_path, "box CSV").decode("utf-8-sig")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    while header is not None and not any(cell.strip() for cell in header):
+        header = next(reader, None)  # blank lines before the header
+    if header is None:
+        raise TransferError(f"{csv_path}: the CSV file is empty.",
+                            fix=f"Write a header line ({EXPECTED}) and one line per box.")
+    limit = cap("MAX_ANNOTATIONS_PER_FILE")
+    rows = []
+    for row in reader:
+        if any(cell.strip() for cell in row):
+            if len(rows) == limit:
+                too_many = over_cap("MAX_ANNOTATIONS_PER_FILE", limit + 1, "lines or more")
+                raise TransferError(f"{csv_path}: {too_many}; it is not read.",
+                                    fix="Split the file (e.g. one per split), or raise the cap.")
+            rows.append((reader.line_num, row))
+    return {name.strip().lower(): i for i, name in enumerate(header)}, rows
 
 
 def _rows(csv_path: Path) -> tuple[dict[str, int], list[tuple[int, list[str]]]]:
@@ -131,13 +161,11 @@ def _rows(csv_path: Path) -> tuple[dict[str, int], list[tuple[int, list[str]]]]:
     def error(message: str, fix: str) -> TransferError:
         return TransferError(f"{csv_path}: {message}", fix=fix)
 
-    if not csv_path.is_file():
+    if csv_path.is_dir() or not csv_path.exists():  # a FIFO or device: refused by name when read
         what = "is a folder, not a CSV file" if csv_path.is_dir() else "not found"
         raise error(f"box CSV file {what}.", fix=f"Pass an existing .csv file with the columns {EXPECTED}.")
     try:
-        columns, rows = _read_rows(csv_path)  # the classification CSV's reader: BOM, blank lines, line numbers
-    except TransferError:  # its only error: the file is empty
-        raise error("the CSV file is empty.", fix=f"Write a header line ({EXPECTED}) and one line per box.") from None
+        columns, rows = _read_rows(csv_path)
     except UnicodeDecodeError as e:
         raise error(f"the file is not UTF-8 text (byte {e.start}: {e.reason}).",
                     fix="Save the CSV as UTF-8 (spreadsheets offer 'CSV UTF-8').") from None

@@ -16,9 +16,72 @@ Example:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from transfer.data.findings import Finding
+from transfer.errors import TransferError
+from transfer.regular_files import read_regular
+
+# Caps on what annotations may hold, each raised by the environment variable of its name with a
+# ``TRANSFER_`` prefix (``TRANSFER_MAX_BOXES_PER_IMAGE=50000 transfer check-data ...``). A detector here
+# trains on at most 100 boxes per image and COCO's largest file has 860k annotations; far more is
+# a broken export or a hostile file, refused in words before it costs minutes or gigabytes.
+CAPS = {
+    "MAX_BOXES_PER_IMAGE": 10_000,
+    "MAX_ANNOTATIONS_PER_FILE": 2_000_000,
+    "MAX_ANNOTATION_FILE_BYTES": 1 << 30,
+}
+
+
+def cap(name: str) -> int:
+    """The cap ``name`` of ``CAPS``, or the positive integer in ``$TRANSFER_<name>`` when set.
+
+    Example:
+        >>> cap("MAX_BOXES_PER_IMAGE")
+        10000
+    """
+    variable = f"TRANSFER_{name}"
+    text = os.environ.get(variable, "").strip().replace("_", "")
+    if not text:
+        return CAPS[name]
+    if not text.isdigit() or int(text) < 1:
+        raise TransferError(f"{variable}={os.environ[variable]!r} is not a positive whole number.",
+                            fix=f"Set it to a number such as {CAPS[name]} (the default), or unset it.")
+    return int(text)
+
+
+def read_annotation_file(path: str | os.PathLike, kind: str) -> bytes:
+    """The bytes of an annotation file (``kind`` names it: "COCO JSON", "box CSV"), refused in words when it is
+    not a regular file (a FIFO would block forever) or is over ``MAX_ANNOTATION_FILE_BYTES``.
+
+    Example:
+        >>> len(read_annotation_file("shapes/annotations.json", "COCO JSON")) > 0
+        True
+    """
+    limit = cap("MAX_ANNOTATION_FILE_BYTES")
+    data = read_regular(path, max_bytes=limit)
+    if len(data) > limit:
+        raise TransferError(
+            f"{path}: over {limit:,} bytes, too large for a {kind} annotation file; it is not read.",
+            fix="Split it into smaller files, or raise the cap with TRANSFER_MAX_ANNOTATION_FILE_BYTES=N if you "
+                "trust it.",
+        )
+    return data
+
+
+def over_cap(name: str, count: int, what: str) -> str | None:
+    """A sentence saying ``count`` is over the cap ``name`` and how to raise it; None within it.
+
+    Example:
+        >>> over_cap("MAX_BOXES_PER_IMAGE", 172_000, "objects")
+        '172,000 objects, over the cap of 10,000 per image (raise it with TRANSFER_MAX_BOXES_PER_IMAGE=N)'
+    """
+    limit = cap(name)
+    if count <= limit:
+        return None
+    per = {"MAX_BOXES_PER_IMAGE": " per image", "MAX_ANNOTATIONS_PER_FILE": " per file"}.get(name, "")
+    return f"{count:,} {what}, over the cap of {limit:,}{per} (raise it with TRANSFER_{name}=N)"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ Coordinates are taken as written (VOC's 1-based pixel numbers differ from
 
 XML is parsed with ``defusedxml``: a file declaring entities (the
 "billion laughs" bomb) or an external entity (``SYSTEM "file:///etc/passwd"``)
-is refused with a TransferError naming it, before anything is expanded or read.
+is refused before anything is expanded or read, as a finding naming it (so
+the data doctor names every bad file; training stops on it).
 
 Example:
     >>> annotations = read_voc_folder("bccd/", split="test")
@@ -41,9 +42,12 @@ import defusedxml
 import defusedxml.ElementTree as safe_xml
 
 from transfer import imagesize
-from transfer.data.boxes.records import AnnotatedImage, Annotations, RawBox, parse_coordinate
+from transfer.data.boxes.records import (
+    AnnotatedImage, Annotations, RawBox, over_cap, parse_coordinate, read_annotation_file,
+)
 from transfer.data.findings import Finding, finding
 from transfer.errors import TransferError
+from transfer.regular_files import read_regular
 
 ANNOTATION_DIRS = ("annotations", "annots", "annotation", "xml")
 IMAGE_DIRS = ("jpegimages", "images", "imgs", "img")
@@ -113,10 +117,11 @@ def find_voc_layout(folder: str | os.PathLike) -> VocLayout | None:
 def read_voc_folder(folder: str | os.PathLike, *, split: str | None = None) -> Annotations:
     """The annotated images of a VOC folder (all, or the ids of ``ImageSets/Main/<split>.txt``).
 
-    Raises TransferError when ``folder`` holds no VOC XML, when ``split`` names
-    no list, and when an XML file is hostile (entities) or too large. Other
-    problems (a malformed file, an object without a name or with a coordinate
-    that is not a number, an image without annotation) become findings.
+    Raises TransferError when ``folder`` holds no VOC XML or ``split`` names
+    no list. Problems of files (hostile XML with entities, a file too large
+    or not regular, a malformed file, more objects than ``MAX_BOXES_PER_IMAGE``,
+    an object without a name or with a coordinate that is not a number, an
+    image without annotation) become findings.
 
     Example:
         >>> annotations = read_voc_folder("raccoon/")
@@ -164,19 +169,23 @@ def _split_files(layout: VocLayout, split: str, findings: list[Finding]) -> list
         )
     list_file = layout.image_sets / f"{split}.txt"
     files = []
-    with open(list_file, encoding="utf-8-sig") as f:
-        for line_number, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            xml_file = layout.annotations / f"{fields[0]}.xml"
-            if os.sep in fields[0] or "/" in fields[0] or not xml_file.is_file():
-                findings.append(finding(
-                    str(list_file), "box_annotation",
-                    f"id '{fields[0]}' has no annotation file '{xml_file}'", line=line_number,
-                ))
-                continue
-            files.append(xml_file)
+    try:
+        text = read_annotation_file(list_file, "VOC split list").decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise TransferError(f"{list_file}: the split list is not UTF-8 text (byte {e.start}: {e.reason}).",
+                            fix="Write one image id per line, as plain text.") from None
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        xml_file = layout.annotations / f"{fields[0]}.xml"
+        if os.sep in fields[0] or "/" in fields[0] or not xml_file.is_file():
+            findings.append(finding(
+                str(list_file), "box_annotation",
+                f"id '{fields[0]}' has no annotation file '{xml_file}'", line=line_number,
+            ))
+            continue
+        files.append(xml_file)
     return files
 
 
@@ -216,23 +225,36 @@ def _read_xml(
     def bad(detail: str) -> None:
         findings.append(finding(str(xml_file), "box_annotation", detail))
 
-    if xml_file.stat().st_size > MAX_XML_BYTES:
-        raise TransferError(
-            f"{xml_file}: {xml_file.stat().st_size:,} bytes is too large for a VOC annotation "
-            f"(at most {MAX_XML_BYTES:,}); it is not read.",
-            fix="Check that the file is an annotation, or split its objects into one file per image.",
-        )
+    # Every problem of one file is a finding naming it, so one bad file never hides the others.
     try:
-        root = parse_voc_xml(xml_file.read_bytes(), xml_file)
+        data = read_regular(xml_file, max_bytes=MAX_XML_BYTES)
+    except OSError as e:  # a FIFO or device (never waited on), or a file gone since it was listed
+        bad(f"{e.message if isinstance(e, TransferError) else f'cannot be read ({e.strerror or e})'}; "
+            "its image is not used")
+        return None
+    if len(data) > MAX_XML_BYTES:
+        bad(f"over {MAX_XML_BYTES:,} bytes, too large for a VOC annotation; it is not read and its image is not "
+            "used (check that it is an annotation, or split its objects into one file per image)")
+        return None
+    try:
+        root = parse_voc_xml(data, xml_file)
     except ValueError as e:
         bad(f"{e}; its image is not used")
+        return None
+    except TransferError as e:  # hostile: entities or a DTD, refused before anything is expanded
+        bad(f"{e.message.removeprefix(f'{xml_file}: ').rstrip('.')}; its image is not used. {e.fix}")
         return None
     if root.tag != "annotation":
         bad(f"the root element is <{root.tag}>, expected <annotation> (Pascal VOC); its image is not used")
         return None
     image = _match_image(xml_file, (root.findtext("filename") or "").strip(), images, index)
+    objects = root.findall("object")
+    too_many = over_cap("MAX_BOXES_PER_IMAGE", len(objects), "objects")
+    if too_many:
+        bad(f"{too_many}; its image is not used")
+        return None
     boxes = []
-    for number, obj in enumerate(root.findall("object"), start=1):
+    for number, obj in enumerate(objects, start=1):
         box = _read_object(obj, number, bad)
         if box is not None:
             boxes.append(box)
