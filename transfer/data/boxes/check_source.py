@@ -18,9 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from transfer.data.boxes.detection_checks import detection_findings
-from transfer.data.boxes.loading import seeded_box_split
-from transfer.data.boxes.reading import list_boxes
-from transfer.data.boxes.voc import find_voc_layout
+from transfer.data.boxes.loading import seeded_box_split, voc_splits
+from transfer.data.boxes.reading import list_boxes, split_folders
 from transfer.data.findings import Finding
 from transfer.data.samples import DataSplit, Samples
 from transfer.errors import TransferError
@@ -48,14 +47,14 @@ def list_box_source(
     holds them all). Raises TransferError only for a source that cannot be read
     at all or is hostile (see ``list_boxes``).
     """
-    layout = find_voc_layout(path) if path.is_dir() else None
-    lists = layout.splits() if layout is not None else ()
+    lists, origin = voc_splits(path)
     if "train" in lists and "val" in lists:
         train = list_boxes(path, split="train")
         val = list_boxes(path, split="val", class_names=train.samples.class_names)
-        boxes = DataSplit(train.samples, val.samples, "ImageSets/Main train/val lists")
+        boxes = DataSplit(train.samples, val.samples, origin)
         split = DataSplit(as_class_sets(train.samples), as_class_sets(val.samples), boxes.origin)
-        return split, None, [*train.findings, *val.findings, *detection_findings(boxes)], train.root, True
+        root = str(path) if split_folders(path) is not None else train.root  # the parent of train/ val/
+        return split, None, [*train.findings, *val.findings, *detection_findings(boxes)], root, True
     listing = list_boxes(path, allow_outside_root=allow_outside_root)
     try:
         split = seeded_box_split(listing.samples, val_fraction=val_fraction, seed=seed)

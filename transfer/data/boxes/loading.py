@@ -6,7 +6,8 @@ Which images validate, in this order:
    are dropped and reported); a VOC training folder with
    ``ImageSets/Main/train.txt`` then trains on that list only;
 2. a VOC folder with ``ImageSets/Main/train.txt`` and ``val.txt``: those lists
-   (use ``read_boxes(folder, split="test")`` for the test list);
+   (use ``read_boxes(folder, split="test")`` for the test list); a folder of
+   ``train/`` and ``val/`` VOC folders: those folders;
 3. otherwise a seeded split of the images (``transfer.data.split``),
    stratified by each image's rarest class (background images in a group of
    their own), so every class with two images or more is on both sides.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import os
 
-from transfer.data.boxes.reading import box_format, read_boxes
+from transfer.data.boxes.reading import box_format, read_boxes, split_folders
 from transfer.data.boxes.voc import find_voc_layout
 from transfer.data.findings import FoundData
 from transfer.data.samples import DataSplit, Samples
@@ -49,7 +50,7 @@ def load_box_data(
         (205, 87, ('Platelets', 'RBC', 'WBC'))
     """
     val_fraction = check_val_fraction(val_fraction)
-    lists = _voc_lists(source)
+    lists, origin = voc_splits(source)
     train_split = "train" if "train" in lists else None
     if val_source is not None:
         train, found = read_boxes(source, split=train_split, allow_outside_root=allow_outside_root)
@@ -61,7 +62,7 @@ def load_box_data(
         train, found = read_boxes(source, split="train")
         _require_boxes(source, train)
         val, val_found = read_boxes(source, split="val", class_names=train.class_names)
-        split = DataSplit(train, val, origin="ImageSets/Main train/val lists")
+        split = DataSplit(train, val, origin=origin)
         found += val_found
     else:
         samples, found = read_boxes(source, allow_outside_root=allow_outside_root)
@@ -87,12 +88,21 @@ def seeded_box_split(samples: Samples, *, val_fraction: float = 0.2, seed: int =
                            seed=seed)
 
 
-def _voc_lists(source: str | os.PathLike) -> tuple[str, ...]:
-    """The ImageSets/Main split lists of a VOC folder source (none for other sources)."""
+def voc_splits(source: str | os.PathLike) -> tuple[tuple[str, ...], str]:
+    """The splits of a VOC source and where they come from: ``train/`` and ``val/`` folders of a parent, or
+    the ImageSets/Main lists of a VOC folder (none for other sources).
+
+    Example:
+        >>> voc_splits("bccd/")
+        (('test', 'train', 'trainval', 'val'), 'ImageSets/Main train/val lists')
+    """
     if box_format(source) != "voc":
-        return ()
+        return (), ""
+    folders = split_folders(source)
+    if folders is not None:
+        return tuple(folders), "folders " + " ".join(f"{p.name}/" for p in folders.values())
     layout = find_voc_layout(source)
-    return layout.splits() if layout is not None else ()
+    return (layout.splits() if layout is not None else ()), "ImageSets/Main train/val lists"
 
 
 def _require_boxes(source: str | os.PathLike, samples: Samples) -> None:

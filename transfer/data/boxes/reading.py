@@ -19,6 +19,7 @@ from typing import Sequence
 from transfer.data.boxes.box_checks import check_annotations
 from transfer.data.boxes.coco import read_coco_json
 from transfer.data.boxes.csv_boxes import EXPECTED, is_box_csv, read_box_csv
+from transfer.data.boxes.records import Annotations
 from transfer.data.boxes.voc import find_voc_layout, read_voc_folder
 from transfer.data.findings import Finding, SourceListing
 from transfer.data.samples import Samples
@@ -26,8 +27,9 @@ from transfer.errors import TransferError
 
 FORMATS = ("voc", "csv", "coco")
 _SOURCES_HELP = (
-    "Pass a folder of Pascal VOC .xml files (or its images/ + annotations/ parent; one of its lists as "
-    f"FOLDER/ImageSets/Main/NAME.txt), a .csv file with the columns {EXPECTED}, or a COCO .json file."
+    "Pass a folder of Pascal VOC .xml files (or its images/ + annotations/ parent, or a parent of train/ and "
+    f"val/ VOC folders; one of its lists as FOLDER/ImageSets/Main/NAME.txt), a .csv file with the columns "
+    f"{EXPECTED}, or a COCO .json file."
 )
 _MAX_LISTED = 20
 
@@ -64,9 +66,53 @@ def box_format(source: str | os.PathLike) -> str | None:
         return "csv" if is_box_csv(path) else None
     if suffix == ".json" and path.is_file():
         return "coco"
-    if path.is_dir() and find_voc_layout(path) is not None:
+    if path.is_dir() and (find_voc_layout(path) is not None or split_folders(path) is not None):
         return "voc"
     return None
+
+
+TRAIN_FOLDERS = ("train", "training")
+VAL_FOLDERS = ("val", "valid", "validation")
+
+
+def split_folders(source: str | os.PathLike) -> dict[str, Path] | None:
+    """``{"train": folder, "val": folder}`` (val when there is one) for a folder whose ``train/`` (and
+    ``val/``, ``valid/`` or ``validation/``) subfolders are Pascal VOC folders; None otherwise.
+
+    The mask sources' rule (``transfer.data.masks.reading.split_folders``): the doctor and training
+    both read such a parent as its two sides.
+
+    Example:
+        >>> split_folders("voc_parent")
+        {'train': PosixPath('voc_parent/train'), 'val': PosixPath('voc_parent/val')}
+    """
+    path = Path(source)
+    if not path.is_dir() or find_voc_layout(path) is not None:
+        return None
+    found = {}
+    try:
+        children = {p.name.lower(): p for p in path.iterdir() if p.is_dir()}
+    except OSError:
+        return None
+    for side, names in (("train", TRAIN_FOLDERS), ("val", VAL_FOLDERS)):
+        folder = next((children[n] for n in names if n in children), None)
+        if folder is not None and find_voc_layout(folder) is not None:
+            found[side] = folder
+    return found if "train" in found else None
+
+
+def _read_split_folders(source: str | os.PathLike, folders: dict[str, Path], split: str | None) -> Annotations:
+    """The VOC annotations of one side (``split``) of a parent of split folders, or of both sides."""
+    if split is not None and split not in folders:
+        raise TransferError(f"{source}: no '{split}' folder of Pascal VOC annotations: it has "
+                            f"{', '.join(f'{p.name}/' for p in folders.values())}.",
+                            fix=f"Pass one of {', '.join(sorted(folders))} as the split, or no split.")
+    sides = [folders[split]] if split is not None else list(folders.values())
+    parts = [read_voc_folder(folder) for folder in sides]
+    if len(parts) == 1:
+        return parts[0]
+    return Annotations(tuple(r for part in parts for r in part.images),
+                       tuple(f for part in parts for f in part.findings), root=os.fspath(source))
 
 
 # What list_boxes returns (one class for every annotated source).
@@ -104,7 +150,10 @@ def list_boxes(
             "file has none.",
             fix="Drop split, or give the validation images as their own file.",
         )
-    if kind == "voc":
+    folders = split_folders(source) if kind == "voc" else None
+    if folders is not None:
+        annotations = _read_split_folders(source, folders, split)
+    elif kind == "voc":
         annotations = read_voc_folder(source, split=split)
     elif kind == "csv":
         annotations = read_box_csv(source, allow_outside_root=allow_outside_root)
