@@ -31,6 +31,7 @@ from transfer.data.inspection import DEFAULT_MAX_PIXELS, ImageInfo, inspect_imag
 from transfer.data.report import DataReport, _sort_findings
 from transfer.data.samples import Boxes, DataSplit, Mask, Samples, class_indices
 from transfer.errors import TransferError
+from transfer.regular_files import not_regular
 
 
 def run_checks(
@@ -137,7 +138,7 @@ def check_data(
     path = Path(text)
     from transfer.data.boxes import box_format
     from transfer.data.boxes.check_source import list_box_source
-    from transfer.data.masks.check_source import is_mask_source, list_mask_source
+    from transfer.data.masks.check_source import coco_mask_findings, is_mask_source, list_mask_source
 
     annotated = True  # box and mask targets reach the checks as class sets: the context says what they are
     if is_mask_source(path):  # mask files or VIA polygons (before class folders: camvid/train/ has two folders)
@@ -145,12 +146,16 @@ def check_data(
             path, val_fraction, seed, allow_outside_root, class_names=class_names, ignore_index=ignore_index)
     elif box_format(path) is not None:  # a VOC folder, box CSV or COCO JSON: every box is judged too
         split, samples, extra, root, given = list_box_source(path, val_fraction, seed, allow_outside_root)
+        extra = list(extra) + coco_mask_findings(path, allow_outside_root)  # a COCO file's segmentation too
     elif text.lower().endswith(".csv") and path.is_file():
         annotated = False
         split, samples, extra, root, given = _list_csv_source(path, val_fraction, seed, allow_outside_root)
     elif path.is_dir():
         annotated = False
         split, samples, extra, root, given = _list_folder_source(path, val_fraction, seed)
+    elif not_regular(path) is not None:  # a FIFO, socket or device: never opened (a FIFO would block forever)
+        raise TransferError(f"Data source '{text}' is {not_regular(path)}, not a regular file; it was not read.",
+                            fix="Pass the data folder or annotation file itself.")
     elif path.exists():
         raise TransferError(f"Data source '{text}' is a file but not a .csv file.",
                             fix="Pass a folder with one subfolder per class, or a .csv file with path,label columns.")

@@ -56,13 +56,14 @@ def csv_header(csv_path: str | os.PathLike) -> set[str]:
 
 
 def is_box_csv(csv_path: str | os.PathLike) -> bool:
-    """Whether the CSV file's header has the box columns (filename, class, xmin, ymin, xmax, ymax).
+    """Whether the CSV file's header names a box coordinate (xmin, ymin, xmax or ymax): a box CSV, read
+    as one (a missing column is then named in box words, not as a classification CSV's path,label).
 
     Example:
         >>> is_box_csv("raccoon/train_labels.csv"), is_box_csv("flowers/labels.csv")
         (True, False)
     """
-    return set(REQUIRED) <= csv_header(csv_path)
+    return bool(set(COORDINATES) & csv_header(csv_path))
 
 
 def read_box_csv(csv_path: str | os.PathLike, *, allow_outside_root: bool = False) -> Annotations:

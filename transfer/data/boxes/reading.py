@@ -59,7 +59,8 @@ def box_format(source: str | os.PathLike) -> str | None:
     """
     listed = voc_list_source(source)
     if listed is not None:
-        return "voc" if Path(source).is_file() and find_voc_layout(listed[0]) is not None else None
+        # A missing list is still a VOC source: reading it names the lists there are, in VOC words.
+        return "voc" if find_voc_layout(listed[0]) is not None else None
     path = Path(source)
     suffix = path.suffix.lower()
     if suffix == ".csv" and path.is_file():
