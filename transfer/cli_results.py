@@ -39,7 +39,8 @@ def check_data_command(
         None, "--class-names", help="Mask sources: the class names in pixel value order, e.g. sky,road,car."
     ),
     ignore_index: Optional[int] = typer.Option(
-        None, "--ignore-index", min=0, help="Mask sources: the mask value of unlabelled pixels (e.g. 255)."
+        None, "--ignore-index",  # range checked with train's rule and words (0..65535)
+        help="Mask sources: the mask value of unlabelled pixels (e.g. 255; 0-65535).",
     ),
 ):
     """Find images training cannot read or should not trust; a table of files and what training does.
@@ -47,7 +48,9 @@ def check_data_command(
     Exit code 0: every image is usable; 1: some would be skipped or training would not start; 2: usage error.
     """
     from transfer.data.check import check_data, quarantine as move_aside
+    from transfer.data.masks.values import check_ignore_index
 
+    check_ignore_index(ignore_index)  # train's rule and message, whatever the source
     report = check_data(
         data, image_size=image_size, max_pixels=int(max_megapixels * 1e6), allow_outside_root=allow_outside_root,
         class_names=class_names.split(",") if class_names else None, ignore_index=ignore_index,

@@ -37,9 +37,9 @@ def train_command(
              "segment (a class for every pixel).",
     ),
     ignore_index: Optional[int] = typer.Option(
-        None, "--ignore-index", min=0, max=255,
-        help="segment: the mask value of unlabelled pixels (e.g. CamVid's void 11), left out of the loss and "
-             "metrics (default: the recipe's ignore_index, else none).",
+        None, "--ignore-index",  # range checked by the task, with check-data's rule and words (0..65535)
+        help="segment: the mask value of unlabelled pixels (e.g. CamVid's void 11; 0-65535), left out of the loss "
+             "and metrics (default: the recipe's ignore_index, else none).",
     ),
     class_names: Optional[str] = typer.Option(
         None, "--class-names",

@@ -50,7 +50,7 @@ class SegmentTask(Task):
     """``--task segment``: see the module docstring.
 
     Options (``with_options``, the CLI's flags): ``class_names`` (a list, or
-    ``"a,b,c"``), ``ignore_index`` (the mask value of unlabelled pixels, 0-255),
+    ``"a,b,c"``), ``ignore_index`` (the mask value of unlabelled pixels, 0-65535),
     ``decoder`` (``"unet"`` or ``"fcn"``) and ``loss`` (``"ce"``, ``"dice"``,
     ``"focal"`` or a sum such as the default ``"ce+dice"``).
     """
@@ -348,11 +348,10 @@ def _loss_kind(value) -> str | None:
 
 
 def _ignore_index(value, where: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
-        raise TransferError(f"{where} {value!r} is not a mask value.", fix="Use a whole number 0-255.")
-    return int(value)
+    """The one rule of train and check-data (``transfer.data.masks.values.check_ignore_index``): 0..65535."""
+    from transfer.data.masks.values import check_ignore_index
+
+    return check_ignore_index(value, where)
 
 
 def _rle_to_json(rle):

@@ -25,15 +25,19 @@ from typing import Sequence
 import numpy as np
 
 from transfer.data.findings import Finding, finding
+from transfer.data.masks.coco import read_coco_masks
 from transfer.data.masks.decode import load_mask, map_values, mask_name, read_pixels
 from transfer.data.masks.loading import seeded_mask_split, shared_values
 from transfer.data.masks.reading import list_masks, mask_format, split_folders
-from transfer.data.masks.values import evenly_spread
+from transfer.data.masks.region_checks import check_regions
+from transfer.data.masks.values import check_ignore_index, evenly_spread
 from transfer.data.samples import IGNORE_VALUE, DataSplit, Samples, class_indices
 from transfer.errors import TransferError
 
 CHECK_LIMIT = 500  # masks decoded for values and pixel shares (a few seconds of PNG decoding)
 RARE_SHARE = 1e-4  # a class covering less than this share of the scanned pixels is reported
+# What only a COCO file's masks show (its images, entries and ids are the box checks' findings).
+_REGION_CODES = ("mask_region_dropped", "mask_region_clipped")
 
 
 def is_mask_source(path: str | os.PathLike) -> bool:
@@ -43,6 +47,32 @@ def is_mask_source(path: str | os.PathLike) -> bool:
     ``tfds:`` names with classification's.
     """
     return mask_format(path) in ("folder", "via") or split_folders(path) is not None
+
+
+def coco_mask_findings(path: str | os.PathLike, allow_outside_root: bool = False) -> list[Finding]:
+    """Every bad ``segmentation`` of a COCO file (polygons and RLE judged against the real image); [] for
+    a file without segmentation or that is no COCO file.
+
+    ``transfer check-data`` reads a COCO file as boxes (their findings name its
+    images and entries); this adds what only its masks show: each dropped or
+    clipped region (a NUL or a 400-digit number among its points, fewer than
+    3 points, no area, outside the image, an RLE that does not cover it),
+    named by its annotation.
+
+    Example:
+        >>> [f.detail[:40] for f in coco_mask_findings("shapes/annotations.json")]
+        ["annotations[3] polygon 0 ('square') of 'sh"]
+    """
+    if mask_format(path) != "coco":
+        return []
+    try:
+        parsed = read_coco_masks(path, allow_outside_root=allow_outside_root)
+    except TransferError:
+        return []  # not a COCO file the box reader accepts either: it says why
+    if not parsed.segmented:
+        return []
+    _, findings = check_regions(parsed, parsed.class_order)
+    return [f for f in findings if f.code in _REGION_CODES]
 
 
 def list_mask_source(
@@ -55,14 +85,14 @@ def list_mask_source(
     holds them all). Raises TransferError only for a source that cannot be
     read at all or is hostile (see ``list_masks``).
     """
-    options = dict(ignore_index=ignore_index, allow_outside_root=allow_outside_root)
+    options = dict(ignore_index=check_ignore_index(ignore_index), allow_outside_root=allow_outside_root)
     folders = split_folders(path)
     train = list_masks(folders[0] if folders else path, class_names=class_names, **options)
-    extra = list(train.findings)
+    extra = list(train.findings) + _nothing_to_score(train, folders[0] if folders else path, "training")
     root = os.fspath(path) if folders else train.root
     if folders and folders[1] is not None:
         val = list_masks(folders[1], class_names=train.samples.class_names, values=shared_values(train), **options)
-        extra += val.findings
+        extra += list(val.findings) + _nothing_to_score(val, folders[1], "validation")
         split = DataSplit(train.samples, val.samples, f"folders {folders[0].name}/ {folders[1].name}/")
         given = True
     else:
@@ -77,6 +107,18 @@ def list_mask_source(
     if split is None:
         return None, stand_ins[0], extra, root, given
     return DataSplit(stand_ins[0], stand_ins[1], split.origin), None, extra, root, given
+
+
+def _nothing_to_score(listing, where, role: str) -> list[Finding]:
+    """A ``mask_nothing_to_score`` stop when ``listing`` has no usable image (its masks all ignored, or none)."""
+    if len(listing.samples):
+        return []
+    ignored = sum(f.code == "mask_all_ignored" for f in listing.findings)
+    verb = "learn" if role == "training" else "score"
+    why = (f"every mask left ({ignored}) is entirely the ignored value (it would train with loss 0 and IoU 0)"
+           if ignored else "no usable image with a mask" + (f" ({len(listing.findings)} problem(s) listed)"
+                                                                if listing.findings else ""))
+    return [finding(os.fspath(where), "mask_nothing_to_score", f"{role} has nothing to {verb}: {why}")]
 
 
 def _scan(parts: list[Samples], root: str, known: set) -> tuple[list[Samples], list[Finding]]:

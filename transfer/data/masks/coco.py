@@ -31,7 +31,7 @@ from transfer.data.boxes.image_paths import outside_root, resolve_image
 from transfer.data.findings import Finding, finding
 from transfer.data.masks.jsonfile import load_json
 from transfer.data.masks.region_checks import Region, RegionFile, RegionImage
-from transfer.data.masks.regions import numbers
+from transfer.data.masks.regions import MAX_COORDINATE, numbers, shown
 from transfer.errors import TransferError
 
 _FIX = "Write a COCO object {\"images\": [...], \"annotations\": [...], \"categories\": [...]} (e.g. export it again)."
@@ -40,9 +40,11 @@ _IDS = (int, str)
 
 @dataclass(frozen=True)
 class CocoRegions(RegionFile):
-    """A COCO file's regions, and its category names in id order (the class order)."""
+    """A COCO file's regions, its category names in id order (the class order) and how many
+    annotations hold a ``segmentation`` (0: a box-only file)."""
 
     class_order: tuple[str, ...] = ()
+    segmented: int = 0
 
 
 def is_coco_document(document: Any) -> bool:
@@ -88,6 +90,11 @@ def read_coco_masks(json_path: str | os.PathLike, *, allow_outside_root: bool = 
         if entry["id"] in images:
             bad(f"{where}: id {entry['id']!r} is used twice; the second image is not used")
             continue
+        if "\0" in entry["file_name"]:
+            bad(f"{where} (id {entry['id']!r}): file_name {entry['file_name'][:200]!r} holds a NUL byte (\\0), "
+                "which no file name can hold; it is not used")
+            images[entry["id"]] = None  # known, so its annotations are not reported as orphans
+            continue
         path = resolve_image(base, entry["file_name"].strip())
         if outside_root(base, path, allow_outside_root):
             bad(f"{where}: '{entry['file_name'][:200]}' points outside the JSON file's folder '{base}'; it is not "
@@ -103,25 +110,27 @@ def read_coco_masks(json_path: str | os.PathLike, *, allow_outside_root: bool = 
             continue
         image_id, category_id = entry.get("image_id"), entry.get("category_id")
         if not _id(image_id) or image_id not in images:
-            bad(f"{where}: image_id {repr(image_id)[:40]} is not the id of an entry of images; not used")
+            bad(f"{where}: image_id {shown(image_id)} is not the id of an entry of images; not used")
             continue
         image = images[image_id]
         if image is None:
             continue  # its image was refused (outside the root): reported there
         if not _id(category_id) or category_id not in categories:
-            bad(f"{where}: category_id {repr(category_id)[:40]} is not the id of an entry of categories; not used",
+            bad(f"{where}: category_id {shown(category_id)} is not the id of an entry of categories; not used",
                 related=image["path"])
             continue
         image["regions"] += _regions(entry.get("segmentation"), where, categories[category_id], image["path"], bad)
 
     records = tuple(RegionImage(image["path"], str(json_path), image["size"], tuple(image["regions"]))
                     for image in images.values() if image is not None)
-    return CocoRegions(records, tuple(findings), root=str(base), class_order=order)
+    segmented = sum(isinstance(a, dict) and bool(a.get("segmentation")) for a in document.get("annotations") or ())
+    return CocoRegions(records, tuple(findings), root=str(base), class_order=order, segmented=segmented)
 
 
 def _claimed(entry: dict) -> tuple[float, float] | None:
     width, height = entry.get("width"), entry.get("height")
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf") for v in (width, height)):
+    # Up to MAX_COORDINATE: a 400-digit integer would overflow float() (the box reader reports it).
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= MAX_COORDINATE for v in (width, height)):
         return float(width), float(height)
     return None  # no (or no usable) size stated: the real one is used
 

@@ -35,6 +35,7 @@ import numpy as np
 from transfer.data.samples import IGNORE_VALUE, Mask
 from transfer.orientation import displayed_size, mask_to_stored
 from transfer.errors import TransferError
+from transfer.regular_files import read_regular
 
 ENCODED_PATH = "<encoded>"
 LOSSY_EXTENSIONS = (".jpg", ".jpeg")
@@ -107,7 +108,9 @@ def read_pixels(target: Mask, *, source: str | None = None) -> np.ndarray:
         # A mask drawn on an EXIF-rotated photo as displayed has the displayed size; it is turned into the
         # stored frame, the pixels the model sees (transfer.orientation).
         expected = displayed_size((target.width, target.height), target.orientation)
-        with Image.open(io.BytesIO(target.data) if isinstance(target, EncodedMask) else target.path) as image:
+        # Only a regular file is read: a FIFO or device where a mask should be never blocks us.
+        data = target.data if isinstance(target, EncodedMask) else read_regular(target.path)
+        with Image.open(io.BytesIO(data)) as image:
             if image.size != expected:
                 image_name = f"its image '{source}'" if source else "its image"
                 shown = " as displayed" if target.orientation != 1 else ""
@@ -123,9 +126,16 @@ def read_pixels(target: Mask, *, source: str | None = None) -> np.ndarray:
     except FileNotFoundError:
         raise TransferError(f"{name}: mask file not found" + (f" (for '{source}')." if source else "."),
                             fix="Restore the mask file, or remove its image from the data.") from None
-    except (OSError, ValueError, SyntaxError) as e:  # PIL raises all three for broken files
+    except (OSError, ValueError, SyntaxError, _bomb_error()) as e:  # PIL raises these for broken files
         raise TransferError(f"{name}: the mask cannot be decoded ({e}).",
                             fix="Export the mask again as a PNG of class values.") from None
+
+
+def _bomb_error() -> type:
+    """PIL's error for an image of more pixels than it decodes (a mask file may be hostile too)."""
+    from PIL import Image
+
+    return Image.DecompressionBombError
 
 
 def _pixels(image: Any, name: str, *, lossy: bool) -> np.ndarray:

@@ -4,13 +4,15 @@ An image pairs with the mask of the same file stem (``images/a.jpg`` with
 ``masks/a.png``); any image extension, masks ``.png`` (preferred), ``.bmp``,
 ``.gif``, or ``.jpg``/``.jpeg`` (read with ``threshold=True``: each pixel snaps
 to the nearest class value, and a ``mask_jpeg`` warning says so). Both folders
-are read flat (no subfolders). Sizes come from the file headers: nothing is
-decoded to list the pairs, except the bounded scan of ``values`` that learns
-the classes and spots unknown values.
+are read flat (no subfolders). Sizes come from the file headers; then every
+mask is decoded once (``values.scan_masks``) to learn the classes, find
+values no class has and masks with nothing but the ignored value.
 
 Every problem names its file: an image without a mask and a mask whose size
 is not its image's leave the pair out (``mask_missing``,
-``mask_size_mismatch``); a mask without an image is listed (``mask_orphan``).
+``mask_size_mismatch``), as does a FIFO, socket or device in either folder
+(``not_regular_file``: never opened) and a mask that is all ignored
+(``mask_all_ignored``); a mask without an image is listed (``mask_orphan``).
 
 Example:
     >>> samples, findings = read_mask_folder("membrane/train")
@@ -30,7 +32,7 @@ from transfer.data.folder import _ignored, is_image_file
 from transfer.data.masks.decode import LOSSY_EXTENSIONS
 from transfer.data.masks.sizes import header_size
 from transfer.data.masks.values import (
-    choose_values, find_classes_file, scan_error_findings, scan_masks, unknown_value_findings,
+    choose_values, find_classes_file, judge_scanned, scan_error_findings, scan_masks,
 )
 from transfer.data.samples import Mask, Samples
 from transfer.errors import TransferError
@@ -159,7 +161,8 @@ def _pair(image: Path, mask: Path, findings: list[Finding]) -> Mask | None:
         return None
     mask_size, problem = header_size(str(mask))
     if mask_size is None:
-        findings.append(finding(str(mask), "mask_unreadable", f"{problem[1]}; its image '{image.name}' is not used",
+        code = "not_regular_file" if problem[0] == "not_regular_file" else "mask_unreadable"
+        findings.append(finding(str(mask), code, f"{problem[1]}; its image '{image.name}' is not used",
                                 related=str(image)))
         return None
     # A mask drawn on an EXIF-rotated photo as displayed has the displayed size (for orientations 2-4 and
@@ -183,7 +186,11 @@ def _pair(image: Path, mask: Path, findings: list[Finding]) -> Mask | None:
 
 
 def _with_values(pairs, layout: MaskFolder, findings: list[Finding], class_names, ignore_index, values):
-    """Samples whose masks carry the chosen value table; scanned masks that fail are left out."""
+    """Samples whose masks carry the chosen value table; masks that fail or hold nothing labelled are left out.
+
+    Every mask is scanned (not a sample of them): a value no class has, in
+    any mask, is found here rather than in training's first epoch.
+    """
     scan = scan_masks([(mask, source) for source, mask in pairs])
     if values is None:
         names_file = None if class_names is not None else find_classes_file(
@@ -193,6 +200,8 @@ def _with_values(pairs, layout: MaskFolder, findings: list[Finding], class_names
         findings += found
     sources = {mask.path: source for source, mask in pairs}
     findings += scan_error_findings(scan, sources)
-    findings += unknown_value_findings(scan, values, sources)
-    kept = [(source, replace(mask, values=values)) for source, mask in pairs if mask.path not in scan.errors]
+    judged, dropped = judge_scanned(scan, values, sources)
+    findings += judged
+    kept = [(source, replace(mask, values=values)) for source, mask in pairs
+            if mask.path not in scan.errors and mask.path not in dropped]
     return Samples(tuple(s for s, _ in kept), tuple(m for _, m in kept), tuple(class_names)), findings

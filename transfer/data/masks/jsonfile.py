@@ -3,7 +3,8 @@
 Annotation files come from the internet: a file that is not JSON, is not
 UTF-8, nests deeper than the parser can follow, holds a number with
 thousands of digits or is larger than any real annotation file raises a
-TransferError naming the file and what was expected, never a traceback.
+TransferError naming the file and what was expected, never a traceback; a
+FIFO, socket or device is refused without being read (it could block forever).
 
 Example:
     >>> len(load_json("balloon/train/via_region_data.json", what="VIA annotation", fix="Export it again."))
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from transfer.errors import TransferError
+from transfer.regular_files import read_regular
 
 # COCO's largest official file (instances_train2017.json) is about 450 MB.
 MAX_JSON_BYTES = 1 << 30
@@ -31,8 +33,13 @@ def load_json(path: str | os.PathLike, *, what: str, fix: str, max_bytes: int = 
         if size > max_bytes:
             raise TransferError(f"{path}: {size} bytes is larger than any {what} file this reads "
                                 f"({max_bytes} bytes at most); it is not read.", fix=fix)
-        with open(path, "rb") as f:
-            return json.loads(f.read())
+        data = read_regular(path, max_bytes=max_bytes)  # a FIFO or device is refused, never read
+        if len(data) > max_bytes:  # grew since the stat
+            raise TransferError(f"{path}: larger than any {what} file this reads ({max_bytes} bytes at most); it "
+                                "is not read.", fix=fix)
+        return json.loads(data)
+    except TransferError:
+        raise
     except FileNotFoundError:
         raise TransferError(f"{path}: {what} file not found.", fix=f"Pass the path of an existing {what} file.") \
             from None

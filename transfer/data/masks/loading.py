@@ -66,11 +66,11 @@ def load_mask_data(
     if text.startswith(PREFIX) and val_source is None:
         return _tfds_data(text, val_fraction, seed, class_names, ignore_index)
     train_source = folders[0] if folders is not None else source
-    train = _listed(train_source, class_names=class_names, **options)
+    train = _listed(train_source, role="training", class_names=class_names, **options)
     if val_source is not None or (folders is not None and folders[1] is not None):
         val_from = val_source if val_source is not None else folders[1]
-        val = _listed(val_from, class_names=train.samples.class_names, values=shared_values(train),
-                      **options)
+        val = _listed(val_from, role="validation", class_names=train.samples.class_names,
+                      values=shared_values(train), **options)
         _same_classes(train, train_source, val, val_from)
         origin = (f"separate validation source {os.fspath(val_source)}" if val_source is not None
                   else f"folders {Path(train_source).name}/ {Path(val_from).name}/")
@@ -85,13 +85,28 @@ def load_mask_data(
     return MaskData(split, tuple(found))
 
 
-def _listed(source, **kwargs) -> MaskListing:
+def _listed(source, *, role: str, **kwargs) -> MaskListing:
+    """The listing of one side; TransferError when it stops training or leaves nothing to learn (score)."""
     listing = list_masks(source, **kwargs)
     raise_for_stops(source, listing.stops)
     if len(listing.samples) == 0:
-        raise TransferError(f"{os.fspath(source)}: no usable image with a mask ({len(listing.findings)} problem(s)).",
-                            fix=f"Check the findings of `transfer check-data {os.fspath(source)}`.")
+        raise nothing_usable(source, listing.findings, role)
     return listing
+
+
+def nothing_usable(source, findings, role: str) -> TransferError:
+    """The error for a side without a usable image; says so when its masks were all ignored (loss 0, IoU 0)."""
+    text = os.fspath(source)
+    ignored = [f for f in findings if f.code == "mask_all_ignored"]
+    check = f"`transfer check-data {text}` names each file."
+    if ignored:
+        verb = "learn" if role == "training" else "score"
+        return TransferError(
+            f"{text}: {role} has nothing to {verb}: every mask left ({len(ignored)}, e.g. {ignored[0].path}) is "
+            "entirely the ignored value (it would train with loss 0 and IoU 0).",
+            fix=f"Label the masks, or check --ignore-index and the class values; {check}")
+    return TransferError(f"{text}: no usable image with a mask for {role} ({len(findings)} problem(s)).",
+                         fix=f"Fix the files the findings name; {check}")
 
 
 def shared_values(listing: MaskListing) -> tuple[tuple[int, int], ...] | None:

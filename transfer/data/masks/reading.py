@@ -36,6 +36,7 @@ from transfer.data.masks.via import DEFAULT_NAME, read_via_json
 from transfer.data.samples import Samples
 from transfer.data.tfds_source import PREFIX
 from transfer.errors import TransferError
+from transfer.regular_files import read_regular
 
 FORMATS = ("folder", "via", "coco", "tfds")
 SOURCES_HELP = (
@@ -52,9 +53,8 @@ _MAX_LISTED = 5  # each detail is a long line: the first few, then a count
 def _sniff_json(path: Path) -> str | None:
     """``"via"`` or ``"coco"`` from the first bytes of a JSON file (the reader checks the whole)."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(_SNIFF_BYTES)
-    except OSError:
+        head = read_regular(path, max_bytes=_SNIFF_BYTES)  # a FIFO is not sniffed (it could block forever)
+    except (OSError, ValueError):
         return None
     if not head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith((b"{", b"[")):
         return None

@@ -30,11 +30,33 @@ def numbers(values: Any, what: str) -> list[float]:
         raise ValueError(f"{what} must be a list of numbers; it is a {type(values).__name__}")
     out = []
     for v in values:
-        number = parse_coordinate(v)
+        try:
+            number = parse_coordinate(v)
+        except ValueError:
+            raise ValueError(f"{what} holds {shown(v)}, which is not a finite number") from None
         if abs(number) > MAX_COORDINATE:
             raise ValueError(f"{what} holds {number:g}, beyond any image (|x| <= {MAX_COORDINATE:g})")
         out.append(number)
     return out
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters (a hostile file's 400-digit number stays one short line).
+
+    Example:
+        >>> shown(10 ** 400)
+        '1000000000000000000000000000000000000000... (401 characters)'
+    """
+    text = repr(value) if not isinstance(value, int) or isinstance(value, bool) or abs(value) < 10 ** 30 else \
+        _digits(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _digits(value: int) -> str:
+    try:
+        return str(value)
+    except ValueError:  # more digits than Python converts (4300 by default)
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
 
 
 def shape_polygon(shape: dict) -> tuple[float, ...]:

@@ -7,16 +7,20 @@ For mask files the classes come from, in order:
 2. a ``classes.txt`` (one name per line, in value order; blank lines and
    ``#`` comments skipped) in the masks' folder, the source folder or its
    parent (CamVid keeps it at ``camvid/classes.txt`` above ``train/`` and ``val/``);
-3. otherwise the masks say: at most ``SCAN_LIMIT`` of them, spread evenly
-   over the sorted list, are decoded. Only 0 and 255 means a binary mask
+3. otherwise the masks say: all of them are decoded (``scan_masks``, which
+   also finds values no class has and masks with nothing but the ignored
+   value, whatever their number). Only 0 and 255 means a binary mask
    (``background``, ``foreground``); anything else names each value found
    by itself (``"0"``, ``"1"``, ...), mapped to 0, 1, ... in value order, with
-   a ``mask_classes`` finding saying how many masks were scanned.
+   a ``mask_classes`` finding saying so.
 
 Two class names over masks holding only 0 and 255 also read 255 as class 1.
 ``ignore_index`` (CamVid's 11) maps to ``IGNORE_VALUE`` and is not a class.
-Nothing here decides about one file: the scan's per-mask values also serve
-``mask_unknown_values`` findings and the pixel shares of ``transfer check-data``.
+``ignore_index`` is a raw mask value: 0..65535, as 16-bit PNG masks hold
+(``check_ignore_index``, one rule for ``train`` and ``check-data``).
+The scan's per-mask values also serve the per-file findings
+(``judge_scanned``): ``mask_unknown_values`` (training stops) and
+``mask_all_ignored`` (a mask with no labelled pixel: left out).
 
 Example:
     >>> choose_values(scan, class_names=None, names_file=None, ignore_index=None)[:2]
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -37,10 +42,11 @@ from transfer.data.findings import Finding, finding
 from transfer.data.masks.decode import mask_name, read_pixels
 from transfer.data.samples import IGNORE_VALUE, Mask
 from transfer.errors import TransferError
+from transfer.regular_files import read_regular
 
 CLASSES_FILE = "classes.txt"
 BINARY_NAMES = ("background", "foreground")
-SCAN_LIMIT = 64  # masks decoded to learn the classes (and spot unknown values) while reading
+_SCAN_THREADS = 8  # masks decoded at once by scan_masks
 _MAX_CLASSES_BYTES = 1 << 20
 _NEAR = 40  # a JPEG-compressed binary mask keeps its pixels this close to 0 or 255
 _NEAR_SHARE = 0.99
@@ -80,34 +86,53 @@ def evenly_spread(count: int, limit: int) -> list[int]:
     return sorted({round(i * (count - 1) / (limit - 1)) for i in range(limit)}) if limit > 1 else [0]
 
 
-def scan_masks(targets: Sequence[tuple[Mask, str]], limit: int = SCAN_LIMIT) -> ValueScan:
-    """Decode up to ``limit`` of the ``(mask, image)`` pairs (evenly spread) and count their pixel values.
+def scan_masks(targets: Sequence[tuple[Mask, str]], limit: int | None = None) -> ValueScan:
+    """Decode the ``(mask, image)`` pairs (``limit``: only that many, evenly spread) and count their pixel values.
+
+    Every mask by default: a value no class has, in any mask, must stop the data
+    check and training before the first epoch, not kill training in it. A few
+    threads decode (PIL releases the GIL while it decodes); counting is one
+    ``bincount`` a mask.
 
     Example:
         >>> scan_masks([(Mask(2, 2, path="m.png"), "m.jpg")]).values(lossy=False)
         Counter({0: 3, 255: 1})
     """
     scan = ValueScan(total=len(targets))
-    for i in evenly_spread(len(targets), limit):
-        target, source = targets[i]
-        name = mask_name(target)
-        try:
-            raw = read_pixels(target, source=source)
-        except TransferError as e:
-            scan.errors[name] = e.message
-            continue
-        values, pixels = np.unique(raw, return_counts=True)
-        scan.counts[name] = Counter({int(v): int(n) for v, n in zip(values, pixels)})
-        if target.threshold:
-            scan.lossy.add(name)
+    chosen = [targets[i] for i in (range(len(targets)) if limit is None else evenly_spread(len(targets), limit))]
+    workers = max(1, min(_SCAN_THREADS, os.cpu_count() or 1, len(chosen)))
+    with ThreadPoolExecutor(workers) as pool:  # map keeps the order: the same scan on every machine
+        for target, (counts, error) in zip((t for t, _ in chosen), pool.map(_count_values, chosen)):
+            name = mask_name(target)
+            if error is not None:
+                scan.errors[name] = error
+                continue
+            scan.counts[name] = counts
+            if target.threshold:
+                scan.lossy.add(name)
     return scan
+
+
+def _count_values(pair: tuple[Mask, str]) -> tuple[Counter | None, str | None]:
+    """``(pixels per raw value, None)`` of one mask, or ``(None, why it cannot be read)``."""
+    target, source = pair
+    try:
+        raw = np.asarray(read_pixels(target, source=source))
+    except TransferError as e:
+        return None, e.message
+    flat = raw.ravel()
+    if flat.dtype.kind in "ub" and flat.dtype.itemsize <= 2:  # 8/16-bit masks: a bincount, no sort
+        counts = np.bincount(flat, minlength=1)
+        return Counter({int(v): int(counts[v]) for v in np.flatnonzero(counts)}), None
+    values, pixels = np.unique(flat, return_counts=True)
+    return Counter({int(v): int(n) for v, n in zip(values, pixels)}), None
 
 
 def find_classes_file(folders: Sequence[str | os.PathLike]) -> Path | None:
     """The first ``classes.txt`` in ``folders`` (in order), or None."""
     for folder in folders:
         path = Path(folder) / CLASSES_FILE
-        if path.is_file():
+        if path.exists() and not path.is_dir():  # a FIFO there is found, then refused by read_classes_file
             return path
     return None
 
@@ -122,10 +147,13 @@ def read_classes_file(path: str | os.PathLike) -> tuple[str, ...]:
     path = Path(path)
     fix = "Write one class name per line, in pixel value order (the first line is value 0)."
     try:
-        if path.stat().st_size > _MAX_CLASSES_BYTES:
-            raise TransferError(f"{path}: {path.stat().st_size} bytes is too large for a list of class names.",
-                                fix=fix)
-        text = path.read_text(encoding="utf-8-sig")
+        data = read_regular(path, max_bytes=_MAX_CLASSES_BYTES)  # a FIFO or device is refused, never read
+        if len(data) > _MAX_CLASSES_BYTES:
+            raise TransferError(f"{path}: more than {_MAX_CLASSES_BYTES} bytes is too large for a list of class "
+                                "names.", fix=fix)
+        text = data.decode("utf-8-sig")
+    except TransferError:
+        raise
     except UnicodeDecodeError as e:
         raise TransferError(f"{path}: not UTF-8 text ({e.reason}).", fix=fix) from None
     except OSError as e:
@@ -151,14 +179,27 @@ def check_class_names(names: Sequence[str], where: str) -> tuple[str, ...]:
     return cleaned
 
 
-def check_ignore_index(ignore_index: int | None) -> int | None:
-    """``ignore_index`` as an int (None stays None); TransferError when it is not a pixel value."""
+MAX_IGNORE_INDEX = (1 << 16) - 1  # masks are decoded as 8- or 16-bit values (decode._pixels): 0..65535
+
+
+def check_ignore_index(ignore_index: int | None, where: str = "--ignore-index") -> int | None:
+    """``ignore_index`` as an int (None stays None); TransferError when it is not a mask pixel value.
+
+    The one rule of ``transfer train``, ``check-data`` and the Python API: a
+    raw value 0..65535 (16-bit PNG masks hold up to 65535, 8-bit ones 255).
+
+    Example:
+        >>> check_ignore_index(11), check_ignore_index(None)
+        (11, None)
+    """
     if ignore_index is None:
         return None
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)) or not (
-            0 <= int(ignore_index) < 1 << 16):
-        raise TransferError(f"ignore_index must be a pixel value 0..65535. Received: {ignore_index!r}.",
-                            fix="Pass the value that marks unlabelled pixels, e.g. --ignore-index 255.")
+            0 <= int(ignore_index) <= MAX_IGNORE_INDEX):
+        raise TransferError(
+            f"{where} {ignore_index!r} is not a mask pixel value: masks hold whole numbers 0..{MAX_IGNORE_INDEX} "
+            "(8-bit masks 0..255, 16-bit PNG masks up to 65535).",
+            fix="Pass the mask value that marks unlabelled pixels, e.g. --ignore-index 255 (CamVid: 11).")
     return int(ignore_index)
 
 
@@ -167,7 +208,7 @@ def choose_values(
     where: str = "",
 ) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...], list[Finding]]:
     """``(class names, values table, findings)`` for file masks (see the module docstring for the rules)."""
-    ignore = check_ignore_index(ignore_index)
+    ignore = check_ignore_index(ignore_index, "ignore_index")
     findings: list[Finding] = []
     exact, lossy = scan.values(lossy=False), scan.values(lossy=True)
     found = set(exact) - {ignore}
@@ -187,6 +228,8 @@ def choose_values(
                                 "(--class-names or classes.txt)"))
         return (), (), findings
     ordered = sorted(found)
+    if not scan.total:  # no mask at all: the listing says so, there are no classes to guess
+        return (), _with_ignore((), ignore, ()), findings
     if len(ordered) > IGNORE_VALUE:
         raise TransferError(f"{where}: {len(ordered)} different values in {of}; masks hold at most "
                             f"{IGNORE_VALUE} classes.", fix="Pass the class names, or check that these are masks.")
@@ -219,22 +262,43 @@ def _with_ignore(values: tuple[tuple[int, int], ...], ignore: int | None, names:
     return values + ((ignore, IGNORE_VALUE),)
 
 
-def unknown_value_findings(
+def judge_scanned(
     scan: ValueScan, values: Sequence[tuple[int, int]], sources: dict[str, str]
-) -> list[Finding]:
-    """A ``mask_unknown_values`` finding per scanned (lossless) mask holding values the table lacks."""
+) -> tuple[list[Finding], set[str]]:
+    """Findings for the scanned masks against the value table, and the masks to leave out.
+
+    A (lossless) mask holding values the table lacks: ``mask_unknown_values``
+    (training stops: the class list is wrong). A mask whose every pixel is
+    ignored: ``mask_all_ignored`` (left out: it has nothing to learn or score,
+    and training on it reports loss 0).
+    """
     known = {v for v, _ in values}
-    out = []
+    keys = np.array(sorted(known), dtype=np.int64)
+    ignored = {v for v, i in values if i == IGNORE_VALUE}
+    out, drop = [], set()
     for name, counts in sorted(scan.counts.items()):
-        if name in scan.lossy:
-            continue  # thresholded to the nearest value: none is unknown
-        unknown = sorted(set(counts) - known)
+        lossy = name in scan.lossy
+        unknown = [] if lossy else sorted(set(counts) - known)  # a JPEG mask snaps to the nearest value
         if unknown:
             pixels = sum(counts[v] for v in unknown)
             listed = ", ".join(map(str, unknown[:10])) + (", ..." if len(unknown) > 10 else "")
+            classes = ", ".join(str(v) for v in sorted(known - ignored))
+            also = f" nor the ignored value {', '.join(map(str, sorted(ignored)))}" if ignored else ""
             out.append(finding(name, "mask_unknown_values", f"pixel value(s) {listed} ({pixels} pixels) are not "
-                               f"class values ({', '.join(map(str, sorted(known)))})", related=sources.get(name)))
-    return out
+                               f"class values ({classes}){also}", related=sources.get(name)))
+            continue
+        seen = {_nearest(keys, v) for v in counts} if lossy and len(keys) else set(counts)
+        if ignored and seen <= ignored:
+            value = ", ".join(map(str, sorted(ignored)))
+            drop.add(name)
+            out.append(finding(name, "mask_all_ignored", f"every pixel is the ignored value {value}: nothing to "
+                               "learn or score; not used", related=sources.get(name)))
+    return out, drop
+
+
+def _nearest(keys: np.ndarray, value: int) -> int:
+    """The listed value a JPEG mask's ``value`` snaps to (ties to the lower, as ``decode.map_values``)."""
+    return int(keys[np.argmin(np.abs(keys - value))])
 
 
 def scan_error_findings(scan: ValueScan, sources: dict[str, str]) -> list[Finding]:

@@ -84,6 +84,10 @@ def read_via_json(
         if not isinstance(regions, list):
             bad(f"{where}: 'regions' must be an object or a list, not a {type(regions).__name__}; not used")
             continue
+        if "\0" in entry["filename"]:
+            bad(f"{where}: filename {entry['filename'][:200]!r} holds a NUL byte (\\0), which no file name can "
+                "hold; it is not used")
+            continue
         path = resolve_image(base, entry["filename"].strip())
         if outside_root(base, path, allow_outside_root):
             bad(f"{where}: '{entry['filename'][:200]}' points outside the JSON file's folder '{base}'; it is not "
