@@ -74,6 +74,30 @@ def exports(tmp_path_factory):
             "segmentation": _segmentation(root / "seg")}
 
 
+@pytest.fixture(scope="module")
+def _loaded():
+    loaded: dict = {}
+    yield loaded
+    loaded.clear()
+
+
+@pytest.fixture(autouse=True)
+def _load_each_export_once(_loaded, monkeypatch):
+    """Each export is loaded once for the module (a SavedModel takes seconds to load; the CLI
+    loads it on every call, which is not what these tests are about)."""
+    from transfer.predict import ExportedClassifier
+
+    load = ExportedClassifier.load.__func__
+
+    def cached(cls, export_dir, **limits):
+        key = (cls, str(export_dir), tuple(sorted(limits.items())))
+        if key not in _loaded:
+            _loaded[key] = load(cls, export_dir, **limits)
+        return _loaded[key]
+
+    monkeypatch.setattr(ExportedClassifier, "load", classmethod(cached))
+
+
 # --- helpers ---------------------------------------------------------------------------------
 def _photo(path: Path, width: int, height: int, seed: int = 0, exif_orientation: int | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
