@@ -220,3 +220,15 @@ def test_damaged_export_model_keras(export, runner, tmp_path):
         assert str(bad / "model.keras") in str(caught.value) and "--overwrite" in str(caught.value)
     result = runner.invoke(app, ["predict", str(bad), str(image)])
     assert result.exit_code == 0, result.output
+
+
+def test_export_metadata_that_is_a_fifo_is_refused_without_reading(export, runner, tmp_path):
+    from transfer.predict import METADATA_PATH
+
+    good, image = export
+    bad = shutil.copytree(good, tmp_path / "export")
+    (bad / METADATA_PATH).unlink()
+    os.mkfifo(bad / METADATA_PATH)  # opening it for reading would wait for a writer forever
+    result = runner.invoke(app, ["predict", str(bad), str(image)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert str(bad / METADATA_PATH) in result.output and "named pipe" in result.output

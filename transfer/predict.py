@@ -43,6 +43,7 @@ import tensorflow as tf
 
 import transfer.imagesize as imagesize
 from transfer.errors import TransferError
+from transfer.regular_files import read_regular
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ MULTI_LABEL_THRESHOLD = 0.5
 # float32 resize to ~500 MB), larger than any ordinary camera photo needs.
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_BYTES = 100_000_000
+_MAX_METADATA_BYTES = 64 << 20  # transfer.json lists class names: far smaller
 _LIMIT_FIX = "pass --max-megapixels / --max-megabytes (max_pixels= / max_bytes= in Python) to allow it if you trust it"
 
 
@@ -65,7 +67,7 @@ def export_task(export_dir: str | os.PathLike) -> str:
         'localization'
     """
     try:
-        metadata = json.loads((Path(export_dir) / METADATA_PATH).read_text(encoding="utf-8"))
+        metadata = json.loads(read_regular(Path(export_dir) / METADATA_PATH, _MAX_METADATA_BYTES))
     except (OSError, ValueError):
         return "classification"
     task = metadata.get("task") if isinstance(metadata, dict) else None
@@ -132,7 +134,7 @@ class ExportedClassifier:
             raise TransferError(f"Not a SavedModel: '{export_dir / 'saved_model.pb'}' is missing.", fix=fix)
         meta_file = export_dir / METADATA_PATH
         try:
-            metadata = json.loads(meta_file.read_text(encoding="utf-8"))
+            metadata = json.loads(read_regular(meta_file, _MAX_METADATA_BYTES))  # a FIFO is refused, not read
         except FileNotFoundError:
             raise TransferError(f"Not a transfer export: '{meta_file}' is missing.", fix=fix) from None
         except (OSError, ValueError) as e:
