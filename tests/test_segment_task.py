@@ -274,7 +274,7 @@ def test_predict_cli_writes_mask_pngs_and_overlays(exported, tmp_path):
 
     big = tmp_path / "big.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 200, 3), dtype=np.uint8)).save(big)
-    grey = tmp_path / "sub" / "big.png"  # the same stem: written as big-2.png
+    grey = tmp_path / "sub" / "big.png"  # the same stem: written as sub/big.png (its relative path)
     grey.parent.mkdir()
     Image.new("L", (40, 30), 128).save(grey)
     masks, drawn = tmp_path / "masks", tmp_path / "drawn"
@@ -285,11 +285,11 @@ def test_predict_cli_writes_mask_pngs_and_overlays(exported, tmp_path):
     assert answer["class_names"] == list(CLASS_NAMES)
     first, second = answer["results"]
     assert (first["width"], first["height"]) == (200, 120) and set(first["class_pixels"]) == set(CLASS_NAMES)
-    assert first["mask_file"].endswith("big.png") and second["mask_file"].endswith("big-2.png")
+    assert first["mask_file"] == str(masks / "big.png") and second["mask_file"] == str(masks / "sub" / "big.png")
     written = np.asarray(Image.open(first["mask_file"]))
     assert written.shape == (120, 200) and written.dtype == np.uint8 and written.max() < 3
-    assert Image.open(drawn / "big.png").size == (200, 120) and Image.open(drawn / "big-2.png").size == (40, 30)
-    text = CliRunner().invoke(app, ["predict", str(exported), str(big), "--out", str(masks)])
+    assert Image.open(drawn / "big.png").size == (200, 120) and Image.open(drawn / "sub" / "big.png").size == (40, 30)
+    text = CliRunner().invoke(app, ["predict", str(exported), str(big), "--out", str(masks), "--overwrite"])
     assert text.exit_code == 0 and "mask" in text.output and "0 background" in text.output
 
 
