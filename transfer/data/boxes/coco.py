@@ -24,13 +24,14 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 from transfer.data.boxes.image_paths import outside_root, resolve_image
 from transfer.data.boxes.records import (
-    AnnotatedImage, Annotations, RawBox, over_cap, parse_coordinate, read_annotation_file,
+    AnnotatedImage, Annotations, RawBox, over_cap, read_annotation_file,
 )
 from transfer.data.findings import Finding, finding
 from transfer.errors import TransferError
@@ -151,12 +152,13 @@ def _categories(entries: list, bad) -> dict[Any, str]:
 def _number(value: Any) -> float | None:
     """A JSON number as a finite float; None for anything else (strings, booleans, NaN, an integer of
     hundreds of digits that no float holds)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if type(value) not in (int, float):  # not bool (an int subclass), str, list, None, ...
         return None
     try:
-        return parse_coordinate(value)
-    except ValueError:
+        number = float(value)
+    except OverflowError:
         return None
+    return number if math.isfinite(number) else None
 
 
 def _shown(value: Any) -> str:
@@ -209,7 +211,7 @@ def _annotation(entry: Any, i: int, images: dict, categories: dict, bad) -> tupl
         return None
     x, y, w, h = values
     corners = (x, y, x + w, y + h)
-    if not all(abs(v) < float("inf") for v in corners):  # 1e308 + 1e308: each finite, the sum not
+    if not (math.isfinite(corners[2]) and math.isfinite(corners[3])):  # 1e308 + 1e308: each finite, the sum not
         bad(f"{where}: bbox {_shown(bbox)} reaches past the largest number; the box is not used",
             related=image["path"])
         return None

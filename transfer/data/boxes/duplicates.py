@@ -30,7 +30,7 @@ import numpy as np
 _CHUNK = 1 << 20
 # Candidate pairs one image may ask for (a few seconds of scoring); more is a pile of boxes on top of
 # each other, reported as such (``TooDense``) instead of scored for minutes.
-MAX_PAIRS = 5_000_000
+MAX_PAIRS = 1_000_000
 
 
 class TooDense(ValueError):
@@ -62,9 +62,13 @@ def first_duplicates(
         return none, none
     # Group identical boxes of one class: the group's first box stands for all of them.
     keys = np.concatenate([labels[:, None].astype(np.float64), boxes], axis=1)
-    unique, first, group = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    group = group.reshape(-1)
-    reps, rep_boxes, rep_labels = first.astype(np.int64), unique[:, 1:], unique[:, 0]
+    by_key = np.lexsort(keys.T[::-1])  # stable: equal rows keep index order, so a run starts at its first box
+    starts = np.ones(count, bool)
+    starts[1:] = np.any(keys[by_key[1:]] != keys[by_key[:-1]], axis=1)
+    group = np.empty(count, np.int64)
+    group[by_key] = np.cumsum(starts) - 1
+    reps = by_key[starts]
+    rep_boxes, rep_labels = boxes[reps], labels[reps]
     window = (1.0 - threshold) * (1 + 1e-6)  # a hair wider than 1 - t: rounding never loses a pair at the edge
     sweeps = [(members, _sweep(rep_boxes[members], window))
               for members in (np.flatnonzero(rep_labels == label) for label in np.unique(rep_labels))]
