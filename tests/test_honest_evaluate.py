@@ -300,10 +300,10 @@ def test_coco_categories_in_another_order_give_the_same_figures(runner, tmp_path
 
     def coco(order, name):
         ids = {label: i + 1 for i, label in enumerate(order)}
-        document = {"images": [{"id": i, "file_name": f, "width": 48, "height": 48} for i, (f, _, _) in enumerate(rows)],
-                    "categories": [{"id": ids[c], "name": c} for c in order],
-                    "annotations": [{"id": i, "image_id": i, "category_id": ids[c], "iscrowd": 0, "area": 1.0,
-                                     "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]} for i, (_, c, b) in enumerate(rows)]}
+        images = [{"id": i, "file_name": f, "width": 48, "height": 48} for i, (f, _, _) in enumerate(rows)]
+        boxes = [{"id": i, "image_id": i, "category_id": ids[c], "iscrowd": 0, "area": 1.0,
+                  "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]} for i, (_, c, b) in enumerate(rows)]
+        document = {"images": images, "categories": [{"id": ids[c], "name": c} for c in order], "annotations": boxes}
         (tmp_path / "coco" / name).write_text(json.dumps(document))
         return tmp_path / "coco" / name
 
@@ -339,3 +339,16 @@ def test_evaluation_folder_names_and_keeps_other_data_sets(tmp_path):
     (run.root / "evaluation-raccoon-2").mkdir()  # not ours (no metrics.json naming data): kept
     assert evaluation_folder(run, str(other)) == run.root / "evaluation-raccoon-3"
     assert evaluation_folder(run, data) != run.evaluation_dir
+
+
+def test_a_tfds_source_is_not_read_twice_for_its_names(monkeypatch):
+    import transfer.data
+
+    from transfer.evaluation_data import check_classes
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("read twice")
+
+    monkeypatch.setattr(transfer.data, "load_data", refuse)
+    check = check_classes("classify", "tfds:beans", {"class_names": ["a", "b"]})
+    assert check.how == "reader" and check.note == "" and check.record()["data"] is None

@@ -14,8 +14,8 @@ holding another data set's results of the same name gets ``-2``, ``-3``...
 
 Example:
     >>> check = check_classes("segment", "other-masks/", config)
-    >>> check.note
-    "other-masks/: classes mapped to the run's by name (its classes.txt: red, background; the run: background, red)."
+    >>> check.how, check.data, check.run
+    ('by name', ('red', 'background'), ('background', 'red'))
     >>> evaluation_folder(RunDir("runs/camvid"), "camvid/test")
     PosixPath('runs/camvid/evaluation-test')
 """
@@ -41,8 +41,9 @@ _MAX_METRICS_BYTES = 64 << 20
 @dataclass(frozen=True)
 class ClassCheck:
     """How the data's classes meet the run's: ``data`` (None when the data names none), ``how``
-    (``"same"``, ``"by name"`` or ``"run order"``), the run's classes it has no example of, and the
-    line to print (``note``, empty when there is nothing to say)."""
+    (``"same"``, ``"by name"``, ``"run order"`` or ``"reader"``: checked while the task reads it),
+    the run's classes it has no example of, and the line to print (``note``, empty when there is
+    nothing to say)."""
 
     run: tuple[str, ...]
     data: tuple[str, ...] | None
@@ -54,7 +55,8 @@ class ClassCheck:
         """JSON for the evaluation's ``data.classes``."""
         out = {"run": list(self.run), "data": None if self.data is None else list(self.data),
                "mapping": {"same": "same names, same order", "by name": "mapped to the run's classes by name",
-                           "run order": "the data names no classes: its values read as the run's classes"}[self.how]}
+                           "run order": "the data names no classes: its values read as the run's classes",
+                           "reader": "mapped to the run's classes by name as the data is read"}[self.how]}
         if self.how == "by name":
             out["data_to_run"] = {name: self.run.index(name) for name in self.data or ()}
         if self.missing:
@@ -67,6 +69,8 @@ def check_classes(task_name: str, data: str, config: Mapping[str, Any]) -> Class
     listing both when the data has a class the run does not (or, for mask files, other classes)."""
     run = tuple(config["class_names"])
     own, what, exact = _source_classes(task_name, data, config)
+    if own is None and not exact:
+        return ClassCheck(run, None, "reader")
     if own is None:
         return ClassCheck(run, None, "run order", note=f"{data}: {what}, so its mask values are read in the "
                           f"run's class order ({', '.join(run)}); write its classes.txt to have them checked.")
@@ -91,13 +95,16 @@ def check_classes(task_name: str, data: str, config: Mapping[str, Any]) -> Class
 def _source_classes(task_name: str, data: str, config: Mapping[str, Any]):
     """``(the data's own class names in its own order, what names them, whether every run class must
     be there)``; names None for mask files without a ``classes.txt`` (their values must all mean the
-    run's classes). Read as the task reads the data (listing twice costs little next to running the
-    model on every image)."""
+    run's classes) and for a ``tfds:`` source (read whole into memory, so not twice: the task maps
+    its names as it reads it). Read as the task reads the data (listing twice costs little next to
+    running the model on every image)."""
     if task_name == "classify":
         from transfer.data import load_data
         from transfer.data.folder import read_class_folders
 
         path = Path(str(data))
+        if str(data).startswith("tfds:"):  # read whole into memory: not twice; the task maps it by name
+            return None, "its label names", False
         if path.is_dir() and not any((path / name).is_dir() for name in ("train", "val", "validation")):
             return tuple(read_class_folders(path).class_names), "its class folders are", False
         return tuple(load_data(str(data)).val.class_names), "its classes are", False
@@ -107,7 +114,7 @@ def _source_classes(task_name: str, data: str, config: Mapping[str, Any]):
         return tuple(read_boxes(data)[0].class_names), "its boxes' classes are", False
     if task_name == "segment":
         return _mask_classes(data, config)
-    return tuple(config["class_names"]), "its classes are", False  # a task without names of its own
+    return None, "its classes", False  # a task without names of its own: its reader decides
 
 
 def _mask_classes(data: str, config: Mapping[str, Any]):
@@ -127,7 +134,7 @@ def _mask_classes(data: str, config: Mapping[str, Any]):
     if kind in ("via", "coco"):  # polygons name their classes: read by name, background first
         samples, _ = read_masks(data, ignore_index=config.get("ignore_index"))
         return tuple(samples.class_names), "its regions' classes are", False
-    return tuple(config["class_names"]), "its classes are", False  # tfds: the dataset's own label list
+    return None, "its label names", False  # tfds: the task reads it with the run's names
 
 
 def in_run_order(samples, check: ClassCheck):
