@@ -13,6 +13,7 @@ Layout::
       history.csv            one row per epoch, with its stage
       metrics.json           validation metrics of the best model
       evaluation/            confusion matrix (JSON, PNG) and per-class metrics
+      evaluation-<data>/     the same for `transfer evaluate --data` (its metrics.json records the data)
       logs/                  TensorBoard logs
 
 Example:
