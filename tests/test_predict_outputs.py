@@ -177,6 +177,23 @@ def test_an_output_folder_holding_an_input_is_refused_and_inputs_are_unchanged(t
     assert not (tmp_path / "photos" / "a-predicted").exists()
 
 
+def test_a_link_inside_the_output_folder_never_leads_a_write_to_the_inputs(exports, tmp_path):
+    photos = tmp_path / "photos"
+    files = _photos(photos)
+    before = _checksums(photos)
+    (tmp_path / "drawn").mkdir()
+    (tmp_path / "drawn" / "a").symlink_to(photos / "a")  # drawn/a/x.png would land beside photos/a/x.jpg
+    code, output = _predict(exports["localization"], *files, "--draw", tmp_path / "drawn", "--json")
+    assert code == 1, output
+    results = _json(output)["results"]
+    assert ["error" in r for r in results] == [True, False, True, True]  # a/x, b/x, a/y.jpg, a/y.png
+    assert "beside or over an input" in results[0]["error"]
+    assert Path(results[1]["drawn"]).is_file()
+    assert _checksums(photos) == before
+    code, output = _predict(exports["localization"], *files, "--draw", exports["localization"] / "drawn")
+    assert code == 2 and "inside the export folder" in output, output
+
+
 def test_mask_and_drawing_folders_may_not_overlap(exports, tmp_path):
     files = _photos(tmp_path / "photos")
     for draw in (tmp_path / "masks", tmp_path / "masks" / "drawn"):

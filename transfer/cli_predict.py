@@ -195,7 +195,7 @@ def _answer_and_write(predictor, files: List[str], outputs: "OutputFolders", ren
                 try:
                     r[key] = str(outputs.write(key, index, render[key](read[offset], r)))
                 except TransferError as e:
-                    r["error"] = e.message
+                    r["error"] = str(e)  # what happened and what to do, e.g. "... exists; pass --overwrite"
                 except (OSError, ValueError, Image.DecompressionBombError) as e:
                     # A full disk, a permission, a folder in the way, an image PIL cannot draw: this file's alone.
                     reason = getattr(e, "strerror", None) or str(e) or type(e).__name__

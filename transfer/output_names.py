@@ -6,7 +6,7 @@ writing over an input, over a file already there (unless ``--overwrite``) or ove
   differ only by suffix keep it (``a.jpg.png``, ``a.png.png``); what still repeats (the same
   file named twice) gets ``-2``, ``-3``, ...
 - ``OutputFolders``: checks the folders before anything runs (none may hold an input, symlinks
-  resolved, nor be the export or inside it, nor overlap another output folder; files already
+  resolved, nor be inside the export, nor overlap another output folder; files already
   there are refused without ``overwrite``) and writes each file atomically; without
   ``overwrite`` a file that appeared meanwhile is still never replaced.
 
@@ -141,8 +141,8 @@ class OutputFolders:
                         "never writes where its inputs are (a drawing or mask would replace a photo).",
                         fix=f"Choose a folder that holds none of the inputs, e.g. {option} "
                             f"{folder.parent / (folder.name + '-predicted')}.")
-            if _inside(real, export) or _inside(export, real):
-                raise TransferError(f"{option} {folder} overlaps the export folder {export_dir}.",
+            if _inside(real, export):
+                raise TransferError(f"{option} {folder} is inside the export folder {export_dir}.",
                                     fix=f"Choose a {option} folder outside the export.")
             for other_key, other in resolved.items():
                 if _inside(real, other) or _inside(other, real):
