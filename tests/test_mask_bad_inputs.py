@@ -299,3 +299,47 @@ def test_an_empty_mask_folder_is_a_stop_in_segmentation_words(tmp_path):
     trained = invoke(*TRAIN, "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"))
     assert trained.exit_code == 2 and "no usable image with a mask" in trained.output, trained.output
     assert "path,label" not in trained.output and not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- TFDS masks: scanned as mask files are
+
+
+def test_tfds_masks_with_a_value_no_class_has_stop_before_training():
+    import io
+
+    tf = pytest.importorskip("tensorflow")
+    tfds = pytest.importorskip("tensorflow_datasets")
+
+    def png(array) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(np.asarray(array, np.uint8)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    trimap = np.full((6, 8), 2, np.uint8)
+    trimap[2:4, 3:5] = 1
+    stray = trimap.copy()
+    stray[0, 0] = 7  # no class of the trimap (1 pet, 2 background, 3 border)
+    masks = [trimap] * 4 + [stray, np.full((6, 8), 3, np.uint8)]  # the last: all border (ignored)
+    examples = [{"image": png(np.full((6, 8, 3), 30 * i)), "segmentation_mask": png(m), "label": i, "species": 0,
+                 "file_name": f"{i}.jpg", "head_bbox": np.array([0.1, 0.1, 0.5, 0.5], np.float32)}
+                for i, m in enumerate(masks)]
+    spec = {"image": tf.TensorSpec((), tf.string), "segmentation_mask": tf.TensorSpec((), tf.string),
+            "label": tf.TensorSpec((), tf.int64), "species": tf.TensorSpec((), tf.int64),
+            "file_name": tf.TensorSpec((), tf.string), "head_bbox": tf.TensorSpec((4,), tf.float32)}
+
+    def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False):
+        return tf.data.Dataset.from_generator(lambda: iter(examples), output_signature=spec)
+
+    from transfer.errors import TransferError
+
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+        with pytest.raises(TransferError, match=r"train\[4\] mask: pixel value\(s\) 7") as e:
+            load_mask_data("tfds:oxford_iiit_pet", val_fraction=0.4, seed=0)
+        assert "train[5]" not in e.value.message  # all ignored: left out with a warning, not a stop
+        from transfer.data.masks import list_masks
+
+        listing = list_masks("tfds:oxford_iiit_pet")
+    assert [(f.code, f.path) for f in listing.findings] == [
+        ("mask_unknown_values", "tfds:oxford_iiit_pet/train[4] mask"),
+        ("mask_all_ignored", "tfds:oxford_iiit_pet/train[5] mask")]
+    assert len(listing.samples) == 5

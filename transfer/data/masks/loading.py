@@ -147,11 +147,14 @@ def _tfds_data(name: str, val_fraction: float, seed: int, class_names, ignore_in
     train_split, val_split = split_names(builder)
     train, found = read_tfds_masks(bare, split=train_split, class_names=class_names, ignore_index=ignore_index,
                                    builder=builder)
+    raise_for_stops(name, [f for f in found if f.action == "stop"])  # values no class has, in any mask
     if len(train) == 0:
-        raise TransferError(f"{name}: no usable image with a mask in its train split.",
-                            fix="Check the dataset, or use another one.")
+        raise nothing_usable(f"{name} ({train_split})", found, "training")
     if val_split is None:
         return MaskData(seeded_mask_split(train, val_fraction=val_fraction, seed=seed), tuple(found))
     val, val_found = read_tfds_masks(bare, split=val_split, class_names=class_names, ignore_index=ignore_index,
                                      builder=builder)
+    raise_for_stops(name, [f for f in val_found if f.action == "stop"])
+    if len(val) == 0:
+        raise nothing_usable(f"{name} ({val_split})", val_found, "validation")
     return MaskData(DataSplit(train, val, origin=f"tfds splits {train_split}/{val_split}"), tuple(found + val_found))

@@ -4,8 +4,9 @@ Images stay encoded in ``Samples.encoded``, as for classification
 (``transfer.data.tfds_source``, whose download and offline handling this
 reuses). A mask has no file either: each target is an ``EncodedMask`` that
 carries the dataset's own PNG bytes (read with ``SkipDecoding``, never
-decoded while reading) and a value table, so ``load_mask`` decodes it like a
-mask file and nothing global or on disk is needed.
+decoded while reading, then scanned once for values no class has and masks
+all ignored, as mask files are) and a value table, so ``load_mask`` decodes
+it like a mask file and nothing global or on disk is needed.
 
 The features: the image is the 3-channel ``Image`` feature (``image``), the
 mask the 1-channel ``Image`` feature (``segmentation_mask`` or a key holding
@@ -31,9 +32,11 @@ import os
 from typing import Any, Sequence
 
 from transfer.data.findings import Finding, finding
-from transfer.data.masks.decode import ENCODED_PATH, EncodedMask
+from transfer.data.masks.decode import ENCODED_PATH, EncodedMask, mask_name
 from transfer.data.masks.sizes import bytes_size
-from transfer.data.masks.values import check_class_names, check_ignore_index
+from transfer.data.masks.values import (
+    check_class_names, check_ignore_index, judge_scanned, scan_error_findings, scan_masks,
+)
 from transfer.data.samples import IGNORE_VALUE, Samples
 from transfer.data.tfds_source import PREFIX, VALIDATION_SPLITS
 from transfer.errors import TransferError
@@ -123,7 +126,15 @@ def read_tfds_masks(
         sources.append(source)
         encoded.append(image)
         targets.append(EncodedMask(width, height, path=ENCODED_PATH, values=values, data=mask, name=f"{source} mask"))
-    return Samples(tuple(sources), tuple(targets), names, encoded=tuple(encoded)), findings
+    # Every mask decoded once now: a value no class has (or a mask all ignored) is named here, not in an epoch.
+    scan = scan_masks(list(zip(targets, sources)))
+    by_name = {mask_name(t): s for t, s in zip(targets, sources)}
+    findings += scan_error_findings(scan, by_name)
+    judged, dropped = judge_scanned(scan, values, by_name)
+    findings += judged
+    keep = [i for i, t in enumerate(targets) if mask_name(t) not in scan.errors and mask_name(t) not in dropped]
+    return Samples(tuple(sources[i] for i in keep), tuple(targets[i] for i in keep), names,
+                   encoded=tuple(encoded[i] for i in keep)), findings
 
 
 def _classes(name: str, class_names: Sequence[str] | None, ignore_index: int | None):
