@@ -233,7 +233,8 @@ def test_existing_files_are_kept_unless_overwrite_and_nothing_else_is_touched(ta
 
 # --- never over each other ------------------------------------------------------------------------
 @pytest.mark.parametrize("task", TASKS)
-def test_same_stem_inputs_get_their_own_files_and_the_json_names_them(task, exports, tmp_path):
+def test_same_stem_inputs_get_their_own_files_and_the_json_names_them(task, exports, tmp_path, monkeypatch):
+    monkeypatch.setattr("transfer.cli_predict.CHUNK", 3)  # 4 files: answered and written in two rounds
     photos = tmp_path / "photos"
     files = _photos(photos)
     before = _checksums(photos)
