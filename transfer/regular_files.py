@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -49,16 +50,19 @@ def not_regular(path: str | os.PathLike) -> str | None:
     """What ``path`` is when it exists and is not a regular file (symlinks followed); None otherwise."""
     try:
         return kind_of(os.stat(path).st_mode)
-    except OSError:
-        return None  # a missing file is reported by whoever reads it, in its own words
+    except (OSError, ValueError):  # ValueError: a NUL byte in the path
+        return None  # a missing or unnamable file is reported by whoever reads it, in its own words
 
 
 def read_regular(path: str | os.PathLike, max_bytes: int | None = None) -> bytes:
     """The bytes of ``path`` (at most ``max_bytes + 1`` when given, so a caller can tell "too large").
 
     Raises ``NotRegularFileError`` for a FIFO, socket, device or folder without
-    blocking on it, and ``OSError`` (``FileNotFoundError``, ...) as ``open`` does.
+    blocking on it, and ``OSError`` (``FileNotFoundError``, ...) as ``open`` does, also for a
+    name holding a NUL byte (``open`` would raise ``ValueError``).
     """
+    if "\0" in os.fspath(path):  # os.open would raise ValueError("embedded null byte"), a traceback
+        raise OSError(errno.EINVAL, "the file name holds a NUL byte, which no file name can", str(path))
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     fd = os.open(path, flags)
     try:
