@@ -62,7 +62,7 @@ def read_regular(path: str | os.PathLike, max_bytes: int | None = None) -> bytes
     name holding a NUL byte (``open`` would raise ``ValueError``).
     """
     if "\0" in os.fspath(path):  # os.open would raise ValueError("embedded null byte"), a traceback
-        raise OSError(errno.EINVAL, "the file name holds a NUL byte, which no file name can", str(path))
+        raise OSError(errno.EINVAL, "the file name holds a NUL byte (no file can have such a name)", str(path))
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     fd = os.open(path, flags)
     try:
