@@ -40,7 +40,8 @@ def test_recipe_ignore_index_is_checked_and_round_trips_through_toml():
     assert "ignore_index" not in Recipe().to_toml()
     recipe = Recipe(ignore_index=11)
     assert Recipe.from_toml(recipe.to_toml()) == recipe
-    for bad in (256, -1, True, 2.5):
+    assert Recipe(ignore_index=1000).ignore_index == 1000  # 16-bit masks: the --ignore-index rule
+    for bad in (65536, -1, True, 2.5):
         with pytest.raises(TransferError, match="ignore_index"):
             Recipe(ignore_index=bad)
     with pytest.raises(TransferError, match="wrong type"):

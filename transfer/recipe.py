@@ -168,7 +168,7 @@ class Recipe:
             this many epochs (0: the raw weights).
         ema_min_steps: ... and over at least this many optimizer steps: one
             epoch of a small training set is only a few steps to average.
-        ignore_index: segmentation only: the mask value (0-255) of pixels that
+        ignore_index: segmentation only: the mask value (0-65535) of pixels that
             are not labelled (CamVid's void), left out of the loss and the
             metrics; ``--ignore-index`` overrides it. None: every value is a class.
     """
@@ -227,10 +227,10 @@ class Recipe:
                                 fix="Use a whole number >= 0 such as 100 (0: ema_epochs alone).")
         if self.ignore_index is not None and not (
             isinstance(self.ignore_index, int) and not isinstance(self.ignore_index, bool)
-            and 0 <= self.ignore_index <= 255
+            and 0 <= self.ignore_index <= 65535  # the rule of --ignore-index (16-bit PNG masks)
         ):
             raise TransferError(f"Recipe ignore_index={self.ignore_index!r}.",
-                                fix="Use the mask value of unlabelled pixels, a whole number 0-255 (or leave it out).")
+                                fix="Use the mask value of unlabelled pixels, a whole number 0-65535 (or leave it out).")
         unknown = [a for a in self.augment if a not in AUGMENTATIONS]
         if unknown:
             raise TransferError(f"Recipe augment has unknown {unknown}.", fix=f"Use any of {AUGMENTATIONS}.")
