@@ -229,8 +229,9 @@ class Recipe:
             isinstance(self.ignore_index, int) and not isinstance(self.ignore_index, bool)
             and 0 <= self.ignore_index <= 65535  # the rule of --ignore-index (16-bit PNG masks)
         ):
-            raise TransferError(f"Recipe ignore_index={self.ignore_index!r}.",
-                                fix="Use the mask value of unlabelled pixels, a whole number 0-65535 (or leave it out).")
+            raise TransferError(
+                f"Recipe ignore_index={self.ignore_index!r}.",
+                fix="Use the mask value of unlabelled pixels, a whole number 0-65535 (or leave it out).")
         unknown = [a for a in self.augment if a not in AUGMENTATIONS]
         if unknown:
             raise TransferError(f"Recipe augment has unknown {unknown}.", fix=f"Use any of {AUGMENTATIONS}.")
