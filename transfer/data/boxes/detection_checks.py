@@ -37,13 +37,15 @@ from collections import Counter
 
 import numpy as np
 
-from transfer.data.boxes.duplicates import TooDense, first_duplicates
+from transfer.data.boxes.duplicates import TooDense, first_duplicates, iou_rows
 from transfer.data.findings import Finding, finding
 from transfer.data.samples import Boxes, DataSplit, Samples
 
 MIN_BOX_SIDE = 4.0
 MIN_BOX_AREA_FRACTION = 1e-4
 DUPLICATE_IOU = 0.9
+# Duplicate (and tiny) boxes of one image listed one by one; the rest are counted in one finding.
+MAX_DUPLICATES_LISTED = 100
 
 
 def detection_findings(split: DataSplit) -> list[Finding]:
@@ -99,6 +101,10 @@ def _tiny_boxes(source: str, target: Boxes, class_names, side: str) -> list[Find
         found.append(finding(source, "box_tiny",
                              f"{side} image: {_box_name(target, i, class_names)} is {w:g}x{h:g} px in the "
                              f"{target.width}x{target.height} image ({why})"))
+    if len(found) > MAX_DUPLICATES_LISTED + 1:  # thousands of specks: one line for the rest
+        more = len(found) - MAX_DUPLICATES_LISTED
+        found[MAX_DUPLICATES_LISTED:] = [finding(source, "box_tiny", f"{side} image: {more:,} more tiny boxes (of "
+                                                                     f"{len(target):,} boxes), not listed one by one")]
     return found
 
 
@@ -128,15 +134,20 @@ def _duplicate_boxes(source: str, target: Boxes, class_names, side: str) -> list
         later, earlier = first_duplicates(target.xyxy, target.labels, DUPLICATE_IOU)
     except TooDense as e:
         return [finding(source, "box_duplicate",
-                        f"{side} image: its {len(target):,} boxes lie too many and too close together to be checked "
+                        f"{side} image: its {len(target):,} boxes are too many and too close together to be checked "
                         f"for duplicates one by one ({e}); duplicates were not checked, look at its annotation")]
-    found = []
-    for late, first in zip(later.tolist(), earlier.tolist()):
-        iou = pairwise_iou(np.asarray([target.xyxy[first], target.xyxy[late]]))[0, 1]
+    boxes = np.asarray(target.xyxy, np.float64)
+    ious = iou_rows(boxes[earlier[:MAX_DUPLICATES_LISTED]], boxes[later[:MAX_DUPLICATES_LISTED]])
+    found = [
+        finding(source, "box_duplicate",
+                f"{side} image: {_box_name(target, late, class_names)} repeats "
+                f"{_box_name(target, first, class_names)} (IoU {iou:.3f}, over {DUPLICATE_IOU:g})")
+        for late, first, iou in zip(later.tolist(), earlier.tolist(), ious.tolist())
+    ]
+    if len(later) > MAX_DUPLICATES_LISTED:  # a pile of copies: one line for the rest, not 200k lines
         found.append(finding(source, "box_duplicate",
-                             f"{side} image: {_box_name(target, late, class_names)} repeats "
-                             f"{_box_name(target, first, class_names)} (IoU {iou:.3f}, over "
-                             f"{DUPLICATE_IOU:g})"))
+                             f"{side} image: {len(later) - MAX_DUPLICATES_LISTED:,} more duplicate boxes (of "
+                             f"{len(target):,} boxes), not listed one by one"))
     return found
 
 

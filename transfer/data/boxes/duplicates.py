@@ -80,7 +80,7 @@ def first_duplicates(
     for members, (order, counts) in sweeps:
         for a, b in _pairs(order, counts):
             a, b = members[a], members[b]
-            hit = _iou(rep_boxes[a], rep_boxes[b]) > threshold
+            hit = iou_rows(rep_boxes[a], rep_boxes[b]) > threshold
             a, b = a[hit], b[hit]
             np.minimum.at(nearest, a, reps[b])
             np.minimum.at(nearest, b, reps[a])
@@ -126,8 +126,13 @@ def _pairs(order: np.ndarray, counts: np.ndarray):
         position = stop
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of the rows of ``a`` and ``b`` (``[M, 4]`` each), 0 where the union is empty."""
+def iou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of the rows of ``a`` and ``b`` (``[M, 4]`` each), 0 where the union is empty.
+
+    Example:
+        >>> iou_rows(np.array([[0, 0, 10, 10]]), np.array([[0, 0, 10, 5]])).tolist()
+        [0.5]
+    """
     inter = (np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
              * np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None))
     area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
