@@ -106,3 +106,21 @@ def test_resume_refuses_finished_or_missing_runs(tmp_path):
     (tmp_path / "early" / "run.json").write_text('{"status": "training", "checkpoint_every": 30.0}')
     with pytest.raises(TransferError, match="before its first checkpoint .* every 30 s"):
         resume(tmp_path / "early")
+
+
+@pytest.mark.slow  # ~90 s: the same for a localization run (its compiled BoxLoss must load in a fresh process)
+def test_killed_localization_run_resumes(tmp_path):
+    from tests.imagefactory import write_image
+
+    rows = ["filename,width,height,class,xmin,ymin,xmax,ymax"]
+    for i in range(12):
+        box = (4 + i % 5, 6 + i % 4, 24 + i % 6, 28 + i % 3)
+        write_image(tmp_path / "boxes" / f"b{i}.png", i % 3, i, 40)
+        rows.append(f"b{i}.png,40,40,thing,{box[0]},{box[1]},{box[2]},{box[3]}")
+    (tmp_path / "boxes" / "boxes.csv").write_text("\n".join(rows) + "\n")
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(RECIPE)
+    run_dir = kill_and_resume(tmp_path, ["--task", "localize", "--data", str(tmp_path / "boxes" / "boxes.csv"),
+                                         "--backbone", "smallcnn", "--weights", "none", "--image-size", "32",
+                                         "--recipe", str(recipe)], [("head", 4), ("all", 6)])
+    assert "mean_iou" in json.loads((run_dir / "metrics.json").read_text())

@@ -21,6 +21,11 @@ from transfer.data.samples import Boxes, DataSplit, Samples
 from transfer.errors import TransferError
 from transfer.tasks.base import Objective, Task, scaled_image_size
 
+# Imported for its registrations: checkpoints and exports hold a localizer with a SoftArgmaxBox
+# layer compiled with a BoxLoss and BoxIoU, and transfer.custom_objects imports this module so
+# Keras can load them (a resumed run loads the compiled model).
+from transfer.tasks import localize_model as _localize_model  # noqa: F401,E402
+
 RESIZE = "stretch"  # the resize of training, evaluation and serving alike
 BOX_RULE = "largest"
 # Inputs larger than the backbone's ImageNet size: 224 -> 288 lifted raccoon's test mean IoU
