@@ -121,6 +121,21 @@ def test_fifo_where_an_image_should_be_is_named_and_skipped_not_waited_on(tmp_pa
     assert checksums(tmp_path) == before
 
 
+def test_fifo_where_a_voc_annotation_should_be_is_named_not_passed_over(tmp_path):
+    """A FIFO named like an .xml was left out without a word (is_file() is False for it)."""
+    names = images(tmp_path)
+    for name in names:
+        (tmp_path / f"{Path(name).stem}.xml").write_text(voc_xml(name, (40, 40), [("cat", 4, 4, 30, 30)]))
+    pipe = tmp_path / "pipe.xml"
+    os.mkfifo(pipe)
+    before = checksums(tmp_path)
+    result = invoke("check-data", str(tmp_path), fifos=(pipe,))
+    assert result.exit_code == 1, result.output
+    line = row_of(result.output, "pipe.xml")
+    assert "not_regular_file" in line and "named pipe (FIFO)" in line
+    assert checksums(tmp_path) == before
+
+
 def test_training_reads_a_box_source_with_a_fifo_without_hanging(tmp_path):
     """What `transfer train --task localize/detect` reads first (load_box_data) skips the FIFO by name."""
     names = images(tmp_path, count=6)
@@ -395,5 +410,5 @@ def test_missing_imagesets_list_names_the_lists_there_are(tmp_path):
     (tmp_path / "ImageSets" / "Main" / "train.txt").write_text("v0\nv1\n")
     result = invoke("check-data", str(tmp_path / "ImageSets" / "Main" / "test.txt"))
     assert result.exit_code == 2
-    assert "no split list 'test'" in result.output and "has train" in result.output
+    assert "No split list" in result.output and "test.txt" in result.output and "has train" in result.output
     assert "path,label" not in result.output

@@ -107,7 +107,7 @@ def test_voc_image_sets_give_the_official_split(tmp_path):
     assert data.split.origin == "ImageSets/Main train/val lists"
     assert [Path(s).stem for s in data.split.train.sources] == [f"img{i}" for i in range(6)]
     assert [Path(s).stem for s in data.split.val.sources] == ["img6", "img7"]
-    with pytest.raises(TransferError, match=r"no split list 'cell_train'.*test, train, val"):
+    with pytest.raises(TransferError, match=r"No split list .*cell_train\.txt.*test, train, val"):
         read_boxes(tmp_path, split="cell_train")
 
 

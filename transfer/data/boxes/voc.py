@@ -47,7 +47,7 @@ from transfer.data.boxes.records import (
 )
 from transfer.data.findings import Finding, finding
 from transfer.errors import TransferError
-from transfer.regular_files import read_regular
+from transfer.regular_files import not_regular, read_regular
 
 ANNOTATION_DIRS = ("annotations", "annots", "annotation", "xml")
 IMAGE_DIRS = ("jpegimages", "images", "imgs", "img")
@@ -136,7 +136,13 @@ def read_voc_folder(folder: str | os.PathLike, *, split: str | None = None) -> A
         )
     findings: list[Finding] = []
     if split is None:
-        xml_files = sorted(p for p in layout.annotations.glob("*.xml") if p.is_file())
+        xml_files = []
+        for path in sorted(layout.annotations.glob("*.xml")):
+            kind = not_regular(path)
+            if kind is None:
+                xml_files.append(path)
+            elif kind != "a folder":  # a FIFO or device is named, never read (reading it could wait forever)
+                findings.append(finding(str(path), "not_regular_file", f"the annotation is {kind}; not read"))
     else:
         xml_files = _split_files(layout, split, findings)
     index = _image_index(layout.images)
@@ -164,7 +170,7 @@ def _split_files(layout: VocLayout, split: str, findings: list[Finding]) -> list
         where = f"'{layout.image_sets}' has {', '.join(available)}" if available else (
             f"'{layout.root}' has no ImageSets/Main/*.txt split lists")
         raise TransferError(
-            f"{layout.root}: no split list '{split}': {where}.",
+            f"No split list '{layout.image_sets / (split + '.txt')}' for split '{split}': {where}.",
             fix="Pass one of those names as split, or no split to read every annotation.",
         )
     list_file = layout.image_sets / f"{split}.txt"
@@ -179,6 +185,10 @@ def _split_files(layout: VocLayout, split: str, findings: list[Finding]) -> list
         if not fields:
             continue
         xml_file = layout.annotations / f"{fields[0]}.xml"
+        if not_regular(xml_file) is not None:
+            findings.append(finding(str(xml_file), "not_regular_file",
+                                    f"the annotation is {not_regular(xml_file)}; not read"))
+            continue
         if os.sep in fields[0] or "/" in fields[0] or not xml_file.is_file():
             findings.append(finding(
                 str(list_file), "box_annotation",
