@@ -262,10 +262,16 @@ def test_check_data_names_each_bad_coco_segmentation(tmp_path):
     before = checksums(tmp_path)
 
     result = invoke("check-data", str(path), "--image-size", "32", "--json")
-    assert result.exit_code in (0, 1), result.output
+    assert result.exit_code == 1, result.output  # images with garbled regions are skipped
     findings = json.loads(result.output)["findings"]
-    judged = sorted(f["detail"].split(" ")[0] for f in findings if f["code"] == "mask_region_dropped")
-    assert judged == sorted(f"annotations[{k}]" for k in range(1, 8)), judged
+    dropped = sorted(f["detail"].split(" ")[0] for f in findings if f["code"] == "mask_region_dropped")
+    invalid = sorted("annotations[" + f["detail"].split("annotations[")[1].split(" ")[0] for f in findings
+                     if f["code"] == "mask_region_invalid")
+    # A line, 2 points, far outside: that region is not drawn. Garbled numbers or RLE: the image is left out.
+    assert dropped == [f"annotations[{k}]" for k in (1, 2, 6)], dropped
+    assert invalid == [f"annotations[{k}]" for k in (3, 4, 5, 7)], invalid
+    assert all(f["path"].endswith(".png") and "ann.json" in f["detail"]
+                         for f in findings if f["code"] == "mask_region_invalid")
     assert all(len(f["detail"]) < 300 for f in findings)  # a 400-digit number is shown cut short
     assert checksums(tmp_path) == before
 

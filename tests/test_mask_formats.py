@@ -140,10 +140,12 @@ def test_via_wrong_types_huge_numbers_and_paths_outside_the_root(tmp_path):
     by_code = {}
     for f in listing.findings:
         by_code.setdefault(f.code, []).append(f.detail)
-    assert sorted(by_code) == ["mask_annotation", "mask_outside_root", "mask_region_dropped", "mask_unannotated"]
+    assert sorted(by_code) == ["mask_annotation", "mask_outside_root", "mask_region_invalid", "mask_unannotated"]
     assert by_code["mask_unannotated"] == ["'via_region_data.json' has no entry for it"]  # b.jpg: its entry was bad
-    dropped = " | ".join(by_code["mask_region_dropped"])
-    assert "beyond any image" in dropped and "not a finite number" in dropped and "all_points_y 3" in dropped
+    # Garbled numbers leave their image out (its mask would miss those regions), each region named.
+    invalid = " | ".join(by_code["mask_region_invalid"])
+    assert "beyond any image" in invalid and "not a finite number" in invalid and "all_points_y 3" in invalid
+    assert not any(s.endswith("a.jpg") for s in listing.samples.sources)
     annotation = " | ".join(by_code["mask_annotation"])
     assert "entry 'n' needs a 'filename'" in annotation and "'regions' must be an object or a list" in annotation
     assert "shape_attributes" in annotation
@@ -258,7 +260,9 @@ def test_coco_bad_entries_and_malformed_rle_are_named(tmp_path):
     assert "category_id 99" in details and "image_id 7" in details and "images[1] needs" in details
     assert "annotations[6] is a str" in details
     assert "mask_outside_root: images[2]: '../x.jpg' points outside" in details
-    assert listing.samples.targets[0].kind == "empty"  # every region dropped: the image stays, all background
+    # Broken RLEs leave their image out (named as the image's finding); a dropped region alone would not.
+    assert not any(s.endswith("a.jpg") for s in listing.samples.sources)
+    assert {f.path for f in listing.findings if f.code == "mask_region_invalid"} == {str(tmp_path / "a.jpg")}
     for text in ("[]", '{"images": {}, "categories": []}'):
         (tmp_path / "c.json").write_text(text, encoding="utf-8")
         with pytest.raises(TransferError, match=r"c\.json: expected an object with 'images' and 'categories'"):

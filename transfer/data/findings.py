@@ -245,6 +245,11 @@ PROBLEMS: dict[str, Problem] = {
         "warning", "review", "region not drawn (dropped)",
         "Fix the region where the detail says (at least 3 points inside the image, a known class), or delete it.",
     ),
+    "mask_region_invalid": Problem(
+        "error", "skip", "region unreadable (its image is left out)",
+        "Fix the region's numbers (at least 3 x,y pairs of plain numbers, or a COCO RLE of the image's size) or "
+        "delete the region; until then its image is not used, since its mask would miss that object.",
+    ),
     "mask_region_clipped": Problem(
         "warning", "use", "region reaches outside the image (clipped)",
         "Nothing to do if the clipped region still covers the object; otherwise fix its points.",

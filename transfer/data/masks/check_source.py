@@ -37,7 +37,7 @@ from transfer.errors import TransferError
 CHECK_LIMIT = 500  # masks decoded for values and pixel shares (a few seconds of PNG decoding)
 RARE_SHARE = 1e-4  # a class covering less than this share of the scanned pixels is reported
 # What only a COCO file's masks show (its images, entries and ids are the box checks' findings).
-_REGION_CODES = ("mask_region_dropped", "mask_region_clipped")
+_REGION_CODES = ("mask_region_dropped", "mask_region_clipped", "mask_region_invalid")
 
 
 def is_mask_source(path: str | os.PathLike) -> bool:

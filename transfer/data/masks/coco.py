@@ -147,7 +147,6 @@ def _regions(segmentation: Any, where: str, label: str, image: str, bad) -> list
     for k, polygon in enumerate(segmentation):
         try:
             out.append(Region(label, polygon=tuple(numbers(polygon, "a polygon")), where=f"{where} polygon {k}"))
-        except ValueError as e:
-            bad(f"{where} polygon {k} ('{label}') of '{image}': {e}; not drawn", code="mask_region_dropped",
-                related=image)
+        except ValueError as e:  # garbled numbers: the image's mask would miss the object (check_regions)
+            bad(f"{where} polygon {k} ('{label}') of '{image}': {e}", code="mask_region_invalid", related=image)
     return out

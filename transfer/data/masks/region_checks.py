@@ -71,16 +71,22 @@ class RegionFile:
     root: str = ""
 
 
+INVALID = "mask_region_invalid"  # an unreadable region: its image is left out
+
+
 def check_regions(parsed: RegionFile, class_names: Sequence[str] | None = None) -> tuple[Samples, list[Finding]]:
     """Judge every region of ``parsed``; the usable images (sorted by path) with their masks, and every problem."""
-    findings = list(parsed.findings)
+    # An unreadable region (garbled numbers, too few of them, a broken RLE) leaves its image out: its
+    # mask would call the object background. The finding names the image (what is skipped).
+    findings = [_image_finding(f) if f.code == INVALID else f for f in parsed.findings]
+    invalid = {_key(f.path) for f in findings if f.code == INVALID}
     names = (with_background(class_names) if class_names is not None else
              with_background(sorted({r.label for i in parsed.images for r in i.regions}) or ["object"]))
     index = {name: i for i, name in enumerate(names)}
     judged: dict[str, Mask] = {}
     seen: set[str] = set()
     for record in parsed.images:
-        key = os.path.normcase(os.path.abspath(record.image))
+        key = _key(record.image)
         if key in seen:
             findings.append(finding(record.annotation, "mask_annotation", f"'{record.image}' is annotated twice; "
                                     "only its first entry is used", related=record.image, severity="warning",
@@ -88,8 +94,9 @@ def check_regions(parsed: RegionFile, class_names: Sequence[str] | None = None) 
             continue
         seen.add(key)
         placed = _real_size(record, findings)
-        if placed is not None:
-            judged[record.image] = _mask(record, placed, index, findings)
+        mask = _mask(record, placed, index, findings) if placed is not None else None
+        if mask is not None and key not in invalid:  # every region judged, so each problem is named
+            judged[record.image] = mask
     sources = tuple(sorted(judged))
     return Samples(sources, tuple(judged[s] for s in sources), names), findings
 
@@ -132,8 +139,26 @@ def _real_size(
     return orientation, frame, size
 
 
-def _mask(record: RegionImage, placed, index: dict[str, int], findings: list[Finding]) -> Mask:
+def _key(path: str) -> str:
+    return os.path.normcase(os.path.abspath(path))
+
+
+def _image_finding(found: Finding) -> Finding:
+    """A parse-time ``mask_region_invalid`` of the annotation file, as the finding of the image it leaves out."""
+    image = found.related or found.path
+    return finding(image, INVALID, f"{os.path.basename(found.path)}: {found.detail}; the image is left out",
+                   related=found.path)
+
+
+def _invalid(record: RegionImage, region: Region, what: str) -> Finding:
+    detail = f"{os.path.basename(record.annotation)}: {region.where} ('{region.label}') of '{record.image}' {what}"
+    return finding(record.image, INVALID, f"{detail}; the image is left out", related=record.annotation)
+
+
+def _mask(record: RegionImage, placed, index: dict[str, int], findings: list[Finding]) -> Mask | None:
+    """The image's mask from its kept regions; None (its image left out) when a region is unreadable."""
     orientation, (width, height), stored = placed
+    unreadable = False
     polygons: list[tuple[int, tuple[float, ...]]] = []
     rles: list[tuple[int, Any]] = []
     order: list[str] = []  # "p"/"r" per kept region: a mix is drawn in file order as RLE
@@ -151,10 +176,15 @@ def _mask(record: RegionImage, placed, index: dict[str, int], findings: list[Fin
             try:
                 check_rle(region.rle, width, height)
             except TransferError as e:
-                note("mask_region_dropped", region, e.message.rstrip("."))
+                findings.append(_invalid(record, region, e.message.rstrip(".")))
+                unreadable = True
                 continue
             rles.append((index[region.label], region.rle))
             order.append("r")
+            continue
+        if len(region.polygon) % 2:  # an x without its y: a broken annotation, not a small region
+            findings.append(_invalid(record, region, f"has {len(region.polygon)} numbers, not x,y pairs"))
+            unreadable = True
             continue
         polygon, what = judge_polygon(region.polygon, width, height)
         if polygon is None:
@@ -164,6 +194,8 @@ def _mask(record: RegionImage, placed, index: dict[str, int], findings: list[Fin
             note("mask_region_clipped", region, what)
         polygons.append((index[region.label], polygon))
         order.append("p")
+    if unreadable:
+        return None
     if orientation != 1:  # judged where they were drawn (as displayed), used where the model looks (as stored)
         polygons = [(label, points_to_stored(coords, orientation, (width, height))) for label, coords in polygons]
         rles = [(label, _rle_to_stored(rle, orientation, width, height)) for label, rle in rles]

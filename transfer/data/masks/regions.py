@@ -24,18 +24,23 @@ MAX_COORDINATE = 1e6  # larger pixel coordinates are not annotations of any real
 CURVE_POINTS = 32
 
 
+class GarbledNumbers(ValueError):
+    """A region's numbers are not numbers (text, NUL, infinite, beyond any image, x without y): a broken
+    annotation, whose image is left out, unlike a region that is merely unusable (a point, no area)."""
+
+
 def numbers(values: Any, what: str) -> list[float]:
-    """``values`` as finite floats within ``MAX_COORDINATE``; ValueError naming ``what`` otherwise."""
+    """``values`` as finite floats within ``MAX_COORDINATE``; ``GarbledNumbers`` naming ``what`` otherwise."""
     if not isinstance(values, (list, tuple)):
-        raise ValueError(f"{what} must be a list of numbers; it is a {type(values).__name__}")
+        raise GarbledNumbers(f"{what} must be a list of numbers; it is a {type(values).__name__}")
     out = []
     for v in values:
         try:
             number = parse_coordinate(v)
         except ValueError:
-            raise ValueError(f"{what} holds {shown(v)}, which is not a finite number") from None
+            raise GarbledNumbers(f"{what} holds {shown(v)}, which is not a finite number") from None
         if abs(number) > MAX_COORDINATE:
-            raise ValueError(f"{what} holds {number:g}, beyond any image (|x| <= {MAX_COORDINATE:g})")
+            raise GarbledNumbers(f"{what} holds {number:g}, beyond any image (|x| <= {MAX_COORDINATE:g})")
         out.append(number)
     return out
 
@@ -72,7 +77,7 @@ def shape_polygon(shape: dict) -> tuple[float, ...]:
     if name in ("polygon", "polyline"):
         xs, ys = numbers(shape.get("all_points_x"), "all_points_x"), numbers(shape.get("all_points_y"), "all_points_y")
         if len(xs) != len(ys):
-            raise ValueError(f"all_points_x has {len(xs)} values but all_points_y {len(ys)}")
+            raise GarbledNumbers(f"all_points_x has {len(xs)} values but all_points_y {len(ys)}")
         return tuple(v for point in zip(xs, ys) for v in point)
     if name == "rect":
         x, y, w, h = numbers([shape.get(k) for k in ("x", "y", "width", "height")], "x, y, width, height")

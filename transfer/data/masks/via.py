@@ -37,7 +37,7 @@ from transfer.data.findings import Finding, finding
 from transfer.data.folder import is_image_file
 from transfer.data.masks.jsonfile import load_json
 from transfer.data.masks.region_checks import Region, RegionFile, RegionImage
-from transfer.data.masks.regions import shape_polygon
+from transfer.data.masks.regions import GarbledNumbers, shape_polygon
 from transfer.errors import TransferError
 
 DEFAULT_NAME = "via_region_data.json"
@@ -188,7 +188,10 @@ def _region(region: Any, i: int, attribute: str | None, single: str | None, wher
             return None
     try:
         polygon = shape_polygon(region["shape_attributes"])
-    except ValueError as e:
+    except GarbledNumbers as e:  # the image's mask would miss the object: left out (check_regions)
+        bad(f"{where}: {here} ('{label}') of '{image}': {e}", code="mask_region_invalid", related=image)
+        return None
+    except ValueError as e:  # a shape that is no region (a point): that region alone is not drawn
         bad(f"{where}: {here} ('{label}') of '{image}': {e}; not drawn", code="mask_region_dropped", related=image)
         return None
     return Region(label, polygon=polygon, where=f"{where} {here}")
