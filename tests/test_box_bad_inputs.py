@@ -248,7 +248,8 @@ def test_a_pile_of_distinct_boxes_is_reported_not_scored_for_minutes():
 @pytest.mark.slow
 def test_voc_image_with_172k_objects_is_refused_by_the_cap_in_words(tmp_path, monkeypatch):
     write_image(tmp_path / "a.png", size=40)
-    objects = "<object><name>cat</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object>"
+    objects = ("<object><name>cat</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax>"
+               "</bndbox></object>")
     (tmp_path / "a.xml").write_text(f"<annotation><filename>a.png</filename>{objects * 172_000}</annotation>")
     write_voc(tmp_path, "b", (40, 40), [("cat", 2, 2, 30, 30)], index=1)
     before = checksums(tmp_path)
@@ -286,7 +287,8 @@ def test_caps_on_boxes_per_image_and_annotations_per_file(tmp_path, monkeypatch)
     monkeypatch.delenv("TRANSFER_MAX_ANNOTATIONS_PER_FILE")
     monkeypatch.setenv("TRANSFER_MAX_BOXES_PER_IMAGE", "lots")
     result = invoke("check-data", str(source))
-    assert result.exit_code == 2 and "TRANSFER_MAX_BOXES_PER_IMAGE='lots' is not a positive whole number" in result.output
+    assert result.exit_code == 2
+    assert "TRANSFER_MAX_BOXES_PER_IMAGE='lots' is not a positive whole number" in result.output
 
 
 # ---------------------------------------------------------------- part 4: every value checked

@@ -113,7 +113,8 @@ def export_command(
     run_dir: Path = typer.Argument(..., help="A `transfer train` run folder."),
     out: Path = typer.Option(..., "--out", help="Export folder (a SavedModel) to create."),
     overwrite: bool = typer.Option(
-        False, "--overwrite", help="Replace an existing export (only an export: never the run, its data or other files)."),
+        False, "--overwrite",
+        help="Replace an existing export (only an export: never the run, its data or other files)."),
     score_threshold: Optional[float] = typer.Option(
         None, "--score-threshold", help="Detection: answer boxes scored at least this (default: the run's, 0.3)."),
     iou_threshold: Optional[float] = typer.Option(

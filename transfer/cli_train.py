@@ -181,7 +181,8 @@ def _outcome_text(result) -> str:
     else:  # other tasks: the monitored metric (e.g. val box IoU)
         name, value = metric_label(metrics["monitor"]).removeprefix("val "), float(metrics["best_value"])
     text = f"Best val {name} {value:.4f} (epoch {result.best_epoch})"
-    if metrics.get("last_epoch") and metrics["last_epoch"] != result.best_epoch and metrics.get("last_value") is not None:
+    if (metrics.get("last_epoch") and metrics["last_epoch"] != result.best_epoch
+            and metrics.get("last_value") is not None):
         text += f"; last epoch {metrics['last_epoch']}: {metrics['last_value']:.4f}"
     if multi_label:
         text += (f"; exact match {metrics.get('exact_match') or 0.0:.4f}, per-label accuracy "
@@ -276,7 +277,8 @@ def demo_command(
     weights: str = typer.Option(
         "imagenet", "--weights", help='"imagenet" (trains from scratch when none is to be had) or "none".'
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier demo's run, export and data in --out (a demo folder only)."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an earlier demo's run, export and data in --out (a demo folder only)."),
 ):
     """Train -> evaluate -> export -> predict on the small shapes dataset in data/."""
     from transfer.demo import new_demo_dir, prepare_demo_dir, run_demo

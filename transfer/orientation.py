@@ -225,7 +225,8 @@ def mask_to_displayed(mask: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def mask_to_stored(mask: np.ndarray, orientation: int) -> np.ndarray:
-    """A ``[height, width, ...]`` array of the displayed frame back in the stored frame (``mask_to_displayed``'s inverse).
+    """A ``[height, width, ...]`` array of the displayed frame back in the stored frame
+    (``mask_to_displayed``'s inverse).
 
     Example:
         >>> mask_to_stored(np.array([[1], [2], [3]]), 6).tolist()

@@ -128,7 +128,8 @@ def build_base(task: str, base: Path) -> Path:
     for argv in steps:
         result = run_cli(argv, folder, timeout=900, max_rss_mb=8000)
         if result["rc"] != 0:
-            raise RuntimeError(f"building the {task} base failed: transfer {' '.join(argv)}\n{result['output'][-3000:]}")
+            raise RuntimeError(f"building the {task} base failed: transfer {' '.join(argv)}\n"
+                               f"{result['output'][-3000:]}")
     return folder
 
 

@@ -93,7 +93,8 @@ class Mask:
         given = sum((self.path is not None, bool(self.polygons), bool(self.rle)))
         if given > 1:
             raise ValueError("A Mask comes from one of path, polygons or rle. "
-                             f"Received: path={self.path!r}, {len(self.polygons)} polygons, {len(self.rle)} RLE regions")
+                             f"Received: path={self.path!r}, {len(self.polygons)} polygons, "
+                             f"{len(self.rle)} RLE regions")
 
     @property
     def kind(self) -> str:

@@ -175,8 +175,8 @@ def read_boxes(
     ``filename,width,height,class,xmin,ymin,xmax,ymax``, a COCO ``.json``.
     ``split`` reads one ``ImageSets/Main`` list of a VOC folder (e.g.
     ``"test"``); naming the list file itself (``"bccd/ImageSets/Main/test.txt"``)
-    does the same, which is how the command line names a split. ``class_names`` fixes the classes (a validation source read
-    with training's names): boxes of other classes are dropped and reported.
+    does the same, which is how the command line names a split. ``class_names``
+    fixes the classes (a validation source read with training's names): boxes of other classes are dropped and reported.
     Without it the classes are the sorted names of the boxes found.
     ``allow_outside_root`` lets CSV/COCO file names point outside the
     annotation file's folder.

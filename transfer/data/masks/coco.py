@@ -130,7 +130,8 @@ def read_coco_masks(json_path: str | os.PathLike, *, allow_outside_root: bool = 
 def _claimed(entry: dict) -> tuple[float, float] | None:
     width, height = entry.get("width"), entry.get("height")
     # Up to MAX_COORDINATE: a 400-digit integer would overflow float() (the box reader reports it).
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= MAX_COORDINATE for v in (width, height)):
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= MAX_COORDINATE
+           for v in (width, height)):
         return float(width), float(height)
     return None  # no (or no usable) size stated: the real one is used
 
