@@ -28,6 +28,16 @@ def check_fallback_line(line: str) -> None:
     assert "weights=None" not in line, line
 
 
+def test_demo_answers_say_whether_they_are_right():
+    from transfer.demo import demo_answer_text
+
+    assert demo_answer_text({"predictions": [{"class": "square", "score": 0.7321}], "true_class": "circle"}) == \
+        "square 0.732 (wrong: it is a circle)"
+    assert demo_answer_text({"predictions": [{"class": "circle", "score": 0.99}], "true_class": "circle"}) == \
+        "circle 0.990 (right)"
+    assert demo_answer_text({"error": "File not found: 'x.png'.", "true_class": "circle"}) == "File not found: 'x.png'."
+
+
 def test_fallback_line_is_one_short_line_in_cli_spelling():
     check_fallback_line(demo.imagenet_fallback_line(demo.DEMO_BACKBONE, RuntimeError("offline")))
 
@@ -141,19 +151,30 @@ def run_offline_demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900)
 
 
-@pytest.mark.slow
-def test_offline_demo_learns_the_shapes(tmp_path):
-    """No cached ImageNet weights: one short line says so, and training from scratch reaches >= 0.90."""
-    result = run_offline_demo(tmp_path)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    out = result.stdout
-    fallback = [line for line in out.splitlines() if line.startswith("No ImageNet weights")]
-    assert len(fallback) == 1, out
-    check_fallback_line(fallback[0])
-    assert "weights=None" not in out + result.stderr and "Downloading data from" not in out
-    accuracy = float(re.search(r"^Evaluation: .*\(accuracy ([\d.]+)\)$", out, re.M).group(1))
-    assert accuracy >= 0.90, out[-3000:]
-    assert len(re.findall(r"^Predicted: ", out, re.M)) == 3
+@pytest.mark.slow  # ~3 min: three offline demos, each in a fresh process
+def test_offline_demo_learns_the_shapes_the_same_way_each_time(tmp_path):
+    """No cached ImageNet weights: one short line says so; training from scratch reaches >= 0.95 on
+    three runs in fresh processes, each showing the same examples with the same answers, each
+    saying whether it is right."""
+    answers = []
+    for attempt in range(3):
+        home = tmp_path / f"try{attempt}"
+        home.mkdir()
+        result = run_offline_demo(home)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        out = result.stdout
+        fallback = [line for line in out.splitlines() if line.startswith("No ImageNet weights")]
+        assert len(fallback) == 1, out
+        check_fallback_line(fallback[0])
+        assert "weights=None" not in out + result.stderr and "Downloading data from" not in out
+        accuracy = float(re.search(r"^Evaluation: .*\(accuracy ([\d.]+)\)$", out, re.M).group(1))
+        assert accuracy >= 0.95, out[-3000:]
+        predicted = re.findall(r"^Predicted: +(.*)$", out, re.M)
+        assert [Path(line.split(":")[0]).parent.name for line in predicted] == ["circle", "square", "triangle"]
+        assert all(re.search(r" [\d.]+ \((right|wrong: it is a \w+)\)$", line) for line in predicted), predicted
+        answers.append(predicted)
+    assert answers[0] == answers[1] == answers[2], answers
+    tmp_path = tmp_path / "try0"
     runs = list((tmp_path / "runs").glob("demo-*"))
     assert len(runs) == 1 and (runs[0] / "export" / "saved_model.pb").exists()
     # A second run without --out goes to a new folder; with that --out it refuses (no retraining needed to see it).

@@ -281,7 +281,7 @@ def demo_command(
         False, "--overwrite", help="Replace an earlier demo's run, export and data in --out (a demo folder only)."),
 ):
     """Train -> evaluate -> export -> predict on the small shapes dataset in data/."""
-    from transfer.demo import new_demo_dir, prepare_demo_dir, run_demo
+    from transfer.demo import demo_answer_text, new_demo_dir, prepare_demo_dir, run_demo
 
     # A new or empty folder, or (--overwrite) an earlier demo's: only what that demo wrote is removed.
     out = prepare_demo_dir(out if out is not None else new_demo_dir(), overwrite=overwrite)
@@ -294,6 +294,5 @@ def demo_command(
     typer.echo(f"Evaluation:  {summary['evaluation']} (accuracy {summary['accuracy']:.3f})")
     typer.echo(f"Export:      {summary['export']} (SavedModel + model.keras)")
     for r in summary["predictions"]:
-        shown = r.get("error") or ", ".join(f"{p['class']} {p['score']:.3f}" for p in r["predictions"])
-        typer.echo(f"Predicted:   {r['file']}: {shown}")
+        typer.echo(f"Predicted:   {r['file']}: {demo_answer_text(r)}")
     typer.echo(f"Time:        {summary['seconds']:.0f} s")
