@@ -8,6 +8,7 @@ trainings and exports): ``pytest -m slow tests/test_task_corpus.py``.
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -94,5 +95,7 @@ def test_snapshot_sees_changes_and_never_opens_a_fifo(tmp_path):
 def test_task_corpus_has_no_tracebacks_hangs_silent_wrong_results_or_losses(tmp_path):
     summary = corpus.run_corpus(CASES, tmp_path, workers=2, say=lambda line: None)
     print(corpus.table(summary))
+    if os.environ.get("TRANSFER_CORPUS_JSON"):  # where to keep every case's outcome (CI, a closing note)
+        Path(os.environ["TRANSFER_CORPUS_JSON"]).write_text(json.dumps(summary, indent=1, default=str))
     bad = [f"{f['id']} ({f['outcome']}: {f['reason']})" for f in summary["failing"]]
     assert not bad, f"{len(bad)} failing case(s):\n" + "\n".join(bad)
