@@ -130,3 +130,34 @@ def test_raccoon_is_clean(fixtures_dir):
     root = require_fixture(fixtures_dir / "raccoon")
     data = load_box_data(root / "train_labels.csv", val_source=root / "test_labels.csv")
     assert detection_findings(data.split) == []
+
+
+def test_a_side_without_any_box_is_a_stop_for_check_data_and_training(tmp_path):
+    """All-background validation (or training) trained "fine" with an undefined mAP; now a stop in words."""
+    from typer.testing import CliRunner
+
+    from transfer.cli import app
+    from transfer.errors import TransferError
+    from transfer.tasks import get_task
+
+    empty_val = split([image((0, 1, 1, 50, 50))], val=[image(), image()])
+    found = [f for f in detection_findings(empty_val) if f.code == "box_nothing_to_score"]
+    assert len(found) == 1 and found[0].action == "stop" and found[0].path == "val/0.jpg"
+    assert "none of the 2 validation images has a box" in found[0].detail
+    boxed = split([image((0, 1, 1, 50, 50))])
+    assert not [f for f in detection_findings(boxed) if f.code == "box_nothing_to_score"]
+    # Through check-data and training: a VOC folder whose val/ images hold no object.
+    from tests.imagefactory import write_image
+
+    for side, count, boxed in (("train", 3, True), ("val", 2, False)):
+        for i in range(count):
+            write_image(tmp_path / side / f"{side}{i}.png", i % 3, i, 48)
+            obj = ("<object><name>cat</name><bndbox><xmin>4</xmin><ymin>4</ymin><xmax>30</xmax><ymax>30</ymax>"
+                   "</bndbox></object>") if boxed else ""
+            (tmp_path / side / f"{side}{i}.xml").write_text(
+                f"<annotation><filename>{side}{i}.png</filename><size><width>48</width><height>48</height>"
+                f"<depth>3</depth></size>{obj}</annotation>")
+    result = CliRunner().invoke(app, ["check-data", str(tmp_path), "--image-size", "48"])
+    assert result.exit_code == 1 and "box_nothing_to_score" in result.output, result.output
+    with pytest.raises(TransferError, match="None of the 2 validation images has a box: nothing to score"):
+        get_task("detect").load_data(str(tmp_path))

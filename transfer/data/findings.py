@@ -220,6 +220,11 @@ PROBLEMS: dict[str, Problem] = {
         "Label its pixels (or check --ignore-index), or remove the image: a mask of only the ignored value has "
         "nothing to learn or score.",
     ),
+    "box_nothing_to_score": Problem(
+        "error", "stop", "no box to learn or score",
+        "Annotate the objects (or check the annotation files and class names): with no box on a side, training "
+        "has nothing to learn, or mAP nothing to measure.",
+    ),
     "mask_nothing_to_score": Problem(
         "error", "stop", "no labelled pixel to learn or score",
         "Label the masks (or check --ignore-index and the class values): training would report loss 0 and IoU 0.",

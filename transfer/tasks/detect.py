@@ -107,10 +107,15 @@ class DetectTask(Task):
     def load_data(self, source, *, val_source=None, val_fraction=0.2, seed=0, allow_outside_root=False,
                   echo: Callable[[str], None] | None = None) -> DataSplit:
         from transfer.data.boxes import load_box_data
-        from transfer.data.boxes.detection_checks import detection_findings
+        from transfer.data.boxes.detection_checks import detection_findings, nothing_to_score
 
         data = load_box_data(source, val_source=val_source, val_fraction=val_fraction, seed=seed,
                              allow_outside_root=allow_outside_root)
+        empty = nothing_to_score(data.split)
+        if empty:  # all background: loss from padding alone, and an undefined mAP
+            sources = f"{source}, {val_source}" if val_source else str(source)
+            raise TransferError(f"{empty[0].detail[0].upper()}{empty[0].detail[1:]} ({sources}).",
+                                fix="Annotate the objects, or check the annotation files and --val-data.")
         if echo is not None:
             for line in data.warnings():
                 echo(line)

@@ -62,6 +62,19 @@ def detection_findings(split: DataSplit) -> list[Finding]:
             found += _tiny_boxes(source, target, samples.class_names, side)
             found += _duplicate_boxes(source, target, samples.class_names, side)
     found += _validation_only_classes(split)
+    return found + nothing_to_score(split)
+
+
+def nothing_to_score(split: DataSplit) -> list[Finding]:
+    """A ``box_nothing_to_score`` stop for a side whose images hold no box at all (every image
+    background): a detector would learn nothing, and mAP would have nothing to measure."""
+    found = []
+    for side, samples, why in (("training", split.train, "nothing to learn"),
+                               ("validation", split.val, "nothing to score (mAP would be undefined)")):
+        targets = _box_targets(samples)
+        if targets and not any(len(t) for _, t in targets):
+            found.append(finding(targets[0][0], "box_nothing_to_score",
+                                 f"none of the {len(targets)} {side} images has a box: {why}"))
     return found
 
 
