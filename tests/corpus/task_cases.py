@@ -223,6 +223,8 @@ def box_cases() -> list[Case]:
            check=inp.task_words(None))
     source("empty-image-in-csv", "a 0-byte image named in the box CSV", lambda t: inp.box_csv(t, empty="e.png"),
            csv, ("e.png",), L, D, check=inp.says("empty"))
+    source("val-without-boxes", "a VOC val/ whose images hold no box (nothing to score)", inp.voc_empty_val, voc,
+           ("v0.png",), D, D, train_exit=(2,), train_named=("{tmp}/data",))
     source("exif-rotated-photos", "phone photos (EXIF 6) annotated on the displayed image",
            lambda t: inp.box_csv(t, exif=True), csv, (), L, L, check_exit=(0, 1), train_exit=(0,),
            check=inp.exif_boxes_kept, outcome="works")

@@ -227,6 +227,19 @@ def voc_parent(task: str):
     return both(voc(task, count=6, root="data/train"), voc(task, count=2, root="data/val", start=50))
 
 
+def voc_empty_val(task: str):
+    """VOC ``train/`` with boxes and a ``val/`` whose two images hold none (nothing to score)."""
+    def build(tmp: Path) -> None:
+        voc(task, count=6, root="data/train")(tmp)
+        images, notes_dir = tmp / "data" / "val" / "images", tmp / "data" / "val" / "annotations"
+        images.mkdir(parents=True)
+        notes_dir.mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(box_image(60 + i)[0]).save(images / f"v{i}.png")
+            (notes_dir / f"v{i}.xml").write_text(_voc_xml(f"v{i}.png", []))
+    return build
+
+
 def many_boxes_voc(count: int, extra: int = 0):
     """One 64x64 image with ``count`` boxes in one XML (plus ``extra`` ordinary images)."""
     def build(tmp: Path) -> None:
