@@ -47,7 +47,7 @@ def measure(export_dir: Path, files: list[Path], warmup: int = 3) -> dict[str, d
     import numpy as np
     import tensorflow as tf
 
-    from transfer.custom_objects import register_custom_objects
+    from transfer.tasks.custom_objects import register_custom_objects
 
     meta = json.loads((export_dir / "assets" / "transfer.json").read_text(encoding="utf-8"))
     size = int(meta["image_size"])

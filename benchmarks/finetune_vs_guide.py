@@ -50,14 +50,14 @@ import tensorflow as tf  # noqa: E402
 
 from transfer.backbones import get_backbone  # noqa: E402
 from transfer.data import load_data  # noqa: E402
-from transfer.data.pipeline import make_dataset, steps_per_epoch, targets_array  # noqa: E402
-from transfer.features import extract_features  # noqa: E402
-from transfer.head_fit import fit_head_on_features  # noqa: E402
-from transfer.recipe import Recipe, Stage  # noqa: E402
-from transfer.schedules import make_optimizer, warmup_cosine, warmup_steps_for  # noqa: E402
-from transfer.tasks.classify import build_classifier, loss_and_metrics  # noqa: E402
-from transfer.freezing import set_trainable  # noqa: E402
-from transfer.weights import build_backbone  # noqa: E402
+from transfer.data.pipelines.images import make_dataset, steps_per_epoch, targets_array  # noqa: E402
+from transfer.engine.feature_cache import extract_features  # noqa: E402
+from transfer.tasks.classify.head_fit import fit_head_on_features  # noqa: E402
+from transfer.core.recipe import Recipe, Stage  # noqa: E402
+from transfer.engine.schedules import make_optimizer, warmup_cosine, warmup_steps_for  # noqa: E402
+from transfer.tasks.classify.model import build_classifier, loss_and_metrics  # noqa: E402
+from transfer.engine.freezing import set_trainable  # noqa: E402
+from transfer.backbones.weights import build_backbone  # noqa: E402
 
 
 # --------------------------------------------------------------------------
@@ -353,7 +353,7 @@ def _train_batchnorm_affine(backbone) -> None:
 def run_transfer_train(split, args) -> RunResult:
     """transfer.train() with --recipe or its default recipe: total time and final accuracy."""
     import transfer
-    from transfer.train import train
+    from transfer.engine.train import train
 
     recipe = Recipe.load(args.recipe) if args.recipe else Recipe()
     recipe = dataclasses.replace(recipe, seed=args.seed, batch_size=args.batch_size)

@@ -24,9 +24,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from transfer.data.pipeline import make_dataset, targets_array  # noqa: E402
-from transfer.run import RunDir  # noqa: E402
-from transfer.run_config import samples_from_record  # noqa: E402
+from transfer.data.pipelines.images import make_dataset, targets_array  # noqa: E402
+from transfer.engine.run import RunDir  # noqa: E402
+from transfer.engine.run_config import samples_from_record  # noqa: E402
 from transfer.tasks import get_task  # noqa: E402
 
 
@@ -63,10 +63,10 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="classification run folders (transfer train --out)")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
-    from transfer.custom_objects import register_custom_objects
+    from transfer.tasks.custom_objects import register_custom_objects
 
     register_custom_objects()
-    from transfer.errors import TransferError
+    from transfer.core.errors import TransferError
 
     try:
         for run in args.runs:  # every folder checked before the first one is evaluated

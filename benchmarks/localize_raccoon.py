@@ -2,7 +2,7 @@
 
 Runs the task's own methods (load_data, run_config, build_model, objective,
 make_dataset, evaluate) with the engine's freezing and optimizer rules
-(``transfer.freezing.set_trainable``, ``stage_optimizer``, per-layer rates, the
+(``transfer.engine.freezing.set_trainable``, ``stage_optimizer``, per-layer rates, the
 weight average), one compile per stage, as the engine does. Prints every
 epoch's validation IoU and, at the end, ``evaluate`` on the test split for
 the best epoch (by the task's monitor) and for the last.
@@ -51,7 +51,7 @@ def parse_args(argv=None):
 
 
 def recipe_from(args, task):
-    from transfer.recipe import Stage
+    from transfer.core.recipe import Stage
 
     recipe = task.default_recipe()
     head, finetune = recipe.stages
@@ -72,11 +72,11 @@ def main(argv=None) -> dict:
     import keras
 
     from transfer.backbones import get_backbone
-    from transfer.rates import bind_rate_scales, rate_scales
-    from transfer.schedules import uses_ema
+    from transfer.engine.rates import bind_rate_scales, rate_scales
+    from transfer.engine.schedules import uses_ema
     from transfer.tasks import get_task
-    from transfer.freezing import set_trainable
-    from transfer.schedules import stage_optimizer
+    from transfer.engine.freezing import set_trainable
+    from transfer.engine.schedules import stage_optimizer
 
     keras.utils.set_random_seed(args.seed)
     task = get_task("localize")

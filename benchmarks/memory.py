@@ -4,7 +4,7 @@ Scale: builds a folder of ``--images`` symlinks to the flowers5 fixture
 images (class folders kept), then runs ``transfer.train`` in a child process
 with a one-epoch head stage (on cached backbone features) and a one-epoch
 fine-tune of every layer, at ``--image-size`` px, with the image cache chosen
-by ``transfer.data.cache_policy``. The parent reads the child's peak RSS
+by ``transfer.data.pipelines.cache_policy``. The parent reads the child's peak RSS
 (``os.wait4``'s ``ru_maxrss``) and the epoch times from its history.csv.
 
 Compare: on flowers5 itself, the same recipe with two fine-tune epochs, run
@@ -84,14 +84,14 @@ def run_child(args, data: Path, out: Path, finetune_epochs: int, cache: str = "a
 def child_main(args) -> int:
     """The training itself (in the child process)."""
     sys.path.insert(0, str(REPO))
-    import transfer.stage_runner
+    import transfer.engine.stage_runner
     from transfer.data import load_data
-    from transfer.data.cache_policy import choose_image_cache
-    from transfer.recipe import Recipe, Stage
-    from transfer.train import train
+    from transfer.data.pipelines.cache_policy import choose_image_cache
+    from transfer.core.recipe import Recipe, Stage
+    from transfer.engine.train import train
 
     if args.cache != "auto":  # forced, as make_dataset(cache=...) would be; the reason says so
-        transfer.stage_runner.choose_image_cache = lambda n, size, **kw: choose_image_cache(n, size, cache=args.cache, **kw)
+        transfer.engine.stage_runner.choose_image_cache = lambda n, size, **kw: choose_image_cache(n, size, cache=args.cache, **kw)
 
     weights = fixtures_dir() / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
     recipe = Recipe(stages=(Stage("head", "head", 3e-3, 1), Stage("finetune", "all", 1e-4, args.finetune_epochs)),

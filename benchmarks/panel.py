@@ -55,9 +55,9 @@ from finetune_vs_guide import run_guide  # noqa: E402
 from transfer.backbones import get_backbone  # noqa: E402
 from transfer.data import load_data  # noqa: E402
 from transfer.data.samples import DataSplit  # noqa: E402
-from transfer.features import extract_features  # noqa: E402
-from transfer.recipe import Recipe  # noqa: E402
-from transfer.tasks.classify import build_classifier  # noqa: E402
+from transfer.engine.feature_cache import extract_features  # noqa: E402
+from transfer.core.recipe import Recipe  # noqa: E402
+from transfer.tasks.classify.model import build_classifier  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS_FILE = "weights/mobilenet_2_5_224_tf_no_top.h5"
@@ -155,7 +155,7 @@ def run_guide_side(split: DataSplit, args, entry: Entry) -> SideResult:
 
 
 def run_transfer_side(split: DataSplit, args, entry: Entry, scratch: Path) -> SideResult:
-    from transfer.train import train
+    from transfer.engine.train import train
 
     recipe = Recipe.load(args.recipe) if args.recipe else Recipe()
     if recipe.batch_size != args.batch_size:
@@ -307,8 +307,8 @@ def main(argv=None) -> int:
         entries = [e for e in entries if e.name in wanted]
     if args.keep_runs and "transfer" in args.only:
         # Before any side runs: an entry's old run folder would otherwise stop the panel after its guide side.
-        from transfer.errors import TransferError
-        from transfer.run_config import check_out_dir
+        from transfer.core.errors import TransferError
+        from transfer.engine.run_config import check_out_dir
 
         for entry in entries:
             try:

@@ -2,8 +2,8 @@
 
 Both sides train the same classifier (same backbone, weights, seed, image
 size, batch size), with every layer trainable, the same optimizer and
-schedule (``transfer.schedules.stage_optimizer``), on the same ``tf.data``
-pipelines (``transfer.data.pipeline.make_dataset``) with validation each
+schedule (``transfer.engine.schedules.stage_optimizer``), on the same ``tf.data``
+pipelines (``transfer.data.pipelines.images.make_dataset``) with validation each
 epoch. The bare side is ``model.fit`` with a timing callback and nothing
 else. The transfer side is ``transfer.train`` with a one-stage recipe, whose
 ``history.csv`` records each epoch's wall time including its validation and
@@ -37,13 +37,13 @@ import keras  # noqa: E402
 
 from transfer.backbones import get_backbone  # noqa: E402
 from transfer.data import load_data  # noqa: E402
-from transfer.data.pipeline import make_dataset  # noqa: E402
-from transfer.recipe import Recipe, Stage  # noqa: E402
-from transfer.tasks.classify import build_classifier, loss_and_metrics  # noqa: E402
-from transfer.data.pipeline import steps_per_epoch  # noqa: E402
-from transfer.freezing import set_trainable  # noqa: E402
-from transfer.schedules import stage_optimizer  # noqa: E402
-from transfer.train import train  # noqa: E402
+from transfer.data.pipelines.images import make_dataset  # noqa: E402
+from transfer.core.recipe import Recipe, Stage  # noqa: E402
+from transfer.tasks.classify.model import build_classifier, loss_and_metrics  # noqa: E402
+from transfer.data.pipelines.images import steps_per_epoch  # noqa: E402
+from transfer.engine.freezing import set_trainable  # noqa: E402
+from transfer.engine.schedules import stage_optimizer  # noqa: E402
+from transfer.engine.train import train  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -86,8 +86,8 @@ def bookkeeping_seconds(model, repeats: int = 5) -> float:
     Timed directly on the trained model, so the machine's load matters far
     less than in whole epochs.
     """
-    from transfer.run import RunDir
-    from transfer.checkpoints import Progress, RunCheckpoints
+    from transfer.engine.run import RunDir
+    from transfer.engine.checkpoints import Progress, RunCheckpoints
 
     times = []
     with tempfile.TemporaryDirectory(prefix="transfer-bookkeeping-") as scratch:

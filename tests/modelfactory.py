@@ -10,7 +10,8 @@ import keras
 import numpy as np
 
 from transfer.backbones import get_backbone
-from transfer.tasks.classify import BACKBONE_LAYER, build_classifier
+from transfer.backbones.nesting import BACKBONE_LAYER
+from transfer.tasks.classify.model import build_classifier
 
 
 def calibrate_batchnorm(model, images) -> None:

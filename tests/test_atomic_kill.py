@@ -3,7 +3,7 @@
 Two kinds of kills:
 
 - deterministic: the child process kills itself at a chosen step of
-  ``transfer.atomic`` (mid-write, before the rename, between the two renames
+  ``transfer.core.atomic`` (mid-write, before the rename, between the two renames
   of a folder replacement, after the exchange), using plain files and a stand-in
   model so no TensorFlow is needed (fast);
 - timed: a child that loops writing files and folders, and a real TensorFlow
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from transfer import atomic
+from transfer.core import atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
@@ -37,7 +37,8 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs PO
 CHILD = r"""
 import hashlib, json, os, signal, sys
 from pathlib import Path
-import transfer.atomic as atomic
+import transfer.core.atomic as atomic
+import transfer.core.atomic_folder as atomic_folder
 
 mode, target, version, kill_at = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 
@@ -55,7 +56,7 @@ elif kill_at == "replace":
 elif kill_at == "rmtree":
     atomic.shutil.rmtree = die                     # after the exchange, before the old folder is deleted
 elif kill_at == "between-renames":
-    atomic._exchange = lambda a, b: False          # the portable path: two renames
+    atomic_folder._exchange = lambda a, b: False          # the portable path: two renames
     real_rename = os.rename
     calls = []
     def rename(a, b):
@@ -89,7 +90,7 @@ class StandInModel:
 if mode == "file":
     atomic.atomic_write_bytes(target, payload(version))
 elif mode == "dir":
-    with atomic.atomic_directory(target, overwrite=True) as staging:
+    with atomic_folder.atomic_directory(target, overwrite=True) as staging:
         write_folder(staging, version, kill_at == "mid-write")
 elif mode == "keras":
     atomic.atomic_save_keras(StandInModel(), target)
@@ -97,7 +98,7 @@ elif mode == "loop":
     while True:
         version += 1
         atomic.atomic_write_bytes(target / "data.bin", payload(version))
-        with atomic.atomic_directory(target / "export", overwrite=True) as staging:
+        with atomic_folder.atomic_directory(target / "export", overwrite=True) as staging:
             write_folder(staging, version, False)
 print("done")
 """
@@ -195,8 +196,8 @@ import sys, time
 from pathlib import Path
 import numpy as np
 from tests.test_export_predict import CLASSES, SIZE, tiny_classifier
-from transfer.atomic import atomic_save_keras
-from transfer.export import export_model
+from transfer.core.atomic import atomic_save_keras
+from transfer.serving.export import export_model
 
 out = Path(sys.argv[1])
 model = tiny_classifier()
@@ -220,8 +221,8 @@ def test_killing_real_checkpoint_and_export_writes(tmp_path, wait_for, delay):
     import keras
     from PIL import Image
 
-    import transfer.layers  # noqa: F401  registers the preprocessing layer for load_model
-    from transfer.predict import ExportedClassifier
+    import transfer.backbones.layers  # noqa: F401  registers the preprocessing layer for load_model
+    from transfer.serving.reader import ExportedClassifier
 
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen([sys.executable, "-c", TF_CHILD, str(tmp_path)], env=env, cwd=REPO_ROOT,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from transfer.backbones import STRIDES, get_backbone, list_backbones
-from transfer.errors import TransferError
+from transfer.core.errors import TransferError
 
 # Builds that take over ~5 s on a CPU core (weights=None still initializes
 # 40M-350M parameters): together they would push this file past 3 minutes.
@@ -88,7 +88,7 @@ def test_backbone_builds_with_named_features_blocks_and_width(name):
 def test_preprocessing_matches_keras_family(name):
     import keras
 
-    from transfer.layers import FamilyPreprocessing
+    from transfer.backbones.layers import FamilyPreprocessing
 
     spec = get_backbone(name)
     images = np.random.default_rng(0).integers(0, 256, size=(2, 8, 8, 3), dtype=np.uint8)
@@ -147,7 +147,7 @@ def test_importing_the_registry_does_not_import_keras():
 def test_smallcnn_trains_from_scratch_and_refuses_imagenet_weights(tmp_path):
     import keras
 
-    from transfer.weights import build_backbone
+    from transfer.backbones.weights import build_backbone
 
     spec = get_backbone("smallcnn")
     assert not spec.pretrained and all(s.pretrained for s in list_backbones() if s.name != "smallcnn")

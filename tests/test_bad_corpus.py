@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from transfer.cli import app
+from transfer.cli.main import app
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 MANIFEST = json.loads((CORPUS / "manifest.json").read_text(encoding="utf-8"))
@@ -105,7 +105,7 @@ def test_train_skips_each_bad_file_by_name_and_uses_every_good_one(trained):
 def export(tmp_path_factory):
     """A small export (exporting the trained MobileNet takes ~20 s here; what it answers does not matter)."""
     from tests.test_export_predict import CLASSES, SIZE, tiny_classifier
-    from transfer.export import export_model
+    from transfer.serving.export import export_model
 
     out = tmp_path_factory.mktemp("export") / "tiny"
     return export_model(tiny_classifier(), out, class_names=CLASSES, image_size=SIZE)

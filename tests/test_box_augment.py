@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from transfer.data.box_augment import (
+from transfer.data.pipelines.box_augment import (
     PAD_LABEL,
     BoxAugmenter,
     pad_boxes,
@@ -19,7 +19,7 @@ from transfer.data.box_augment import (
     valid_boxes,
     zoom_with_boxes,
 )
-from transfer.imageops import LETTERBOX_FILL, letterbox_image, resize_image
+from transfer.core.imageops import LETTERBOX_FILL, letterbox_image, resize_image
 
 SIZE = 96
 DARK, BRIGHT, THRESHOLD = 20, 230, 128  # THRESHOLD sits above the gray fill (114)

@@ -23,12 +23,12 @@ from typer.testing import CliRunner
 
 from tests.imagefactory import write_csv, write_image
 from tests.test_box_readers import voc_xml, write_voc
-from transfer.cli import app
+from transfer.cli.main import app
 from transfer.data.boxes import load_box_data
 from transfer.data.boxes.detection_checks import DUPLICATE_IOU, detection_findings, pairwise_iou
 from transfer.data.boxes.duplicates import TooDense, first_duplicates
 from transfer.data.samples import Boxes, DataSplit, Samples
-from transfer.errors import TransferError
+from transfer.core.errors import TransferError
 
 HEADER = ["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax"]
 
@@ -155,7 +155,7 @@ def test_training_reads_a_box_source_with_a_fifo_without_hanging(tmp_path):
 
 
 def test_inspection_reports_a_fifo_without_opening_it(tmp_path):
-    from transfer.data.inspection import inspect_image
+    from transfer.data.doctor.inspection import inspect_image
 
     pipe = tmp_path / "x.jpg"
     os.mkfifo(pipe)
@@ -353,7 +353,7 @@ def test_empty_image_is_an_empty_file_not_unrecognised_data(tmp_path):
 
 
 def test_predict_says_empty_file_too():
-    from transfer.predict import check_image_bytes
+    from transfer.serving.reader import check_image_bytes
 
     assert check_image_bytes(b"") == "the file is empty (0 bytes)"
 

@@ -15,7 +15,7 @@ from tests.imagefactory import write_csv, write_image
 from transfer.data.boxes import box_format, list_boxes, load_box_data, read_boxes, seeded_box_split
 from transfer.data.boxes.check_source import list_box_source
 from transfer.data.samples import Boxes
-from transfer.errors import TransferError
+from transfer.core.errors import TransferError
 
 CSV_HEADER = ["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax"]
 
@@ -500,7 +500,7 @@ def test_bccd_official_split_classes_and_degenerate_boxes(fixtures_dir):
 
 
 def test_check_data_reports_box_problems_of_a_box_source(tmp_path):
-    from transfer.data.check import check_data
+    from transfer.data.doctor import check_data
 
     for i in range(4):
         write_voc(tmp_path / "images", f"ok{i}", (40, 40), [("x", 2, 2, 30, 30)], xml_dir=tmp_path / "annotations",

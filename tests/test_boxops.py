@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from transfer import boxops
+from transfer.core import boxops
 
 # Fixed boxes, not random ones: a failure names the same case every run.
 PIXEL_BOXES = np.array(

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from tests.imagefactory import write_image_folder
-from transfer.data import cache_policy, load_data, read_class_folders
-from transfer.data import pipeline
-from transfer.data.cache_policy import CacheDecision, choose_image_cache, image_cache_bytes, memory_budget
-from transfer.data.pipeline import make_dataset, shuffle_buffer_size
-from transfer.errors import TransferError
+from transfer.data import load_data, read_class_folders
+from transfer.data.pipelines import cache_policy
+from transfer.data.pipelines import images as pipeline
+from transfer.data.pipelines.cache_policy import CacheDecision, choose_image_cache, image_cache_bytes, memory_budget
+from transfer.data.pipelines.images import make_dataset, shuffle_buffer_size
+from transfer.core.errors import TransferError
 
 SIZE = 32
 ENV = "TRANSFER_MEMORY_CACHE_MB"
@@ -154,7 +155,7 @@ def test_shuffle_buffer_is_bounded_and_large_sets_are_mixed_before_caching(sampl
 
 def test_features_of_several_views_match_whatever_the_cache(samples, monkeypatch):
     from tests.modelfactory import pretrained_like_classifier
-    from transfer.features import extract_features
+    from transfer.engine.feature_cache import extract_features
 
     model = pretrained_like_classifier(3, SIZE)
     monkeypatch.setenv(ENV, "100")
@@ -167,9 +168,9 @@ def test_features_of_several_views_match_whatever_the_cache(samples, monkeypatch
 
 @pytest.mark.slow  # a whole (tiny) training run: ~35 s on two CPU cores
 def test_train_reports_and_records_the_image_cache(tmp_path, monkeypatch, capsys):
-    from transfer.demo import make_shapes_dataset
-    from transfer.recipe import Recipe, Stage
-    from transfer.train import train
+    from transfer.cli.demo import make_shapes_dataset
+    from transfer.core.recipe import Recipe, Stage
+    from transfer.engine.train import train
 
     shapes = make_shapes_dataset(tmp_path / "shapes", train_per_class=4, val_per_class=2, size=SIZE)
     monkeypatch.setenv(ENV, "0")

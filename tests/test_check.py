@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from tests.conftest import require_fixture
 from tests.imagefactory import image_array, write_class_images, write_csv, write_image_folder
-from transfer import imagesize
-from transfer.cli import app
-from transfer.data import check as doctor
-from transfer.data.check import (
+from transfer.core import imagesize
+from transfer.cli.main import app
+from transfer.data import doctor
+from transfer.data.doctor import (
     CHECKS,
     check_data,
     check_split,
@@ -29,11 +29,11 @@ from transfer.data.check import (
     quarantine,
     register,
 )
-from transfer.data.csvfile import list_csv, read_csv_dataset
+from transfer.data.sources.csvfile import list_csv, read_csv_dataset
 from transfer.data.findings import PROBLEMS, finding
-from transfer.data.folder import list_class_folders, read_class_folders
+from transfer.data.sources.folder import list_class_folders, read_class_folders
 from transfer.data.samples import DataSplit, Samples
-from transfer.errors import TransferError
+from transfer.core.errors import TransferError
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -251,7 +251,7 @@ def test_drop_unreadable_names_each_file_and_keeps_the_rest(tmp_path, caplog):
     assert cleaned.val == split.val
     assert any(str(paths[1]) in s and "(truncated)" in s for s in said)
     assert any(str(paths[6]) in s and "(empty_file)" in s for s in said)
-    with caplog.at_level(logging.WARNING, logger="transfer.data.check"):
+    with caplog.at_level(logging.WARNING, logger="transfer.data.doctor"):
         drop_unreadable(split)  # without echo: logged
     assert str(paths[1]) in caplog.text
     clean = DataSplit(samples.subset([0, 2]), samples.subset([4]), "x")

@@ -5,8 +5,8 @@ import json
 import keras
 import numpy as np
 
-from transfer.checkpoints import Progress, RunCheckpoints
-from transfer.run import RunDir
+from transfer.engine.checkpoints import Progress, RunCheckpoints
+from transfer.engine.run import RunDir
 
 
 def _driven(tmp_path, *, epochs, save_interval):

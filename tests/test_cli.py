@@ -7,9 +7,9 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from transfer.cli import app
-from transfer.errors import TransferError
-from transfer.demo import make_shapes_dataset
+from transfer.cli.main import app
+from transfer.core.errors import TransferError
+from transfer.cli.demo import make_shapes_dataset
 
 SIZE = "32"
 
@@ -215,22 +215,22 @@ def test_train_cheap_mistakes_fail_before_the_data_scan(runner, shapes, tmp_path
 
 
 def test_train_says_its_image_size_and_warns_when_images_are_much_smaller(runner, shapes, tmp_path, monkeypatch):
-    import transfer.data.doctor
-    import transfer.train
+    import transfer.data.doctor.diagnose
+    import transfer.engine.train
 
     def stop(*args, **kwargs):
         raise TransferError("stopped before training (test)")
 
     inspected = []
-    inspect = transfer.data.doctor.inspect_images
+    inspect = transfer.data.doctor.diagnose.inspect_images
 
     def counting(sources, *args, **kwargs):
         inspected.append(len(sources))
         return inspect(sources, *args, **kwargs)
 
-    monkeypatch.setattr(transfer.train, "train", stop)
-    # Patched where the doctor looks it up (transfer.data.check only re-exports it).
-    monkeypatch.setattr(transfer.data.doctor, "inspect_images", counting)
+    monkeypatch.setattr(transfer.engine.train, "train", stop)
+    # Patched where the doctor looks it up (transfer.data.doctor only re-exports it).
+    monkeypatch.setattr(transfer.data.doctor.diagnose, "inspect_images", counting)
     result = runner.invoke(app, ["train", "--data", str(shapes), "--out", str(tmp_path / "r")])
     assert_user_error(result, "stopped before training")
     assert "Image size: 224 px, the default of mobilenet_0.25" in result.output

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from tests.imagefactory import write_image, write_image_folder
 from tests.test_honest_evaluate import SIZE, box_rows, checksums, tiny_run, write_box_csv
 from tests.segmentfactory import write_mask_folder
-from transfer.cli import app
-from transfer.errors import TransferError
+from transfer.cli.main import app
+from transfer.core.errors import TransferError
 
 
 def truncate(path: Path) -> None:
@@ -82,7 +82,7 @@ def test_damaged_best_checkpoint_evaluate_and_export(run, runner, tmp_path, how)
     assert checksums(bad) == before  # nothing written into the run
 
     from transfer import evaluate_run
-    from transfer.run import RunDir
+    from transfer.engine.run import RunDir
 
     for call in (lambda: evaluate_run(bad), lambda: RunDir(bad).load_model()):
         with pytest.raises(TransferError, match="damaged") as caught:
@@ -91,7 +91,7 @@ def test_damaged_best_checkpoint_evaluate_and_export(run, runner, tmp_path, how)
 
 
 def test_missing_and_fifo_checkpoint_are_named(run, tmp_path):
-    from transfer.artifact_loading import load_keras_file
+    from transfer.engine.artifact_loading import load_keras_file
 
     with pytest.raises(TransferError, match="missing") as caught:
         load_keras_file(tmp_path / "none.keras", fix="Train again.")
@@ -120,7 +120,7 @@ def test_damaged_best_checkpoint_of_every_task(task_name, runner, tmp_path):
 # --- an epoch checkpoint: train --resume ---------------------------------------------------------
 def unfinished(run: Path, target: Path) -> Path:
     """``run`` as a killed run would leave it: status training, state.json naming epoch-001.keras."""
-    from transfer.checkpoints import Progress
+    from transfer.engine.checkpoints import Progress
 
     shutil.copytree(run, target)
     config = json.loads((target / "run.json").read_text())
@@ -154,7 +154,7 @@ def test_missing_epoch_checkpoint_resume(run, runner, tmp_path):
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
     from tests.test_export_predict import CLASSES, RECIPE, SIZE as EXPORT_SIZE, tiny_classifier
-    from transfer.export import export_model
+    from transfer.serving.export import export_model
 
     out = tmp_path_factory.mktemp("exports") / "tiny"
     image = write_image(out.parent / "photo.png", 0, 0, EXPORT_SIZE * 2)
@@ -178,7 +178,7 @@ def test_damaged_export_predict_names_the_file(export, runner, tmp_path, part, h
     before = checksums(bad)
     assert_damaged(runner.invoke(app, ["predict", str(bad), str(image)]), bad / part,
                    f"transfer export runs/tiny --out {bad} --overwrite")
-    from transfer.predict import ExportedClassifier
+    from transfer.serving.reader import ExportedClassifier
 
     with pytest.raises(TransferError, match="damaged"):
         ExportedClassifier.load(bad)
@@ -188,10 +188,10 @@ def test_damaged_export_predict_names_the_file(export, runner, tmp_path, part, h
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_damaged_export_of_every_task_reader(export, runner, tmp_path, task):
     """Each task's reader (chosen by the export's recorded task) loads through the same helper."""
-    import transfer.predict_boxes
-    import transfer.predict_detect
-    import transfer.predict_masks
-    from transfer.predict import METADATA_PATH
+    import transfer.tasks.localize.reader
+    import transfer.tasks.detect.reader
+    import transfer.tasks.segment.reader
+    from transfer.serving.reader import METADATA_PATH
 
     good, image = export
     bad = shutil.copytree(good, tmp_path / "export")
@@ -199,7 +199,7 @@ def test_damaged_export_of_every_task_reader(export, runner, tmp_path, task):
     (bad / METADATA_PATH).write_text(json.dumps({**metadata, "task": task}))
     truncate(bad / VARIABLES)
     assert_damaged(runner.invoke(app, ["predict", str(bad), str(image)]), bad / VARIABLES, "--overwrite")
-    modules = (transfer.predict, transfer.predict_boxes, transfer.predict_detect, transfer.predict_masks)
+    modules = (transfer.serving.reader, transfer.tasks.localize.reader, transfer.tasks.detect.reader, transfer.tasks.segment.reader)
     reader = next(getattr(m, TASKS[task]) for m in modules if hasattr(m, TASKS[task]))
     with pytest.raises(TransferError, match="damaged"):
         reader.load(bad)
@@ -208,7 +208,7 @@ def test_damaged_export_of_every_task_reader(export, runner, tmp_path, task):
 def test_damaged_export_model_keras(export, runner, tmp_path):
     """model.keras is for Keras users (predict serves the SavedModel, which stays usable); reading it
     through transfer's loader names it and says to re-export."""
-    from transfer.artifact_loading import export_fix, load_keras_file
+    from transfer.engine.artifact_loading import export_fix, load_keras_file
 
     good, image = export
     bad = shutil.copytree(good, tmp_path / "export")
@@ -223,7 +223,7 @@ def test_damaged_export_model_keras(export, runner, tmp_path):
 
 
 def test_export_metadata_that_is_a_fifo_is_refused_without_reading(export, runner, tmp_path):
-    from transfer.predict import METADATA_PATH
+    from transfer.serving.reader import METADATA_PATH
 
     good, image = export
     bad = shutil.copytree(good, tmp_path / "export")

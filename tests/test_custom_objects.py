@@ -18,7 +18,7 @@ SCRIPT = r"""
 import importlib, json, pkgutil
 import keras
 import transfer
-from transfer.custom_objects import register_custom_objects
+from transfer.tasks.custom_objects import register_custom_objects
 
 register_custom_objects()
 registered = set(keras.saving.get_custom_objects())

@@ -25,7 +25,7 @@ from transfer.data import (
     stratified_split,
 )
 from transfer.data.split import stratify_keys
-from transfer.errors import TransferError
+from transfer.core.errors import TransferError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLOWERS5_COUNTS = {"daisy": 764, "dandelion": 1052, "rose": 784, "sunflower": 733, "tulip": 984}
@@ -474,7 +474,7 @@ def test_tfds_not_prepared_offline_fails_fast_with_fix(tmp_path, monkeypatch):
 
 
 def test_tfds_download_failure_keeps_the_cause(tmp_path, monkeypatch):
-    from transfer.data import tfds_source
+    from transfer.data.sources import tfds as tfds_source
 
     def fail(self, *args, **kwargs):
         raise ConnectionError("Max retries exceeded")
@@ -497,7 +497,7 @@ def test_tfds_unknown_dataset(tmp_path):
 
 
 def test_tfds_feature_discovery():
-    from transfer.data.tfds_source import find_feature_keys
+    from transfer.data.sources.tfds import find_feature_keys
 
     f = tfds.features
     assert find_feature_keys(f.FeaturesDict({"img": f.Image(), "y": f.ClassLabel(num_classes=2)})) == (

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import transfer.demo as demo
-from transfer.cli import app
+import transfer.cli.demo as demo
+from transfer.cli.main import app
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def check_fallback_line(line: str) -> None:
 
 
 def test_demo_answers_say_whether_they_are_right():
-    from transfer.demo import demo_answer_text
+    from transfer.cli.demo import demo_answer_text
 
     assert demo_answer_text({"predictions": [{"class": "square", "score": 0.7321}], "true_class": "circle"}) == \
         "square 0.732 (wrong: it is a circle)"
@@ -114,9 +114,9 @@ def test_default_demo_folder_is_git_ignored():
 
 def test_run_demo_falls_back_in_one_line(tmp_path, monkeypatch, capsys):
     """No weights to be had: one line (Keras's download message swallowed), then from scratch on drawn shapes."""
-    import transfer.train
-    import transfer.weights
-    from transfer.errors import TransferError
+    import transfer.engine.train
+    import transfer.backbones.weights
+    from transfer.core.errors import TransferError
 
     def no_weights(spec, weights, image_size):
         print("Downloading data from https://storage.googleapis.com/...")
@@ -131,8 +131,8 @@ def test_run_demo_falls_back_in_one_line(tmp_path, monkeypatch, capsys):
         seen.update(kwargs, num_train=len(split.train), num_val=len(split.val))
         raise Stop
 
-    monkeypatch.setattr(transfer.weights, "build_backbone", no_weights)
-    monkeypatch.setattr(transfer.train, "train", fake_train)
+    monkeypatch.setattr(transfer.backbones.weights, "build_backbone", no_weights)
+    monkeypatch.setattr(transfer.engine.train, "train", fake_train)
     with pytest.raises(Stop):
         demo.run_demo(tmp_path / "out", drawn_per_class=4)
     out = capsys.readouterr().out
@@ -188,7 +188,7 @@ def test_offline_demo_learns_the_shapes_the_same_way_each_time(tmp_path):
 @pytest.mark.slow
 def test_offline_demo_one_epoch(tmp_path):
     """The offline path end to end with one epoch (80 s): fallback line, drawn data, run, export, predictions."""
-    code = ("import transfer.demo as d; s = d.run_demo('out', verbose=2, epochs=1, drawn_per_class=40); "
+    code = ("import transfer.cli.demo as d; s = d.run_demo('out', verbose=2, epochs=1, drawn_per_class=40); "
             "print('RESULT', s['weights'], s['backbone'], len(s['predictions']), s['export'])")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=offline_env(tmp_path),
                             capture_output=True, text=True, timeout=600)

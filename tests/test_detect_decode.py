@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from transfer.tasks.detect_decode import batched_nms, decode_detections
-from transfer.tasks.detect_model import anchor_points
-from transfer.tasks.detect_targets import encode_boxes
+from transfer.tasks.detect.decode import batched_nms, decode_detections
+from transfer.tasks.detect.model import anchor_points
+from transfer.tasks.detect.targets import encode_boxes
 
 A = [0.1, 0.1, 0.5, 0.5]
 A_SHIFTED = [0.12, 0.1, 0.52, 0.5]  # IoU with A about 0.9

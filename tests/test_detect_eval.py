@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from transfer.data.samples import Boxes, Samples
-from transfer.errors import TransferError
-from transfer.tasks.detect_eval import MAX_DETECTIONS, evaluate_detections
+from transfer.core.errors import TransferError
+from transfer.tasks.detect.evaluation import MAX_DETECTIONS, evaluate_detections
 
 SIZE = (640, 480)
 # COCO's 101 recall points: a detector that reaches recall r at precision 1 and no further

@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from transfer.tasks.detect_loss import DetectionLoss, quality_focal_loss
-from transfer.tasks.detect_model import anchor_points
-from transfer.tasks.detect_targets import assign_atss, encode_boxes
+from transfer.tasks.detect.loss import DetectionLoss, quality_focal_loss
+from transfer.tasks.detect.model import anchor_points
+from transfer.tasks.detect.targets import assign_atss, encode_boxes
 
 SIZE = 64
 POINTS, STRIDES = anchor_points(SIZE)

@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 
 from transfer.backbones import get_backbone, list_backbones
-from transfer.tasks.classify import BACKBONE_LAYER
-from transfer.tasks.detect_decode import decode_detections
-from transfer.tasks.detect_loss import DetectionLoss
-from transfer.tasks.detect_model import Detector, anchor_points, build_detector
+from transfer.backbones.nesting import BACKBONE_LAYER
+from transfer.tasks.detect.decode import decode_detections
+from transfer.tasks.detect.loss import DetectionLoss
+from transfer.tasks.detect.model import Detector, anchor_points, build_detector
 from tests.test_backbones import SLOW
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from transfer.tasks.detect_model import anchor_points, level_sizes
-from transfer.tasks.detect_targets import BACKGROUND, assign_atss, decode_boxes, encode_boxes
+from transfer.tasks.detect.model import anchor_points, level_sizes
+from transfer.tasks.detect.targets import BACKGROUND, assign_atss, decode_boxes, encode_boxes
 
 
 def test_level_sizes_and_anchor_points_follow_the_strides():

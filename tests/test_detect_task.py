@@ -14,7 +14,7 @@ from PIL import Image
 
 from tests.test_box_readers import make_voc_with_image_sets
 from transfer.data.samples import Boxes, DataSplit, Samples
-from transfer.errors import TransferError
+from transfer.core.errors import TransferError
 from transfer.tasks import get_task
 
 
@@ -32,7 +32,7 @@ def test_target_json_round_trip_keeps_every_box_and_background_images():
 
 
 def test_run_config_caps_max_boxes_and_counts_background():
-    from transfer.tasks.detect_data import max_boxes_for
+    from transfer.tasks.detect.data import max_boxes_for
 
     many = Boxes(tuple((i, i, i + 2, i + 2) for i in range(150)), (0,) * 150, 200, 200)
     targets = (many, Boxes((), (), 9, 9), Boxes(((0, 0, 1, 1),), (0,), 9, 9))
@@ -61,7 +61,7 @@ def test_a_voc_list_file_names_that_split(tmp_path):
 
 
 def test_recipe_checks_refuse_rotation_and_class_weights():
-    from transfer.recipe import Recipe
+    from transfer.core.recipe import Recipe
 
     task = get_task("detect")
     task.check_recipe(task.default_recipe())
@@ -74,7 +74,7 @@ def test_recipe_checks_refuse_rotation_and_class_weights():
 def _raw_outputs(image_size: int, num_classes: int, placed: list[tuple[float, float, float, int, float]]):
     """Detector outputs that are background everywhere except ``(cx, cy, half_side, class, logit)`` at the
     stride-8 location nearest each center, with a square box of that half side (pixels)."""
-    from transfer.tasks.detect_model import anchor_points
+    from transfer.tasks.detect.model import anchor_points
 
     points, strides = anchor_points(image_size)
     logits = np.full((1, len(points), num_classes), -20.0, np.float32)
@@ -152,9 +152,9 @@ def _rectangles(folder: Path, count: int, size: tuple[int, int] = (80, 64)) -> P
 
 @pytest.mark.slow  # about 3 minutes on two shared CPU cores (train, evaluate, export with its parity checks)
 def test_train_evaluate_export_and_predict_in_a_fresh_process(tmp_path):
-    from transfer.evaluate import evaluate_run
-    from transfer.recipe import Recipe, Stage
-    from transfer.train import train
+    from transfer.engine.evaluate import evaluate_run
+    from transfer.core.recipe import Recipe, Stage
+    from transfer.engine.train import train
 
     csv = _rectangles(tmp_path / "data", 12)
     data = get_task("detect").load_data(str(csv), val_fraction=0.25)
@@ -170,7 +170,7 @@ def test_train_evaluate_export_and_predict_in_a_fresh_process(tmp_path):
     assert set(summary["per_class_ap"]) == {"blue", "red"}
     from typer.testing import CliRunner
 
-    from transfer.cli import app
+    from transfer.cli.main import app
 
     # Serve every box the untrained model scores at all, so the fresh process has boxes to map
     # (the export's options, through the CLI; the run's own thresholds stay as they were).
@@ -185,7 +185,7 @@ def test_train_evaluate_export_and_predict_in_a_fresh_process(tmp_path):
 
     other = tmp_path / "other.png"
     Image.fromarray(np.full((150, 300, 3), 90, np.uint8)).save(other)  # 300 wide, 150 high, not 64 x 64
-    code = ("import json, sys; from transfer.predict_detect import ExportedDetector; "
+    code = ("import json, sys; from transfer.tasks.detect.reader import ExportedDetector; "
             "print(json.dumps(ExportedDetector.load(sys.argv[1]).predict_files([sys.argv[2], 'nope.png'])))")
     out = subprocess.run([sys.executable, "-c", code, str(export), str(other)], capture_output=True, text=True,
                          check=True, timeout=300)
@@ -206,7 +206,7 @@ def test_train_evaluate_export_and_predict_in_a_fresh_process(tmp_path):
 
 
 def test_draw_detections_keeps_the_image_size_and_refuses_errors(tmp_path):
-    from transfer.predict_detect import describe_detections, draw_detections
+    from transfer.tasks.detect.reader import describe_detections, draw_detections
 
     drawn = draw_detections(_rectangles(tmp_path / "d", 1).parent / "img0.png",
                             {"file": "img0.png", "detections": [{"box": [2, 3, 30, 40], "class": "red", "score": 0.9}]},

@@ -136,8 +136,8 @@ def test_a_side_without_any_box_is_a_stop_for_check_data_and_training(tmp_path):
     """All-background validation (or training) trained "fine" with an undefined mAP; now a stop in words."""
     from typer.testing import CliRunner
 
-    from transfer.cli import app
-    from transfer.errors import TransferError
+    from transfer.cli.main import app
+    from transfer.core.errors import TransferError
     from transfer.tasks import get_task
 
     empty_val = split([image((0, 1, 1, 50, 50))], val=[image(), image()])

@@ -1,4 +1,4 @@
-"""transfer.distribute: TF_CONFIG validation, strategy choice, dataset sharding,
+"""transfer.engine.distribute: TF_CONFIG validation, strategy choice, dataset sharding,
 and one real two-worker MultiWorkerMirroredStrategy run on localhost."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT
-from transfer.distribute import Distribution, choose_distribution, distribute_dataset, parse_tf_config
-from transfer.errors import TransferError
+from transfer.engine.distribute import Distribution, choose_distribution, distribute_dataset, parse_tf_config
+from transfer.core.errors import TransferError
 
 
 def _tf_config(cluster, task_type="worker", index=0) -> str:
@@ -206,7 +206,7 @@ WORKER = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from transfer.distribute import choose_distribution, distribute_dataset
+    from transfer.engine.distribute import choose_distribution, distribute_dataset
 
     dist = choose_distribution()  # first: before any other TensorFlow op
     import keras

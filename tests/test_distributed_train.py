@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from transfer.demo import make_shapes_dataset
+from transfer.cli.demo import make_shapes_dataset
 
 
 def free_ports(count):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from transfer.data import load_data
-from transfer.demo import make_shapes_dataset
-from transfer.recipe import Recipe, Stage
-from transfer.checkpoints import RunCheckpoints
-from transfer.train import resume, train
+from transfer.cli.demo import make_shapes_dataset
+from transfer.core.recipe import Recipe, Stage
+from transfer.engine.checkpoints import RunCheckpoints
+from transfer.engine.train import resume, train
 
 SIZE = 32
 
@@ -28,16 +28,16 @@ def rows(run_dir):
 
 @pytest.mark.slow  # ~75 s: two real trainings; test_features covers the cache itself
 def test_head_stage_trains_on_cached_features_and_reuses_the_cache(shapes, tmp_path, capsys, monkeypatch):
-    import transfer.features
+    import transfer.engine.feature_cache
 
     computed = []  # the sample counts of each real feature extraction (cache misses)
-    compute = transfer.features._compute
+    compute = transfer.engine.feature_cache._compute
 
     def counting_compute(model, samples, *args, **kwargs):
         computed.append(len(samples))
         return compute(model, samples, *args, **kwargs)
 
-    monkeypatch.setattr(transfer.features, "_compute", counting_compute)
+    monkeypatch.setattr(transfer.engine.feature_cache, "_compute", counting_compute)
     recipe = Recipe(stages=(Stage("head", "head", 3e-3, 3), Stage("finetune", "all", 1e-3, 1)), batch_size=8)
     cache = tmp_path / "cache"
     first = train(load_data(shapes), tmp_path / "a", weights=None, image_size=SIZE, recipe=recipe,
@@ -67,7 +67,7 @@ def test_head_stage_trains_on_cached_features_and_reuses_the_cache(shapes, tmp_p
 
 def test_cached_head_validation_matches_the_saved_classifier(shapes, tmp_path):
     """The val accuracy logged on cached features is the classifier's own on the images."""
-    from transfer.evaluate import evaluate_run
+    from transfer.engine.evaluate import evaluate_run
 
     recipe = Recipe(stages=(Stage("head", "head", 1e-2, 4),), batch_size=8, augment=())
     result = train(load_data(shapes), tmp_path / "run", weights=None, image_size=SIZE, recipe=recipe,
@@ -126,8 +126,8 @@ def test_resume_in_the_middle_of_a_cached_head_stage(shapes, tmp_path, monkeypat
 
 
 def test_resumed_adamw_keeps_decay_off_biases_and_normalization(tmp_path):
-    from transfer.schedules import no_decay_variables
-    from transfer.schedules import restore_weight_decay_exclusions, stage_optimizer
+    from transfer.engine.schedules import no_decay_variables
+    from transfer.engine.schedules import restore_weight_decay_exclusions, stage_optimizer
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.BatchNormalization(),
                               keras.layers.Dense(2, name="scores")])
@@ -146,7 +146,7 @@ def test_resumed_adamw_keeps_decay_off_biases_and_normalization(tmp_path):
 
 
 def test_finetune_stage_warms_up_then_decays(shapes, tmp_path):
-    from transfer.schedules import stage_optimizer
+    from transfer.engine.schedules import stage_optimizer
 
     recipe = Recipe(warmup_epochs=1.0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
@@ -176,8 +176,8 @@ def test_bfloat16_precision_and_xla_train_and_record(shapes, tmp_path):
 
 
 def test_precision_choices():
-    from transfer.errors import TransferError
-    from transfer.precision import resolve_precision, with_loss_scaling
+    from transfer.core.errors import TransferError
+    from transfer.engine.precision import resolve_precision, with_loss_scaling
 
     assert resolve_precision("mixed", has_gpu=True).policy == "mixed_float16"
     assert resolve_precision("mixed", has_gpu=False, cpu_flags={"avx2", "amx_bf16"}).policy == "mixed_bfloat16"
@@ -194,7 +194,7 @@ def test_precision_choices():
 def test_best_checkpoint_is_a_link_or_copy_that_outlives_its_source(tmp_path, monkeypatch):
     import os
 
-    from transfer.atomic import atomic_link_or_copy
+    from transfer.core.atomic import atomic_link_or_copy
 
     source = tmp_path / "epoch-001.keras"
     source.write_bytes(b"model bytes")

@@ -1,6 +1,6 @@
 """EXIF-oriented photos: annotations in the displayed frame, the model on the stored pixels (issue 21).
 
-Unit tests of ``transfer.orientation`` against PIL's ``exif_transpose`` on
+Unit tests of ``transfer.core.orientation`` against PIL's ``exif_transpose`` on
 real encoded images, then the readers (boxes, polygons, mask PNGs) and
 ``predict`` end to end.
 """
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from transfer.orientation import (
+from transfer.core.orientation import (
     boxes_to_displayed, boxes_to_stored, displayed_size, exif_orientation, mask_to_displayed, mask_to_stored,
     points_to_displayed, points_to_stored,
 )
@@ -147,7 +147,7 @@ def test_box_of_a_rotated_photo_lands_on_its_stored_pixels(tmp_path, size):
 
 @pytest.mark.slow  # TensorFlow and tf.data: covered fast by the read_boxes tests above
 def test_the_training_batch_frames_the_rectangle_the_model_sees(tmp_path):
-    from transfer.data.box_pipeline import make_box_dataset
+    from transfer.data.pipelines.boxes import make_box_dataset
     from transfer.data.boxes import read_boxes
 
     phone_photo(tmp_path / "photo.jpg", 6)
@@ -320,7 +320,7 @@ def test_a_turned_mask_file_keeps_its_orientation_through_split_json():
 # --- the data check says what happens to them ------------------------------------------------
 def test_check_data_says_the_annotations_are_mapped_not_only_warns(tmp_path):
     from transfer.data.boxes import load_box_data
-    from transfer.data.doctor import check_data, check_split
+    from transfer.data.doctor.diagnose import check_data, check_split
 
     for i in range(4):
         phone_photo(tmp_path / f"p{i}.jpg", 6)
@@ -336,7 +336,7 @@ def test_check_data_says_the_annotations_are_mapped_not_only_warns(tmp_path):
 
 
 def test_check_data_of_a_mask_folder_says_so_too_and_classification_still_warns(tmp_path):
-    from transfer.data.doctor import check_data
+    from transfer.data.doctor.diagnose import check_data
 
     (tmp_path / "seg" / "images").mkdir(parents=True)
     (tmp_path / "seg" / "masks").mkdir()
@@ -358,7 +358,7 @@ def test_check_data_of_a_mask_folder_says_so_too_and_classification_still_warns(
 def localizer_export(tmp_path_factory):
     """A tiny localization export whose box is (0.2, 0.4, 0.4, 0.8) of the STORED image, whatever it shows."""
     from tests.test_localize import known_box_localizer
-    from transfer.export import export_model
+    from transfer.serving.export import export_model
 
     model, config = known_box_localizer(("thing",))
     return export_model(model, tmp_path_factory.mktemp("exif-localize") / "export",
@@ -367,7 +367,7 @@ def localizer_export(tmp_path_factory):
 
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
 def test_predict_answer_maps_turn_stored_answers_as_pil_turns_the_photo(orientation):
-    from transfer.predict import displayed_boxes, displayed_mask
+    from transfer.serving.reader import displayed_boxes, displayed_mask
 
     stored = stored_with_box()
     data = oriented_bytes(stored, orientation)
@@ -382,8 +382,8 @@ def test_predict_answers_a_rotated_photos_box_in_the_displayed_frame(localizer_e
 
     from typer.testing import CliRunner
 
-    from transfer.cli import app
-    from transfer.predict_boxes import ExportedLocalizer
+    from transfer.cli.main import app
+    from transfer.tasks.localize.reader import ExportedLocalizer
 
     phone_photo(tmp_path / "photo.jpg", 6)  # stored 64x48, displayed 48x64
     stored_box = (0.2 * 64, 0.4 * 48, 0.4 * 64, 0.8 * 48)  # what the model answers on the stored pixels
@@ -409,9 +409,9 @@ def test_predict_answers_a_rotated_photos_mask_in_the_displayed_frame(tmp_path):
     from typer.testing import CliRunner
 
     from tests.test_segment_task import _tiny_segmenter
-    from transfer.cli import app
-    from transfer.export import export_model
-    from transfer.predict_masks import ExportedSegmenter
+    from transfer.cli.main import app
+    from transfer.serving.export import export_model
+    from transfer.tasks.segment.reader import ExportedSegmenter
 
     names = ["background", "thing", "mark"]
     config = {"task": "segment", "class_names": names, "num_classes": 3, "ignore_index": None, "decoder": "unet"}

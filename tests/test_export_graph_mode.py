@@ -30,8 +30,8 @@ import tensorflow as tf
 from PIL import Image
 
 from tests.test_export_predict import HIDE_MODULES, synthetic_pixels, tiny_classifier
-from transfer.export import export_model
-from transfer.imageops import decode_and_resize
+from transfer.serving.export import export_model
+from transfer.core.imageops import decode_and_resize
 
 CLI = shutil.which("saved_model_cli", path=os.path.dirname(sys.executable)) or shutil.which("saved_model_cli")
 EXPORTS = {
@@ -203,7 +203,7 @@ def test_tf_compat_v1_session_load(case):
 
 def test_export_refuses_a_graph_that_graph_mode_cannot_run(tmp_path, monkeypatch):
     """The pre-fix layout (the Keras model tracked, its variables saved as copies) is never written."""
-    import transfer.export as export
+    import transfer.serving.export as export
 
     class OldLayout(export._ServingModule):
         def __init__(self, model, *args, **kwargs):

@@ -24,18 +24,18 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from transfer.atomic import (
-    atomic_directory,
+from transfer.core.atomic import (
     atomic_save_keras,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
 )
-from transfer.errors import TransferError
-from transfer.export import export_model
-from transfer.imageops import decode_and_resize, resize_image
-from transfer.layers import FamilyPreprocessing
-from transfer.predict import ExportedClassifier, rank_scores
+from transfer.core.atomic_folder import atomic_directory
+from transfer.core.errors import TransferError
+from transfer.serving.export import export_model
+from transfer.core.imageops import decode_and_resize, resize_image
+from transfer.backbones.layers import FamilyPreprocessing
+from transfer.serving.reader import ExportedClassifier, rank_scores
 
 SIZE = 16
 CLASSES = ["cat", "dog", "fox"]
@@ -315,7 +315,7 @@ PREDICT_SCRIPT = (
     + HIDE_MODULES
     + r"""
 import json
-from transfer.predict import ExportedClassifier
+from transfer.serving.reader import ExportedClassifier
 
 results = ExportedClassifier.load(sys.argv[1]).predict_files(sys.argv[2:], top_k=3)
 print(json.dumps({"results": results, "keras_loaded": "keras" in sys.modules}))
@@ -437,9 +437,9 @@ def test_rank_scores_single_and_multi_label():
 
 def test_predict_module_imports_only_tensorflow_numpy_stdlib():
     """predict.py must run from an export alone: no keras, no model code."""
-    import transfer.predict
+    import transfer.serving.reader
 
-    tree = ast.parse(Path(transfer.predict.__file__).read_text())
+    tree = ast.parse(Path(transfer.serving.reader.__file__).read_text())
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -449,28 +449,28 @@ def test_predict_module_imports_only_tensorflow_numpy_stdlib():
     allowed_roots = set(sys.stdlib_module_names) | {"numpy", "tensorflow"}
     # regular_files and artifact_loading import only the standard library and each other when imported
     # (artifact_loading's Keras loader imports Keras inside the function predict never calls).
-    light = {"transfer.errors", "transfer.regular_files", "transfer.artifact_loading"}
-    allowed = {"transfer.imagesize", "transfer.orientation"} | light
+    light = {"transfer.core.errors", "transfer.core.regular_files", "transfer.engine.artifact_loading"}
+    allowed = {"transfer.core.imagesize", "transfer.core.orientation"} | light
     extra = {m for m in imported if m.split(".")[0] not in allowed_roots and m not in allowed}
     assert not extra, extra
     # orientation (EXIF frames of predict's answers) imports NumPy and the standard library at module
     # level; Pillow, which reads the tag, only inside its functions (Pillow is a dependency of transfer).
-    import transfer.orientation
+    import transfer.core.orientation
 
-    top = ast.parse(Path(transfer.orientation.__file__).read_text()).body
+    top = ast.parse(Path(transfer.core.orientation.__file__).read_text()).body
     roots = {a.name.split(".")[0] for n in top if isinstance(n, ast.Import) for a in n.names}
     roots |= {n.module.split(".")[0] for n in top if isinstance(n, ast.ImportFrom) and n.module}
     assert roots <= set(sys.stdlib_module_names) | {"__future__", "numpy"}, roots
-    import transfer.artifact_loading
+    import transfer.engine.artifact_loading
 
-    top = ast.parse(Path(transfer.artifact_loading.__file__).read_text()).body
+    top = ast.parse(Path(transfer.engine.artifact_loading.__file__).read_text()).body
     modules = {a.name for n in top if isinstance(n, ast.Import) for a in n.names}
     modules |= {n.module for n in top if isinstance(n, ast.ImportFrom) and n.module}
     assert {m for m in modules if m.split(".")[0] not in set(sys.stdlib_module_names) | {"__future__"}} <= light
-    # transfer.imagesize (the header parser predict uses) is standard library only.
-    import transfer.imagesize
+    # transfer.core.imagesize (the header parser predict uses) is standard library only.
+    import transfer.core.imagesize
 
-    tree = ast.parse(Path(transfer.imagesize.__file__).read_text())
+    tree = ast.parse(Path(transfer.core.imagesize.__file__).read_text())
     roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     roots |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert roots <= set(sys.stdlib_module_names), roots
@@ -549,7 +549,7 @@ def test_multi_label_export(tmp_path, images):
 def test_export_of_build_classifier(tmp_path, images):
     """Integration with the real classifier builder (MobileNet 0.25, random weights)."""
     from transfer.backbones import get_backbone
-    from transfer.tasks.classify import build_classifier
+    from transfer.tasks.classify.model import build_classifier
 
     keras.utils.set_random_seed(0)
     model, _ = build_classifier(get_backbone("mobilenet_0.25"), num_classes=3, image_size=32, weights=None)

@@ -9,10 +9,10 @@ import pytest
 from tests.imagefactory import write_image_folder
 from tests.modelfactory import pretrained_like_classifier
 from transfer.data import read_class_folders
-from transfer.data.pipeline import make_dataset, targets_array
-from transfer.errors import TransferError
-from transfer.features import extract_features, feature_cache_key, feature_model
-from transfer.head_fit import fit_head_on_features, head_model
+from transfer.data.pipelines.images import make_dataset, targets_array
+from transfer.core.errors import TransferError
+from transfer.engine.feature_cache import extract_features, feature_cache_key, feature_model
+from transfer.tasks.classify.head_fit import fit_head_on_features, head_model
 
 SIZE = 32
 
@@ -51,7 +51,7 @@ def test_augmented_views_are_reproducible_and_differ_from_the_plain_view(model, 
 def test_cache_is_reused_for_identical_inputs(model, samples, tmp_path, monkeypatch):
     first = extract_features(model, samples, SIZE, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("features-*.npz"))) == 1
-    import transfer.features as features_module
+    import transfer.engine.feature_cache as features_module
 
     def fail(*args, **kwargs):
         raise AssertionError("recomputed although the cache holds these features")
@@ -146,9 +146,9 @@ def test_head_model_shares_the_classifier_head(model):
 def test_head_trained_on_the_cache_matches_training_through_the_model(samples):
     """Same data, optimizer and start, no dropout or augmentation: the same head weights."""
     from transfer.backbones import get_backbone
-    from transfer.recipe import Stage
-    from transfer.tasks.classify import loss_and_metrics
-    from transfer.freezing import set_trainable
+    from transfer.core.recipe import Stage
+    from transfer.tasks.classify.model import loss_and_metrics
+    from transfer.engine.freezing import set_trainable
 
     y = targets_array(samples)
     model = pretrained_like_classifier(3, SIZE, seed=0)

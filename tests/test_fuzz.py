@@ -28,11 +28,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from transfer import imagesize
-from transfer.data.check import inspect_image
-from transfer.data.csvfile import is_inside, read_csv_dataset
+from transfer.core import imagesize
+from transfer.data.doctor import inspect_image
+from transfer.data.sources.csvfile import is_inside, read_csv_dataset
 from transfer.data.samples import DataSplit
-from transfer.errors import TransferError
+from transfer.core.errors import TransferError
 
 FUZZ = settings(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow], database=None)
 
@@ -180,7 +180,7 @@ RECIPE_KEYS = ["stages", "batch_size", "dropout", "label_smoothing", "optimizer"
 def test_recipe_parser_gives_a_valid_recipe_or_a_transfer_error(document):
     import tomli_w
 
-    from transfer.recipe import Recipe
+    from transfer.core.recipe import Recipe
 
     if isinstance(document, dict):
         try:
@@ -204,8 +204,8 @@ def test_recipe_parser_gives_a_valid_recipe_or_a_transfer_error(document):
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
     from tests.test_export_predict import CLASSES, SIZE, tiny_classifier
-    from transfer.export import export_model
-    from transfer.predict import ExportedClassifier
+    from transfer.serving.export import export_model
+    from transfer.serving.reader import ExportedClassifier
 
     out = export_model(tiny_classifier(), tmp_path_factory.mktemp("fuzz") / "export", class_names=CLASSES,
                        image_size=SIZE)

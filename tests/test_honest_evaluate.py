@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from tests.imagefactory import image_array, write_image_folder
 from tests.segmentfactory import CLASS_NAMES, write_mask_folder
-from transfer.cli import app
+from transfer.cli.main import app
 
 SIZE = 32
 
@@ -32,10 +32,10 @@ def tiny_run(out: Path, task_name: str, data: Path, val: Path, **options) -> Pat
     """A finished run folder of ``task_name`` on ``data``/``val``: an untrained smallcnn model at 32 px."""
     import keras
 
-    from transfer.atomic import atomic_write_json
+    from transfer.core.atomic import atomic_write_json
     from transfer.backbones import get_backbone
-    from transfer.run import RunDir
-    from transfer.run_config import split_record
+    from transfer.engine.run import RunDir
+    from transfer.engine.run_config import split_record
     from transfer.tasks import get_task
 
     keras.utils.set_random_seed(0)
@@ -117,8 +117,8 @@ def swapped_copy(source: Path, target: Path, order: tuple[str, ...]) -> Path:
 
 
 def test_segment_swapped_classes_txt_maps_mask_values_by_name(seg, tmp_path):
-    from transfer.evaluation_data import check_classes, in_run_order
-    from transfer.run import RunDir
+    from transfer.engine.evaluation_data import check_classes, in_run_order
+    from transfer.engine.run import RunDir
     from transfer.tasks import get_task
 
     root, run = seg
@@ -317,8 +317,8 @@ def test_coco_categories_in_another_order_give_the_same_figures(runner, tmp_path
 
 # --- where results go ------------------------------------------------------------------------------
 def test_evaluation_folder_names_and_keeps_other_data_sets(tmp_path):
-    from transfer.evaluation_data import data_name, evaluation_folder
-    from transfer.run import RunDir
+    from transfer.engine.evaluation_data import data_name, evaluation_folder
+    from transfer.engine.run import RunDir
 
     (tmp_path / "raccoon").mkdir()
     (tmp_path / "raccoon" / "test.csv").write_text("x")
@@ -344,7 +344,7 @@ def test_evaluation_folder_names_and_keeps_other_data_sets(tmp_path):
 def test_a_tfds_source_is_not_read_twice_for_its_names(monkeypatch):
     import transfer.data
 
-    from transfer.evaluation_data import check_classes
+    from transfer.engine.evaluation_data import check_classes
 
     def refuse(*args, **kwargs):
         raise AssertionError("read twice")

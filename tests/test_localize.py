@@ -16,13 +16,13 @@ from PIL import Image
 
 from tests.conftest import require_fixture
 from transfer.backbones import get_backbone
-from transfer.data.box_pipeline import box_arrays, largest_box, make_box_dataset, several_boxes
+from transfer.data.pipelines.boxes import box_arrays, largest_box, make_box_dataset, several_boxes
 from transfer.data.samples import Boxes, DataSplit, Samples
-from transfer.errors import TransferError
-from transfer.recipe import Recipe, Stage
+from transfer.core.errors import TransferError
+from transfer.core.recipe import Recipe, Stage
 from transfer.tasks import get_task
-from transfer.tasks.localize_eval import compute_localize_report
-from transfer.tasks.localize_model import BoxIoU, BoxLoss, HeadShape, build_localizer
+from transfer.tasks.localize.evaluation import compute_localize_report
+from transfer.tasks.localize.model import BoxIoU, BoxLoss, HeadShape, build_localizer
 
 DARK, BRIGHT, THRESHOLD = 20, 230, 160  # THRESHOLD above the zoom's gray fill (114)
 
@@ -111,7 +111,7 @@ def test_largest_box_rule_and_count(tmp_path):
 
 
 def test_recipe_augment_names_map_to_the_box_augmenter():
-    from transfer.data.box_pipeline import box_augmenter
+    from transfer.data.pipelines.boxes import box_augmenter
 
     assert box_augmenter(()) is None
     flip_only = box_augmenter(("flip",))
@@ -132,8 +132,8 @@ def test_image_without_box_is_refused_naming_it():
 # --- model and objective ---------------------------------------------------------------------
 @pytest.mark.parametrize("backbone, size", [("mobilenet_0.25", 64), ("resnet50", 64), ("smallcnn", 64)])
 def test_model_outputs_and_head_layers(backbone, size):
-    from transfer.tasks.classify import BACKBONE_LAYER
-    from transfer.freezing import set_trainable
+    from transfer.backbones.nesting import BACKBONE_LAYER
+    from transfer.engine.freezing import set_trainable
 
     spec = get_backbone(backbone)
     for classes in (("a",), ("a", "b", "c")):
@@ -375,15 +375,15 @@ def test_export_in_a_fresh_interpreter_answers_original_pixels(tmp_path):
     import subprocess
     import sys
 
-    from transfer.export import export_model
-    from transfer.predict_boxes import ExportedLocalizer, draw_box
+    from transfer.serving.export import export_model
+    from transfer.tasks.localize.reader import ExportedLocalizer, draw_box
 
     model, config = known_box_localizer(("raccoon",))
     export_dir = export_model(model, tmp_path / "export", class_names=config["class_names"], image_size=32,
                               task="localize", task_config=config)
     image = tmp_path / "wide.png"
     Image.fromarray(np.full((100, 300, 3), 90, np.uint8)).save(image)  # 3:1, not the 32x32 input
-    code = ("import json, sys; from transfer.predict_boxes import ExportedLocalizer; "
+    code = ("import json, sys; from transfer.tasks.localize.reader import ExportedLocalizer; "
             "print(json.dumps(ExportedLocalizer.load(sys.argv[1]).predict_files(sys.argv[2:])))")
     done = subprocess.run([sys.executable, "-c", code, str(export_dir), str(image), str(tmp_path / "no.png")],
                           capture_output=True, text=True, timeout=300)
@@ -405,9 +405,9 @@ def test_export_in_a_fresh_interpreter_answers_original_pixels(tmp_path):
 
 
 def test_classification_export_is_not_a_localizer(tmp_path):
-    from transfer.export import export_model
-    from transfer.predict_boxes import ExportedLocalizer
-    from transfer.tasks.classify import build_classifier
+    from transfer.serving.export import export_model
+    from transfer.tasks.localize.reader import ExportedLocalizer
+    from transfer.tasks.classify.model import build_classifier
 
     model, _ = build_classifier(get_backbone("smallcnn"), 2, 32, weights=None)
     export_dir = export_model(model, tmp_path / "clf", class_names=["a", "b"], image_size=32)

@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 from tests.test_cli import assert_user_error
-from transfer.errors import TransferError
-from transfer.lr_find import find_learning_rate, plot_lr_find, suggest_learning_rate
+from transfer.core.errors import TransferError
+from transfer.engine.lr_find import find_learning_rate, plot_lr_find, suggest_learning_rate
 
 SIZE = 32
 
@@ -117,7 +117,7 @@ STEPS = "8"
 def cli():
     from typer.testing import CliRunner
 
-    from transfer.cli import app
+    from transfer.cli.main import app
 
     runner = CliRunner()
     return lambda *args: runner.invoke(app, ["lr-find", *map(str, args)])
@@ -125,7 +125,7 @@ def cli():
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
-    from transfer.demo import make_shapes_dataset
+    from transfer.cli.demo import make_shapes_dataset
 
     return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), train_per_class=6, val_per_class=3, size=SIZE)
 
@@ -187,8 +187,8 @@ def test_cli_lr_find_user_errors(cli, shapes, recipe_file, tmp_path):
 
 def test_prepare_lr_find_sets_up_the_stage_as_training_would(shapes, recipe_file):
     from transfer.data import load_data
-    from transfer.lr_find import prepare_lr_find
-    from transfer.recipe import Recipe
+    from transfer.tasks.classify.lr_find import prepare_lr_find
+    from transfer.core.recipe import Recipe
 
     said = []
     recipe = Recipe.load(recipe_file)
@@ -211,7 +211,7 @@ def test_prepare_lr_find_sets_up_the_stage_as_training_would(shapes, recipe_file
 
 
 def test_prepare_lr_find_checks_cheap_mistakes_before_reading_data(tmp_path, recipe_file):
-    from transfer.lr_find import prepare_lr_find
+    from transfer.tasks.classify.lr_find import prepare_lr_find
 
     missing = tmp_path / "nowhere"  # would fail only once data is read
     with pytest.raises(TransferError, match="'head'"):
@@ -225,7 +225,7 @@ def test_prepare_lr_find_checks_cheap_mistakes_before_reading_data(tmp_path, rec
 
 
 def test_sweep_notes_name_an_early_stop_and_a_flat_curve():
-    from transfer.lr_find import SweepResult
+    from transfer.engine.lr_find import SweepResult
 
     lrs = np.geomspace(1e-5, 1e-1, 20)
     falling = SweepResult(lrs, np.linspace(2.0, 1.0, 20), 1e-3, "head", steps=20)

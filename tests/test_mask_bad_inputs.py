@@ -21,7 +21,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from tests.segmentfactory import VOID, write_mask_folder
-from transfer.cli import app
+from transfer.cli.main import app
 from transfer.data.masks import load_mask_data
 from transfer.data.masks.values import evenly_spread
 
@@ -336,7 +336,7 @@ def test_tfds_masks_with_a_value_no_class_has_stop_before_training():
     def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False):
         return tf.data.Dataset.from_generator(lambda: iter(examples), output_signature=spec)
 
-    from transfer.errors import TransferError
+    from transfer.core.errors import TransferError
 
     with tfds.testing.mock_data(as_dataset_fn=as_dataset):
         with pytest.raises(TransferError, match=r"train\[4\] mask: pixel value\(s\) 7") as e:

@@ -10,11 +10,11 @@ from PIL import Image
 
 from tests.conftest import require_fixture
 from tests.imagefactory import write_image
-from transfer.data.check import check_data
+from transfer.data.doctor import check_data
 from transfer.data.masks import (
     IGNORE_VALUE, Mask, list_mask_source, load_mask, load_mask_data, mask_format, read_masks, split_folders,
 )
-from transfer.errors import TransferError
+from transfer.core.errors import TransferError
 
 
 def write_mask(path: Path, array, mode: str | None = None, fmt: str | None = None) -> Path:
@@ -275,7 +275,7 @@ def test_check_data_names_every_mask_problem_with_its_file(tmp_path):
 def test_check_data_command_takes_class_names_and_ignore_index(tmp_path):
     from typer.testing import CliRunner
 
-    from transfer.cli import app
+    from transfer.cli.main import app
 
     for i in range(3):
         pair(tmp_path, f"a{i}", blocks(24, 8, [0, 1, 9]), index=i)

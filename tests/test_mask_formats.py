@@ -12,7 +12,7 @@ from tests.conftest import require_fixture
 from tests.imagefactory import write_image
 from transfer.data.masks import list_masks, load_mask, load_mask_data, mask_format, read_masks
 from transfer.data.masks.jsonfile import load_json
-from transfer.errors import TransferError
+from transfer.core.errors import TransferError
 
 
 def via_region(xs, ys, **attributes) -> dict:

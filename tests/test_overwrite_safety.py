@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import transfer.demo as demo
-from transfer.artifacts import (MARKER, artifact_kind, check_replaceable, read_marker, run_inputs,
+import transfer.cli.demo as demo
+from transfer.core.artifacts import (MARKER, artifact_kind, check_replaceable, read_marker, run_inputs,
                                 write_marker)
-from transfer.atomic import atomic_directory
-from transfer.cli import app
-from transfer.demo import make_shapes_dataset
-from transfer.errors import TransferError
+from transfer.core.atomic_folder import atomic_directory
+from transfer.cli.main import app
+from transfer.cli.demo import make_shapes_dataset
+from transfer.core.errors import TransferError
 
 from tests.test_export_predict import CLASSES, SIZE, tiny_classifier
 
@@ -162,7 +162,7 @@ def test_train_out_the_data_inside_it_or_a_foreign_folder_is_refused_before_anyt
 
 def test_train_api_refuses_an_out_inside_the_data(world, tmp_path):
     from transfer.data import load_data
-    from transfer.train import train
+    from transfer.engine.train import train
 
     data = make_shapes_dataset(tmp_path / "shapes", train_per_class=2, val_per_class=1, size=32)
     before = snapshot(data)
@@ -172,8 +172,8 @@ def test_train_api_refuses_an_out_inside_the_data(world, tmp_path):
 
 
 def test_a_new_run_folder_is_marked_and_an_empty_one_accepted(tmp_path):
-    from transfer.run import RunDir
-    from transfer.run_config import check_out_dir, prepare_run_dir
+    from transfer.engine.run import RunDir
+    from transfer.engine.run_config import check_out_dir, prepare_run_dir
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -217,7 +217,7 @@ def test_demo_overwrite_replaces_an_earlier_demo_without_a_marker(runner, tmp_pa
     (old / "run" / "run.json").write_text(json.dumps({"backbone": demo.SCRATCH_BACKBONE,
                                                       "data_source": str(old / "drawn-shapes")}))
     (old / "notes.txt").write_text("mine")
-    assert artifact_kind(old) == "demo"
+    assert artifact_kind(old, {"demo": demo.legacy_demo_entries}) == "demo"
     result = runner.invoke(app, ["demo", "--out", str(old), "--overwrite"])
     assert result.exit_code == 0 and no_training == [old], result.output
     assert sorted(os.listdir(old)) == [MARKER, "notes.txt"] and read_marker(old)["kind"] == "demo"

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO_ROOT, require_fixture
-from transfer.demo import make_shapes_dataset
+from transfer.cli.demo import make_shapes_dataset
 
 WEIGHTS_FILE = "weights/mobilenet_2_5_224_tf_no_top.h5"
 

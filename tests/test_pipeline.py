@@ -5,9 +5,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from transfer.data.pipeline import make_dataset, targets_array
+from transfer.data.pipelines.images import make_dataset, targets_array
 from transfer.data.samples import Samples
-from transfer.imageops import decode_and_resize
+from transfer.core.imageops import decode_and_resize
 
 
 @pytest.fixture()

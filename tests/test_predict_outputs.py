@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from transfer.cli import app
-from transfer.output_names import output_names
+from transfer.cli.main import app
+from transfer.cli.output_names import output_names
 
 TASKS = ("localization", "detection", "segmentation")
 SIZE = 32
@@ -29,10 +29,10 @@ SIZE = 32
 # --- exports (tiny, untrained: what is checked here is where files go, not what they hold) ------
 def _localization(out: Path) -> Path:
     from transfer.backbones import get_backbone
-    from transfer.export import export_model
-    from transfer.recipe import Recipe
+    from transfer.serving.export import export_model
+    from transfer.core.recipe import Recipe
     from transfer.tasks import get_task
-    from transfer.tasks.localize_model import HeadShape
+    from transfer.tasks.localize.model import HeadShape
 
     config = {"task": "localize", "class_names": ["thing"], "num_classes": 1,
               "head": HeadShape(channels=8, hidden=8, pooling="flatten").to_dict()}
@@ -42,8 +42,8 @@ def _localization(out: Path) -> Path:
 
 def _detection(out: Path) -> Path:
     from transfer.backbones import get_backbone
-    from transfer.export import export_model
-    from transfer.tasks.detect_model import build_detector
+    from transfer.serving.export import export_model
+    from transfer.tasks.detect.model import build_detector
 
     model, _ = build_detector(get_backbone("smallcnn"), 2, SIZE, neck_channels=8, head_convs=1)
     # Every box the untrained model scores at all is served, so each drawing has boxes on it.
@@ -55,7 +55,7 @@ def _detection(out: Path) -> Path:
 def _segmentation(out: Path) -> Path:
     import keras
 
-    from transfer.export import export_model
+    from transfer.serving.export import export_model
 
     keras.utils.set_random_seed(0)
     image = keras.Input((SIZE, SIZE, 3), dtype="uint8", name="image")
@@ -85,7 +85,7 @@ def _loaded():
 def _load_each_export_once(_loaded, monkeypatch):
     """Each export is loaded once for the module (a SavedModel takes seconds to load; the CLI
     loads it on every call, which is not what these tests are about)."""
-    from transfer.predict import ExportedClassifier
+    from transfer.serving.reader import ExportedClassifier
 
     load = ExportedClassifier.load.__func__
 
@@ -234,7 +234,7 @@ def test_existing_files_are_kept_unless_overwrite_and_nothing_else_is_touched(ta
 # --- never over each other ------------------------------------------------------------------------
 @pytest.mark.parametrize("task", TASKS)
 def test_same_stem_inputs_get_their_own_files_and_the_json_names_them(task, exports, tmp_path, monkeypatch):
-    monkeypatch.setattr("transfer.cli_predict.CHUNK", 3)  # 4 files: answered and written in two rounds
+    monkeypatch.setattr("transfer.cli.predict.CHUNK", 3)  # 4 files: answered and written in two rounds
     photos = tmp_path / "photos"
     files = _photos(photos)
     before = _checksums(photos)
@@ -277,7 +277,7 @@ def test_masks_of_a_jpg_a_png_and_a_2_png_map_each_file_to_its_own_mask(exports,
 # --- one file's failure is that file's alone -------------------------------------------------------
 @pytest.mark.parametrize("task", TASKS)
 def test_a_file_deleted_before_it_is_read_fails_alone(task, exports, tmp_path, monkeypatch):
-    from transfer.predict import ExportedClassifier
+    from transfer.serving.reader import ExportedClassifier
 
     files = _photos(tmp_path / "photos")
     read = ExportedClassifier._read_image
@@ -298,7 +298,7 @@ def test_a_file_deleted_before_it_is_read_fails_alone(task, exports, tmp_path, m
 
 @pytest.mark.parametrize("task", TASKS)
 def test_a_file_deleted_after_it_is_read_is_drawn_as_it_was_answered(task, exports, tmp_path, monkeypatch):
-    from transfer.predict import ExportedClassifier
+    from transfer.serving.reader import ExportedClassifier
 
     files = _photos(tmp_path / "photos")
     read = ExportedClassifier._read_image

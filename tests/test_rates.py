@@ -1,4 +1,4 @@
-"""Per-layer learning rates (transfer.rates) and the weight average (EMA) settings."""
+"""Per-layer learning rates (transfer.engine.rates) and the weight average (EMA) settings."""
 
 
 import keras
@@ -7,11 +7,11 @@ import pytest
 
 from tests.modelfactory import pretrained_like_classifier
 from transfer.backbones import get_backbone
-from transfer.errors import TransferError
-from transfer.rates import ScaledAdamW, bind_rate_scales, rate_scales
-from transfer.recipe import Recipe, Stage
-from transfer.schedules import make_optimizer
-from transfer.schedules import ema_momentum
+from transfer.core.errors import TransferError
+from transfer.engine.rates import ScaledAdamW, bind_rate_scales, rate_scales
+from transfer.core.recipe import Recipe, Stage
+from transfer.engine.schedules import make_optimizer
+from transfer.engine.schedules import ema_momentum
 
 
 def _two_dense():
@@ -99,7 +99,7 @@ def test_ema_momentum_spans_the_epochs_asked_for():
 
 
 def test_ema_spans_at_least_min_steps_on_a_small_training_set():
-    from transfer.schedules import averaged_epochs
+    from transfer.engine.schedules import averaged_epochs
 
     assert ema_momentum(averaged_epochs(Recipe(), 20), 20) == pytest.approx(0.99)  # 5 epochs of 20 steps
     assert ema_momentum(averaged_epochs(Recipe(), 200), 200) == pytest.approx(0.995)  # an epoch is more already

@@ -2,8 +2,8 @@
 
 import pytest
 
-from transfer.errors import TransferError
-from transfer.recipe import Recipe, Stage
+from transfer.core.errors import TransferError
+from transfer.core.recipe import Recipe, Stage
 
 
 def test_default_recipe_is_linear_probe_then_full_finetune():

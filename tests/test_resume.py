@@ -13,7 +13,7 @@ import zipfile
 import pytest
 
 from tests.segmentfactory import VOID, write_mask_folder
-from transfer.demo import make_shapes_dataset
+from transfer.cli.demo import make_shapes_dataset
 
 
 def history(run_dir):
@@ -93,8 +93,8 @@ def test_killed_segmentation_run_resumes(tmp_path):
 
 
 def test_resume_refuses_finished_or_missing_runs(tmp_path):
-    from transfer.errors import TransferError
-    from transfer.train import resume
+    from transfer.core.errors import TransferError
+    from transfer.engine.train import resume
 
     with pytest.raises(TransferError, match="no training run"):
         resume(tmp_path / "nothing")

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from transfer.errors import TransferError
-from transfer.schedules import make_optimizer, no_decay_variables, warmup_cosine, warmup_steps_for
+from transfer.core.errors import TransferError
+from transfer.engine.schedules import make_optimizer, no_decay_variables, warmup_cosine, warmup_steps_for
 
 
 def values(schedule, steps):

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from transfer.data.samples import IGNORE_VALUE
-from transfer.tasks.segment_loss import SegmentationLoss, parse_kind
+from transfer.tasks.segment.loss import SegmentationLoss, parse_kind
 
 KINDS = ["ce", "dice", "focal", "ce+dice", "focal+dice"]
 

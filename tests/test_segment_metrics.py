@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from transfer.data.samples import IGNORE_VALUE
-from transfer.tasks.segment_metrics import PixelAccuracy, SegmentIoU, confusion_matrix, segmentation_scores
+from transfer.tasks.segment.metrics import PixelAccuracy, SegmentIoU, confusion_matrix, segmentation_scores
 
 # 4x4, left half class 0, right half class 1; the prediction gets one class-1 pixel wrong.
 TRUE = np.array([[0, 0, 1, 1]] * 4)

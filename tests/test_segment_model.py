@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 
 from transfer.backbones import get_backbone
-from transfer.tasks.classify import BACKBONE_LAYER, _all_layers
-from transfer.tasks.segment_loss import SegmentationLoss
-from transfer.tasks.segment_metrics import PixelAccuracy, SegmentIoU
-from transfer.tasks.segment_model import UNET_STAGES, build_segmenter
+from transfer.backbones.nesting import BACKBONE_LAYER, _all_layers
+from transfer.tasks.segment.loss import SegmentationLoss
+from transfer.tasks.segment.metrics import PixelAccuracy, SegmentIoU
+from transfer.tasks.segment.model import UNET_STAGES, build_segmenter
 # The detector's sweep: one backbone per family by default, the rest -m slow; each at its smallest size.
 from tests.test_detect_model import NAMES, _params, _size
 

@@ -12,10 +12,10 @@ import pytest
 import tensorflow as tf
 
 from tests.segmentfactory import BACKGROUND, COLORS, nearest_color, shapes_pair
-from transfer.data.mask_pipeline import MaskAugmenter, make_mask_dataset, mask_cache, resize_mask
+from transfer.data.pipelines.masks import MaskAugmenter, make_mask_dataset, mask_cache, resize_mask
 from transfer.data.samples import IGNORE_VALUE
-from transfer.errors import TransferError
-from transfer.imageops import LETTERBOX_FILL, resize_image
+from transfer.core.errors import TransferError
+from transfer.core.imageops import LETTERBOX_FILL, resize_image
 
 SIZE = 64
 SEEDS = [(0, 1), (7, 3), (42, 42), (123, 9), (5, 500), (99, 2)]
@@ -130,7 +130,7 @@ def test_rotate_turns_image_and_mask_together_by_quarter_turns():
 
 
 def test_masks_count_in_the_memory_cache_decision():
-    from transfer.data.cache_policy import CacheDecision
+    from transfer.data.pipelines.cache_policy import CacheDecision
 
     fits = CacheDecision("memory", 300, 1000, "300 B of a 1 kB budget")
     assert mask_cache(fits) is fits

@@ -13,11 +13,11 @@ from PIL import Image
 
 from tests.segmentfactory import CLASS_NAMES, VOID, write_mask_folder
 from transfer.data.samples import IGNORE_VALUE, DataSplit, Mask, Samples
-from transfer.errors import TransferError
-from transfer.recipe import Recipe
+from transfer.core.errors import TransferError
+from transfer.core.recipe import Recipe
 from transfer.tasks import get_task
-from transfer.tasks.segment import SegmentTask
-from transfer.tasks.segment_masks import masks_at_original
+from transfer.tasks.segment.task import SegmentTask
+from transfer.tasks.segment.masks import masks_at_original
 
 
 def test_segment_is_registered_with_its_export_title_and_options():
@@ -182,7 +182,7 @@ def _colour_model(num_classes: int = 3):
 
 def test_evaluation_counts_pixels_at_the_original_resolution_and_skips_the_ignored_value(tmp_path):
     from transfer.data.masks import load_mask, read_masks
-    from transfer.tasks.segment_eval import evaluate_segmenter
+    from transfer.tasks.segment.evaluation import evaluate_segmenter
 
     sizes = [(96, 64), (50, 80), (64, 64)]
     root = write_mask_folder(tmp_path / "data", 3, sizes=sizes, void=True)
@@ -229,7 +229,7 @@ def _tiny_segmenter(image_size: int, num_classes: int):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from transfer.export import export_model
+    from transfer.serving.export import export_model
 
     out = tmp_path_factory.mktemp("segment-export") / "export"
     config = {"task": "segment", "class_names": list(CLASS_NAMES), "num_classes": 3, "ignore_index": VOID,
@@ -239,7 +239,7 @@ def exported(tmp_path_factory):
 
 
 def test_export_records_its_signatures_and_predict_answers_at_each_files_size(exported, tmp_path):
-    from transfer.predict_masks import ExportedSegmenter
+    from transfer.tasks.segment.reader import ExportedSegmenter
 
     meta = json.loads((exported / "assets" / "transfer.json").read_text())
     assert meta["task"] == "segmentation" and meta["ignore_index"] == VOID
@@ -263,7 +263,7 @@ def test_export_records_its_signatures_and_predict_answers_at_each_files_size(ex
     again = segmenter.predict_files(files, batch_size=3)
     assert all(np.array_equal(a["mask"], b["mask"]) for a, b in zip(again, results))
     with pytest.raises(TransferError, match="not a localizer"):
-        from transfer.predict_boxes import ExportedLocalizer
+        from transfer.tasks.localize.reader import ExportedLocalizer
 
         ExportedLocalizer.load(exported)
 
@@ -271,7 +271,7 @@ def test_export_records_its_signatures_and_predict_answers_at_each_files_size(ex
 def test_predict_cli_writes_mask_pngs_and_overlays(exported, tmp_path):
     from typer.testing import CliRunner
 
-    from transfer.cli import app
+    from transfer.cli.main import app
 
     big = tmp_path / "big.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 200, 3), dtype=np.uint8)).save(big)
@@ -295,7 +295,7 @@ def test_predict_cli_writes_mask_pngs_and_overlays(exported, tmp_path):
 
 
 def test_overlay_colours_each_class_and_refuses_a_mask_of_another_size(tmp_path):
-    from transfer.predict_masks import class_color, draw_overlay
+    from transfer.tasks.segment.reader import class_color, draw_overlay
 
     image = tmp_path / "grey.png"
     Image.new("RGB", (100, 60), (128, 128, 128)).save(image)
@@ -311,7 +311,7 @@ def test_overlay_colours_each_class_and_refuses_a_mask_of_another_size(tmp_path)
 
 
 def test_a_2048_px_photo_gets_a_mask_of_its_own_resolution(exported, tmp_path):
-    from transfer.predict_masks import ExportedSegmenter
+    from transfer.tasks.segment.reader import ExportedSegmenter
 
     rows, cols = np.mgrid[0:1536, 0:2048]
     picture = np.stack([(cols // 8) % 256, (rows // 6) % 256, (cols + rows) // 16 % 256], -1).astype(np.uint8)

@@ -1,4 +1,4 @@
-"""Several training steps per compiled Keras call (transfer.stage_runner.steps_per_call) train
+"""Several training steps per compiled Keras call (transfer.engine.stage_runner.steps_per_call) train
 exactly what one step per call trains, for every task."""
 
 import csv
@@ -9,13 +9,13 @@ import pytest
 
 from tests.segmentfactory import VOID, write_mask_folder
 from tests.test_detect_task import _rectangles
-from transfer import stage_runner
+from transfer.engine import stage_runner
 from transfer.data import load_data
-from transfer.demo import make_shapes_dataset
-from transfer.recipe import Recipe, Stage
-from transfer.stage_runner import steps_per_call
+from transfer.cli.demo import make_shapes_dataset
+from transfer.core.recipe import Recipe, Stage
+from transfer.engine.stage_runner import steps_per_call
 from transfer.tasks import get_task
-from transfer.train import train
+from transfer.engine.train import train
 
 
 def test_steps_per_call_keeps_eight_calls_an_epoch_up_to_sixteen_steps():

@@ -1,13 +1,13 @@
-"""The run's honest summary: best and last epoch, and stages that lost ground (transfer.summary)."""
+"""The run's honest summary: best and last epoch, and stages that lost ground (transfer.engine.summary)."""
 
 import json
 
 import pytest
 from typer.testing import CliRunner
 
-from transfer.cli import app
-from transfer.recipe import Recipe, Stage
-from transfer.summary import final_line, stage_regression, stage_summaries, training_text
+from transfer.cli.main import app
+from transfer.core.recipe import Recipe, Stage
+from transfer.engine.summary import final_line, stage_regression, stage_summaries, training_text
 
 HISTORY = [
     {"epoch": 1, "stage": "head", "val_accuracy": 0.60},
@@ -63,8 +63,8 @@ def test_stage_summaries_and_final_line_give_best_and_last():
 @pytest.mark.slow  # ~75 s: a real three-stage training
 def test_a_run_records_best_and_last_epoch_and_its_notes(tmp_path):
     from transfer.data import load_data
-    from transfer.demo import make_shapes_dataset
-    from transfer.train import train
+    from transfer.cli.demo import make_shapes_dataset
+    from transfer.engine.train import train
 
     shapes = make_shapes_dataset(tmp_path / "shapes", train_per_class=4, val_per_class=2, size=32)
     recipe = Recipe(stages=(Stage("head", "head", 1e-3, 1), Stage("ft", "all", 1e-3, 2, backbone_lr_scale=0.1)),

@@ -9,7 +9,7 @@ import pytest
 
 from tests.imagefactory import write_image_folder
 from transfer.data.samples import Boxes, DataSplit, Samples
-from transfer.errors import TransferError
+from transfer.core.errors import TransferError
 from transfer.tasks import TASKS, get_task
 from transfer.tasks.base import Task
 
@@ -62,7 +62,7 @@ def test_val_data_with_an_unknown_class_or_an_already_split_folder_is_refused(tm
 
 
 def test_the_engine_picks_the_task_from_the_targets():
-    from transfer.train import task_of
+    from transfer.engine.train import task_of
 
     labels = Samples(("a.png", "b.png"), (0, 1), ("x", "y"))
     boxes = Samples(("a.png",), (Boxes(((1.0, 2.0, 3.0, 4.0),), (0,), 8, 8),), ("x",))

@@ -9,11 +9,11 @@ import pytest
 
 from transfer.backbones import get_backbone
 from transfer.data import load_data
-from transfer.demo import make_shapes_dataset
-from transfer.errors import TransferError
-from transfer.recipe import Recipe, Stage
-from transfer.freezing import set_trainable
-from transfer.train import train
+from transfer.cli.demo import make_shapes_dataset
+from transfer.core.errors import TransferError
+from transfer.core.recipe import Recipe, Stage
+from transfer.engine.freezing import set_trainable
+from transfer.engine.train import train
 
 SIZE = 32
 TINY = Recipe(stages=(Stage("head", "head", 1e-3, 1), Stage("top", "top:2", 1e-4, 1)), batch_size=8)
@@ -64,7 +64,7 @@ def test_run_folder_holds_everything(finished_run):
 
 
 def test_best_checkpoint_reproduces_reported_accuracy(finished_run):
-    from transfer.evaluate import evaluate_run
+    from transfer.engine.evaluate import evaluate_run
 
     metrics = json.loads((finished_run.run_dir / "metrics.json").read_text())
     assert evaluate_run(finished_run.run_dir).accuracy == pytest.approx(metrics["accuracy"])
@@ -115,8 +115,8 @@ def test_set_trainable_head_all_and_top_blocks(model_and_spec):
 
 
 def test_head_stage_leaves_backbone_weights_untouched_and_bn_stats_frozen(model_and_spec, shapes):
-    from transfer.data.pipeline import make_dataset
-    from transfer.tasks.classify import loss_and_metrics
+    from transfer.data.pipelines.images import make_dataset
+    from transfer.tasks.classify.model import loss_and_metrics
 
     model, spec = model_and_spec
     backbone = model.get_layer("backbone")
@@ -148,7 +148,7 @@ def test_head_stage_leaves_backbone_weights_untouched_and_bn_stats_frozen(model_
 
 def test_random_weights_train_their_batchnorm():
     """Untrained BatchNorm in inference mode would zero the features (see classify.py)."""
-    from transfer.tasks.classify import build_classifier
+    from transfer.tasks.classify.model import build_classifier
 
     model, info = build_classifier(get_backbone("mobilenet_0.25"), 3, SIZE, weights=None)
     assert info.source == "random"
@@ -162,10 +162,11 @@ def test_multi_label_csv_trains_evaluates_and_exports(shapes, tmp_path, capsys):
     import tensorflow as tf
     from typer.testing import CliRunner
 
-    from transfer.cli import _outcome_text, app
-    from transfer.evaluate import evaluate_run
-    from transfer.export import export_run
-    from transfer.predict import ExportedClassifier
+    from transfer.cli.main import app
+    from transfer.cli.train import _outcome_text
+    from transfer.engine.evaluate import evaluate_run
+    from transfer.serving.export import export_run
+    from transfer.serving.reader import ExportedClassifier
 
     labels = {"circle": "round", "square": "corners;four", "triangle": "corners;three"}
     rows = ["path,labels,split"]
@@ -239,7 +240,7 @@ def test_from_layer_unfreezes_its_block_and_above(model_and_spec):
 
 def test_balanced_class_weights():
     from transfer.data.samples import Samples
-    from transfer.train import class_weights
+    from transfer.tasks.classify.task import class_weights
 
     samples = Samples(tuple("abcdef"), (0, 0, 0, 0, 1, 1), ("many", "few"))
     assert class_weights(samples, "none") is None

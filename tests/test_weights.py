@@ -16,15 +16,15 @@ import pytest
 
 from tests.conftest import require_fixture
 from transfer.backbones import get_backbone
-from transfer.errors import TransferError
-from transfer.weights import (
+from transfer.core.errors import TransferError
+from transfer.backbones.weights import (
     WeightsInfo,
     build_backbone,
     imagenet_file_name,
     is_keras_weights_name,
     keras_cache_dir,
 )
-from transfer.weights_import import import_weights
+from transfer.backbones.weights_import import import_weights
 
 FIXTURE_WEIGHTS = "weights/mobilenet_2_5_224_tf_no_top.h5"
 
@@ -77,7 +77,7 @@ def _tiny_h5(path, value=1.0):
 
 
 def _features(model, images):
-    from transfer.layers import FamilyPreprocessing
+    from transfer.backbones.layers import FamilyPreprocessing
 
     return np.asarray(model(FamilyPreprocessing("tf")(images), training=False))
 
@@ -87,7 +87,7 @@ def _features(model, images):
 
 @pytest.mark.parametrize("weights", [None, "none", "Random"])
 def test_random_weights(weights, caplog):
-    caplog.set_level(logging.INFO, logger="transfer.weights")
+    caplog.set_level(logging.INFO, logger="transfer.backbones.weights")
     model, info = build_backbone(get_backbone("mobilenet_0.25"), weights, 64)
     assert model.output_shape == (None, 2, 2, 256)
     assert info == WeightsInfo("random", None, "Random weights (no pretraining)")
@@ -204,7 +204,7 @@ def test_offline_with_a_stale_cached_file_says_so(keras_home, offline):
 def test_imagenet_from_the_cache_matches_keras(image_size, fixture_weights, keras_home, offline, caplog):
     import keras
 
-    caplog.set_level(logging.INFO, logger="transfer.weights")
+    caplog.set_level(logging.INFO, logger="transfer.backbones.weights")
     dest = import_weights(fixture_weights)  # into the temporary Keras home
     assert dest == keras_home / fixture_weights.name
 
@@ -284,7 +284,7 @@ def test_import_weights_renames_nasnet_and_warns_on_unknown_names(tmp_path, capl
     cache = tmp_path / "cache"
     nasnet = _tiny_h5(tmp_path / "NASNet-mobile-no-top.h5")
     assert import_weights(nasnet, cache_dir=cache).name == "nasnet_mobile_no_top.h5"
-    with caplog.at_level(logging.WARNING, logger="transfer.weights"):
+    with caplog.at_level(logging.WARNING, logger="transfer.backbones.weights"):
         import_weights(_tiny_h5(tmp_path / "my_weights.h5"), cache_dir=cache)
     assert "not a file name keras.applications looks for" in caplog.text
 

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import os
 
-from transfer.data.csvfile import read_csv_dataset
-from transfer.data.folder import read_class_folders, read_folder_dataset
+from transfer.data.sources.csvfile import read_csv_dataset
+from transfer.data.sources.folder import read_class_folders, read_folder_dataset
 from transfer.data.samples import DataSplit, Samples
 from transfer.data.split import stratified_split
-from transfer.data.tfds_source import PREFIX as TFDS_PREFIX
-from transfer.data.tfds_source import read_tfds_dataset
-from transfer.errors import TransferError
+from transfer.data.sources.tfds import PREFIX as TFDS_PREFIX
+from transfer.data.sources.tfds import read_tfds_dataset
+from transfer.core.errors import TransferError
 
 __all__ = [
     "DataSplit",

@@ -4,7 +4,7 @@ Readers (``folder``, ``csvfile``) and the data doctor (``check``) all speak in
 findings, so a problem found while listing a folder, parsing a CSV or
 inspecting an image prints the same way, moves to quarantine the same way and
 is tested the same way. Future annotation formats (boxes, masks) add codes to
-``PROBLEMS`` and checks to ``transfer.data.check``; nothing else changes.
+``PROBLEMS`` and checks to ``transfer.data.doctor``; nothing else changes.
 
 Severity says how bad it is, action says what ``transfer train`` does:
 

@@ -86,7 +86,7 @@ class Mask:
     values: tuple[tuple[int, int], ...] | None = None
     threshold: bool = False  # a lossy (JPEG) mask file: snap values to the nearest listed value
     # A mask FILE drawn on an EXIF-rotated photo as displayed: that photo's orientation (2-8), so the file
-    # is read at the displayed size and turned into the stored frame (transfer.orientation); 1 otherwise.
+    # is read at the displayed size and turned into the stored frame (transfer.core.orientation); 1 otherwise.
     orientation: int = 1
 
     def __post_init__(self):

@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from numbers import Real
 
 from transfer.data.samples import DataSplit, Samples
-from transfer.errors import TransferError
+from transfer.core.errors import TransferError
 
 logger = logging.getLogger(__name__)
 

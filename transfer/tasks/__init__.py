@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import importlib
 
-from transfer.errors import TransferError
+from transfer.core.errors import TransferError
 
 # name -> "module:class"; imported on first use.
 TASKS = {
-    "classify": "transfer.tasks.classify_task:ClassifyTask",
-    "localize": "transfer.tasks.localize:LocalizeTask",
-    "detect": "transfer.tasks.detect:DetectTask",
-    "segment": "transfer.tasks.segment:SegmentTask",
+    "classify": "transfer.tasks.classify.task:ClassifyTask",
+    "localize": "transfer.tasks.localize.task:LocalizeTask",
+    "detect": "transfer.tasks.detect.task:DetectTask",
+    "segment": "transfer.tasks.segment.task:SegmentTask",
 }
 # Names older runs and exports recorded.
 _ALIASES = {"classification": "classify", "localization": "localize", "detection": "detect",

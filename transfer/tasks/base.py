@@ -1,6 +1,6 @@
 """The task seam: what a task (classify, localize, ...) owns, and what the engine may ask of it.
 
-The engine (``transfer.train``, ``transfer.evaluate``, ``transfer.export``,
+The engine (``transfer.train``, ``transfer.engine.evaluate``, ``transfer.serving.export``,
 the CLI) holds stages, freezing, schedules, checkpoints, resume, the run
 folder and atomic writes, and names no task: it looks the run's task up with
 ``transfer.tasks.get_task(config["task"])`` and calls the methods below. A new
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Protocol
 
-from transfer.errors import TransferError
+from transfer.core.errors import TransferError
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class Task:
     """Base class of the tasks. Subclasses set ``name`` and implement every method that raises here.
 
     ``uses_feature_cache``: whether a ``"head"`` stage may train on cached
-    pooled backbone features (``transfer.features``); a task whose head
+    pooled backbone features (``transfer.engine.feature_cache``); a task whose head
     reads spatial features (localize, detect, segment) runs the model instead.
     """
 
@@ -158,7 +158,7 @@ class Task:
     # --- recipe -----------------------------------------------------------------------------
     def default_recipe(self):
         """The ``Recipe`` used when the user gives none (chosen by measuring, see its docstring)."""
-        from transfer.recipe import Recipe
+        from transfer.core.recipe import Recipe
 
         return Recipe()
 
@@ -180,9 +180,9 @@ class Task:
     def build_model(self, spec, config: Mapping[str, Any], image_size: int, weights, recipe):
         """``(model, weights_info)``: raw uint8 ``[S, S, 3]`` in, the task's outputs out.
 
-        The backbone is a nested model named ``transfer.tasks.classify.BACKBONE_LAYER``
+        The backbone is a nested model named ``transfer.backbones.nesting.BACKBONE_LAYER``
         so the engine's freezing rules find it; BatchNorm handling as in
-        ``transfer.tasks.classify.build_classifier``.
+        ``transfer.tasks.classify.model.build_classifier``.
         """
         raise NotImplementedError
 
@@ -193,7 +193,7 @@ class Task:
                      cache, config: Mapping[str, Any]):
         """A ``tf.data.Dataset`` of ``(uint8 images [B, S, S, 3], targets)`` batches, targets in the
         form the objective's loss takes. ``training``: shuffled, augmented, repeated as
-        ``transfer.data.pipeline.make_dataset`` does; ``cache``: a ``CacheDecision`` or False."""
+        ``transfer.data.pipelines.images.make_dataset`` does; ``cache``: a ``CacheDecision`` or False."""
         raise NotImplementedError
 
     def training_notes(self, data, config: Mapping[str, Any]) -> list[str]:
@@ -203,6 +203,12 @@ class Task:
     def class_weight(self, samples, recipe) -> dict[int, float] | None:
         """Keras ``class_weight`` for ``fit`` (classification only)."""
         return None
+
+    def fit_head_on_cached_features(self, model, data, image_size: int, recipe, config: Mapping[str, Any],
+                                    callbacks, *, initial_epoch: int, epochs: int, class_weight, verbose: int):
+        """A ``"head"`` stage trained on cached backbone features, returning Keras's ``History``
+        (only for a task with ``uses_feature_cache``; the stage loop runs the model otherwise)."""
+        raise NotImplementedError
 
     # --- evaluation -------------------------------------------------------------------------
     def evaluate(self, model, samples, image_size: int, batch_size: int, config: Mapping[str, Any]) -> Report:

@@ -11,13 +11,13 @@ The rules, in the order they apply:
 
 0. **EXIF orientation.** A photo whose EXIF tag turns it for display is
    annotated on the displayed image, but the model sees the pixels as stored
-   (``transfer.orientation``): its boxes are judged in the displayed frame
+   (``transfer.core.orientation``): its boxes are judged in the displayed frame
    and then mapped, exactly, into the stored one. A stated size equal to the
    stored one means a tool that ignored the tag (used as written, noted as
    ``exif_annotation_frame``); one that fits neither frame leaves the image
    out (``exif_unplaced``).
 1. **Real size.** Width and height come from the image header (read without
-   decoding, ``transfer.imagesize``), never from the annotation. When the
+   decoding, ``transfer.core.imagesize``), never from the annotation. When the
    annotation states another size (``box_size_mismatch``):
 
    - it states 0 (or less): the real size is used and the boxes are kept as
@@ -51,12 +51,12 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from transfer import imagesize
+from transfer.core import imagesize
 from transfer.data.boxes.records import AnnotatedImage, Annotations, RawBox
 from transfer.data.findings import Finding, finding
 from transfer.data.samples import Boxes, Samples
-from transfer.regular_files import NotRegularFileError, read_regular
-from transfer.orientation import DESCRIPTIONS, annotation_frame, boxes_to_stored, displayed_size, exif_orientation
+from transfer.core.regular_files import NotRegularFileError, read_regular
+from transfer.core.orientation import DESCRIPTIONS, annotation_frame, boxes_to_stored, displayed_size, exif_orientation
 
 # A box reaching outside the image is clipped when at least this share of its area lies inside, dropped below it.
 MIN_INSIDE = 0.5
@@ -206,7 +206,7 @@ def _annotation_frame(
     """``(orientation to map from, (width, height) of the frame the boxes are in)``, or None (refused, with
     a finding) for an EXIF-rotated image whose stated size fits neither its displayed nor its stored frame.
 
-    Boxes are taken to be drawn on the image as displayed (``transfer.orientation``); orientation 1 is
+    Boxes are taken to be drawn on the image as displayed (``transfer.core.orientation``); orientation 1 is
     returned when they need no mapping (no EXIF rotation, or the stated size says "as stored").
     """
     orientation = exif_orientation(record.image)

@@ -22,7 +22,7 @@ from transfer.data.boxes.loading import seeded_box_split, voc_splits
 from transfer.data.boxes.reading import list_boxes, split_folders
 from transfer.data.findings import Finding
 from transfer.data.samples import DataSplit, Samples
-from transfer.errors import TransferError
+from transfer.core.errors import TransferError
 
 
 def as_class_sets(samples: Samples) -> Samples:

@@ -34,7 +34,7 @@ from transfer.data.boxes.records import (
     AnnotatedImage, Annotations, RawBox, over_cap, read_annotation_file,
 )
 from transfer.data.findings import Finding, finding
-from transfer.errors import TransferError
+from transfer.core.errors import TransferError
 
 _FIX = "Write a COCO object {\"images\": [...], \"annotations\": [...], \"categories\": [...]} (e.g. export it again)."
 _IDS = (int, str)  # JSON ids are numbers or strings; floats and booleans are not ids

@@ -31,7 +31,7 @@ from transfer.data.boxes.records import (
     AnnotatedImage, Annotations, RawBox, cap, over_cap, parse_coordinate, read_annotation_file,
 )
 from transfer.data.findings import Finding, finding
-from transfer.errors import TransferError
+from transfer.core.errors import TransferError
 
 REQUIRED = ("filename", "class", "xmin", "ymin", "xmax", "ymax")
 COORDINATES = ("xmin", "ymin", "xmax", "ymax")

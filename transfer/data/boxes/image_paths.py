@@ -5,7 +5,7 @@ folder (the dataset root) or to an ``images/`` folder beside the annotation
 file; absolute paths are taken as written. Either way the path must lie
 inside the root unless the caller allows otherwise, so a downloaded
 annotation file cannot make training read ``../../`` anything (the same rule
-as classification CSVs, ``transfer.data.csvfile.is_inside``).
+as classification CSVs, ``transfer.data.sources.csvfile.is_inside``).
 
 Example:
     >>> resolve_image("data", "raccoon-1.jpg")   # data/raccoon-1.jpg or data/images/raccoon-1.jpg
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from transfer.data.csvfile import is_inside
+from transfer.data.sources.csvfile import is_inside
 
 IMAGES_DIR = "images"
 

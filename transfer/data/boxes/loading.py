@@ -27,7 +27,7 @@ from transfer.data.boxes.voc import find_voc_layout
 from transfer.data.findings import FoundData
 from transfer.data.samples import DataSplit, Samples
 from transfer.data.split import check_val_fraction, split_by_labels
-from transfer.errors import TransferError
+from transfer.core.errors import TransferError
 
 
 # What load_box_data returns: the split and its findings (one class for every annotated source).

@@ -23,7 +23,7 @@ from transfer.data.boxes.records import Annotations
 from transfer.data.boxes.voc import find_voc_layout, read_voc_folder
 from transfer.data.findings import Finding, SourceListing
 from transfer.data.samples import Samples
-from transfer.errors import TransferError
+from transfer.core.errors import TransferError
 
 FORMATS = ("voc", "csv", "coco")
 _SOURCES_HELP = (

@@ -20,8 +20,8 @@ import os
 from dataclasses import dataclass, field
 
 from transfer.data.findings import Finding
-from transfer.errors import TransferError
-from transfer.regular_files import read_regular
+from transfer.core.errors import TransferError
+from transfer.core.regular_files import read_regular
 
 # Caps on what annotations may hold, each raised by the environment variable of its name with a
 # ``TRANSFER_`` prefix (``TRANSFER_MAX_BOXES_PER_IMAGE=50000 transfer check-data ...``). A detector here

@@ -41,13 +41,13 @@ from xml.etree.ElementTree import Element, ParseError
 import defusedxml
 import defusedxml.ElementTree as safe_xml
 
-from transfer import imagesize
+from transfer.core import imagesize
 from transfer.data.boxes.records import (
     AnnotatedImage, Annotations, RawBox, over_cap, parse_coordinate, read_annotation_file,
 )
 from transfer.data.findings import Finding, finding
-from transfer.errors import TransferError
-from transfer.regular_files import not_regular, read_regular
+from transfer.core.errors import TransferError
+from transfer.core.regular_files import not_regular, read_regular
 
 ANNOTATION_DIRS = ("annotations", "annots", "annotation", "xml")
 IMAGE_DIRS = ("jpegimages", "images", "imgs", "img")

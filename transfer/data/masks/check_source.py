@@ -32,7 +32,7 @@ from transfer.data.masks.reading import list_masks, mask_format, split_folders
 from transfer.data.masks.region_checks import check_regions
 from transfer.data.masks.values import check_ignore_index, evenly_spread
 from transfer.data.samples import IGNORE_VALUE, DataSplit, Samples, class_indices
-from transfer.errors import TransferError
+from transfer.core.errors import TransferError
 
 CHECK_LIMIT = 500  # masks decoded for values and pixel shares (a few seconds of PNG decoding)
 RARE_SHARE = 1e-4  # a class covering less than this share of the scanned pixels is reported

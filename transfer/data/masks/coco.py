@@ -32,7 +32,7 @@ from transfer.data.findings import Finding, finding
 from transfer.data.masks.jsonfile import load_json
 from transfer.data.masks.region_checks import Region, RegionFile, RegionImage
 from transfer.data.masks.regions import MAX_COORDINATE, numbers, shown
-from transfer.errors import TransferError
+from transfer.core.errors import TransferError
 
 _FIX = "Write a COCO object {\"images\": [...], \"annotations\": [...], \"categories\": [...]} (e.g. export it again)."
 _IDS = (int, str)

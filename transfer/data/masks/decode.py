@@ -33,9 +33,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from transfer.data.samples import IGNORE_VALUE, Mask
-from transfer.orientation import displayed_size, mask_to_stored
-from transfer.errors import TransferError
-from transfer.regular_files import read_regular
+from transfer.core.orientation import displayed_size, mask_to_stored
+from transfer.core.errors import TransferError
+from transfer.core.regular_files import read_regular
 
 ENCODED_PATH = "<encoded>"
 LOSSY_EXTENSIONS = (".jpg", ".jpeg")
@@ -106,7 +106,7 @@ def read_pixels(target: Mask, *, source: str | None = None) -> np.ndarray:
         from PIL import Image
 
         # A mask drawn on an EXIF-rotated photo as displayed has the displayed size; it is turned into the
-        # stored frame, the pixels the model sees (transfer.orientation).
+        # stored frame, the pixels the model sees (transfer.core.orientation).
         expected = displayed_size((target.width, target.height), target.orientation)
         # Only a regular file is read: a FIFO or device where a mask should be never blocks us.
         data = target.data if isinstance(target, EncodedMask) else read_regular(target.path)

@@ -28,15 +28,15 @@ from pathlib import Path
 from typing import Sequence
 
 from transfer.data.findings import Finding, finding
-from transfer.data.folder import _ignored, is_image_file
+from transfer.data.sources.folder import _ignored, is_image_file
 from transfer.data.masks.decode import LOSSY_EXTENSIONS
 from transfer.data.masks.sizes import header_size
 from transfer.data.masks.values import (
     choose_values, find_classes_file, judge_scanned, scan_error_findings, scan_masks,
 )
 from transfer.data.samples import Mask, Samples
-from transfer.errors import TransferError
-from transfer.orientation import DESCRIPTIONS, displayed_size, exif_orientation
+from transfer.core.errors import TransferError
+from transfer.core.orientation import DESCRIPTIONS, displayed_size, exif_orientation
 
 # (images folder, masks folder) names, in order of preference; matched case-insensitively.
 LAYOUTS = (("images", "masks"), ("image", "label"))

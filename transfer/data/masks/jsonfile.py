@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from transfer.errors import TransferError
-from transfer.regular_files import read_regular
+from transfer.core.errors import TransferError
+from transfer.core.regular_files import read_regular
 
 # COCO's largest official file (instances_train2017.json) is about 450 MB.
 MAX_JSON_BYTES = 1 << 30

@@ -35,8 +35,8 @@ from transfer.data.masks.tfds_masks import read_tfds_masks, split_names, tfds_bu
 from transfer.data.masks.values import find_classes_file, read_classes_file
 from transfer.data.samples import DataSplit, Samples, class_indices
 from transfer.data.split import check_val_fraction, split_by_labels
-from transfer.data.tfds_source import PREFIX
-from transfer.errors import TransferError
+from transfer.data.sources.tfds import PREFIX
+from transfer.core.errors import TransferError
 
 
 # What load_mask_data returns: the split and its findings (one class for every annotated source).

@@ -34,9 +34,9 @@ from transfer.data.masks.region_checks import check_regions
 from transfer.data.masks.tfds_masks import read_tfds_masks
 from transfer.data.masks.via import DEFAULT_NAME, read_via_json
 from transfer.data.samples import Samples
-from transfer.data.tfds_source import PREFIX
-from transfer.errors import TransferError
-from transfer.regular_files import read_regular
+from transfer.data.sources.tfds import PREFIX
+from transfer.core.errors import TransferError
+from transfer.core.regular_files import read_regular
 
 FORMATS = ("folder", "via", "coco", "tfds")
 SOURCES_HELP = (

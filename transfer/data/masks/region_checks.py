@@ -36,8 +36,8 @@ from transfer.data.masks.regions import judge_polygon
 from transfer.data.masks.sizes import header_size
 from transfer.data.masks.values import with_background
 from transfer.data.samples import Mask, Samples
-from transfer.errors import TransferError
-from transfer.orientation import (
+from transfer.core.errors import TransferError
+from transfer.core.orientation import (
     DESCRIPTIONS, annotation_frame, displayed_size, exif_orientation, mask_to_stored, points_to_stored,
 )
 
@@ -105,7 +105,7 @@ def _real_size(
     record: RegionImage, findings: list[Finding]
 ) -> tuple[int, tuple[int, int], tuple[int, int]] | None:
     """``(orientation to map from, (width, height) of the frame the regions are in, stored size)``, or None
-    (with a finding). Regions of an EXIF-rotated photo are drawn on it as displayed (``transfer.orientation``)."""
+    (with a finding). Regions of an EXIF-rotated photo are drawn on it as displayed (``transfer.core.orientation``)."""
     size, problem = header_size(record.image)
     regions = f"its {len(record.regions)} region(s) in '{record.annotation}' are not used"
     if size is None:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import os
 
-from transfer import imagesize
+from transfer.core import imagesize
 from transfer.data.boxes.box_checks import real_image_size
-from transfer.regular_files import NotRegularFileError, not_regular, read_regular
+from transfer.core.regular_files import NotRegularFileError, not_regular, read_regular
 
 
 def header_size(path: str) -> tuple[tuple[int, int] | None, tuple[str, str] | None]:

@@ -1,7 +1,7 @@
 """TensorFlow Datasets segmentation sources (``tfds:oxford_iiit_pet``): images and masks kept encoded in memory.
 
 Images stay encoded in ``Samples.encoded``, as for classification
-(``transfer.data.tfds_source``, whose download and offline handling this
+(``transfer.data.sources.tfds``, whose download and offline handling this
 reuses). A mask has no file either: each target is an ``EncodedMask`` that
 carries the dataset's own PNG bytes (read with ``SkipDecoding``, never
 decoded while reading, then scanned once for values no class has and masks
@@ -38,8 +38,8 @@ from transfer.data.masks.values import (
     check_class_names, check_ignore_index, judge_scanned, scan_error_findings, scan_masks,
 )
 from transfer.data.samples import IGNORE_VALUE, Samples
-from transfer.data.tfds_source import PREFIX, VALIDATION_SPLITS
-from transfer.errors import TransferError
+from transfer.data.sources.tfds import PREFIX, VALIDATION_SPLITS
+from transfer.core.errors import TransferError
 
 # name: (class names, values table) of datasets whose mask values are documented.
 KNOWN = {
@@ -52,7 +52,7 @@ def tfds_builder(name: str, data_dir: str | os.PathLike | None = None) -> Any:
     """The prepared TFDS builder of ``name`` (downloaded when possible; a TransferError saying how otherwise)."""
     import tensorflow_datasets as tfds
 
-    from transfer.data.tfds_source import _prepare  # the classification source's download and offline rules
+    from transfer.data.sources.tfds import _prepare  # the classification source's download and offline rules
 
     try:
         builder = tfds.builder(name, data_dir=os.fspath(data_dir) if data_dir is not None else None)

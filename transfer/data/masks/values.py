@@ -41,8 +41,8 @@ import numpy as np
 from transfer.data.findings import Finding, finding
 from transfer.data.masks.decode import mask_name, read_pixels
 from transfer.data.samples import IGNORE_VALUE, Mask
-from transfer.errors import TransferError
-from transfer.regular_files import read_regular
+from transfer.core.errors import TransferError
+from transfer.core.regular_files import read_regular
 
 CLASSES_FILE = "classes.txt"
 BINARY_NAMES = ("background", "foreground")

@@ -34,11 +34,11 @@ from typing import Any, Sequence
 
 from transfer.data.boxes.image_paths import outside_root, resolve_image
 from transfer.data.findings import Finding, finding
-from transfer.data.folder import is_image_file
+from transfer.data.sources.folder import is_image_file
 from transfer.data.masks.jsonfile import load_json
 from transfer.data.masks.region_checks import Region, RegionFile, RegionImage
 from transfer.data.masks.regions import GarbledNumbers, shape_polygon
-from transfer.errors import TransferError
+from transfer.core.errors import TransferError
 
 DEFAULT_NAME = "via_region_data.json"
 CLASS_ATTRIBUTES = ("class", "label", "name", "type", "category", "object")
