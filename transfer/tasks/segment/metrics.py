@@ -105,7 +105,10 @@ def _mean_iou(confusion):
 
 @keras.saving.register_keras_serializable(package="transfer")
 class PixelAccuracy(keras.metrics.Metric):
-    """Share of scored pixels (true label not ``ignore_value``) whose argmax class is the true one.
+    """Share of scored pixels whose argmax class is the true one.
+
+    A pixel is scored as ``SegmentIoU`` and the loss score it: its true label is not
+    ``ignore_value`` and lies in ``0..C-1`` (``C`` from ``y_pred``'s last axis).
 
     Example:
         >>> metric = PixelAccuracy()
@@ -123,7 +126,11 @@ class PixelAccuracy(keras.metrics.Metric):
     def update_state(self, y_true, y_pred, sample_weight=None):
         labels = _labels(y_true, len(y_pred.shape))
         predicted = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
-        weights = _pixel_weights((labels != self.ignore_value) & (labels >= 0), sample_weight)
+        # Labels >= C (a void value other than ignore_value, 16-bit masks) have no class to hit:
+        # left out as SegmentIoU and the loss leave them out, or they would count as misses.
+        num_classes = y_pred.shape[-1] if y_pred.shape[-1] is not None else ops.shape(y_pred)[-1]
+        valid = (labels != self.ignore_value) & (labels >= 0) & (labels < num_classes)
+        weights = _pixel_weights(valid, sample_weight)
         hits = ops.cast(labels == predicted, "float32") * weights
         self.correct.assign_add(ops.cast(ops.sum(hits), "float64"))
         self.total.assign_add(ops.cast(ops.sum(weights), "float64"))
