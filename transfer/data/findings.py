@@ -27,7 +27,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Sequence
 
 SEVERITIES = ("error", "warning", "info")
 ACTIONS = ("stop", "skip", "review", "convert", "use", "ignore")
@@ -325,6 +325,28 @@ def finding(
     return Finding(
         str(path), code, severity or problem.severity, action or problem.action, detail, line=line, related=related
     )
+
+
+def first_few(items: Sequence[str], at_most: int) -> str:
+    """The first ``at_most`` of ``items`` joined by "; ", then how many were left out: the
+    list an error message names (every reader's refusal lists its problems this way).
+
+    Example:
+        >>> first_few(["a.xml: no box", "b.xml: no size", "c.xml: no box"], 2)
+        'a.xml: no box; b.xml: no size; and 1 more'
+    """
+    more = len(items) - at_most
+    return "; ".join(items[:at_most]) + (f"; and {more} more" if more > 0 else "")
+
+
+def stops_listed(stops: Sequence[Finding], at_most: int) -> str:
+    """``first_few`` of the findings as "where: detail" (their closing period dropped).
+
+    Example:
+        >>> stops_listed([finding("labels.csv", "csv_row", "the path is empty.", line=3)], 20)
+        'labels.csv:3: the path is empty'
+    """
+    return first_few([f"{f.where()}: {f.detail.rstrip('.')}" for f in stops], at_most)
 
 
 @dataclass(frozen=True)

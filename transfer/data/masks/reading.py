@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from transfer.data.findings import Finding, SourceListing
+from transfer.data.findings import Finding, SourceListing, stops_listed
 from transfer.data.masks.coco import read_coco_masks
 from transfer.data.masks.folders import find_mask_folder, read_mask_folder
 from transfer.data.masks.region_checks import check_regions
@@ -195,9 +195,7 @@ def raise_for_stops(source: str | os.PathLike, stops: Sequence[Finding]) -> None
     """One TransferError naming the findings that stop training (the first 5, then a count), if any."""
     if not stops:
         return
-    more = len(stops) - _MAX_LISTED
-    listed = "; ".join(f"{f.where()}: {f.detail.rstrip('.')}" for f in stops[:_MAX_LISTED])
-    listed += f"; and {more} more" if more > 0 else ""
+    listed = stops_listed(stops, _MAX_LISTED)
     fixes = dict.fromkeys(f.fix for f in stops)
     fix = " ".join(fixes) + f" (`transfer check-data {os.fspath(source)}` lists every problem.)"
     raise TransferError(f"{os.fspath(source)}: {len(stops)} mask problem(s) stop training: {listed}.", fix=fix)

@@ -17,8 +17,7 @@ import numpy as np
 
 from transfer.core.atomic import atomic_write_bytes, atomic_write_json
 from transfer.data.samples import Samples
-
-MULTI_LABEL_THRESHOLD = 0.5
+from transfer.tasks.classify.model import MULTI_LABEL_THRESHOLD
 
 
 @dataclass(frozen=True)

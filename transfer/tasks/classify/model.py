@@ -16,12 +16,15 @@ Example:
 
 from __future__ import annotations
 
-import keras
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from transfer.backbones import BackboneSpec
-from transfer.backbones.layers import FamilyPreprocessing
-from transfer.backbones.nesting import nested_backbone
+if TYPE_CHECKING:
+    from transfer.backbones import BackboneSpec
+
+# Keras is imported inside the functions: the readers, the task and the report import
+# MULTI_LABEL_THRESHOLD from here without loading Keras.
 
 HEAD_LAYERS = ("pool", "dropout", "scores")
 
@@ -41,6 +44,10 @@ def build_classifier(
     backbone's weights came from. ``freeze_batchnorm`` (default: unless the
     weights are random) keeps BatchNorm in inference mode (see module doc).
     """
+    import keras
+
+    from transfer.backbones.layers import FamilyPreprocessing
+    from transfer.backbones.nesting import nested_backbone
     from transfer.backbones.weights import build_backbone
 
     if num_classes < 2 and not multi_label:
@@ -59,6 +66,8 @@ def build_classifier(
     return model, info
 
 
+# A multi-label class is predicted when its score is >= this (training's F1, evaluate, the
+# export and predict alike; the export records it as ``threshold``).
 MULTI_LABEL_THRESHOLD = 0.5
 # Keras's F1Score counts a label when its score is > threshold; the largest float32
 # below 0.5 makes that ">= 0.5", the rule of evaluate, the export and predict.
@@ -86,6 +95,8 @@ def loss_and_metrics(multi_label: bool, label_smoothing: float = 0.0):
     Multi-label runs log ``macro_f1`` (see ``monitor_for``), the per-label
     binary ``accuracy`` and ``auc``.
     """
+    import keras
+
     if multi_label:
         loss = keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
         metrics = [

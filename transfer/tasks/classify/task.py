@@ -19,8 +19,7 @@ from typing import Any, Callable
 from transfer.core.errors import TransferError
 from transfer.data.samples import Samples
 from transfer.tasks.base import Objective, Task
-
-MULTI_LABEL_THRESHOLD = 0.5
+from transfer.tasks.classify.model import MULTI_LABEL_THRESHOLD
 
 
 class ClassifyTask(Task):
