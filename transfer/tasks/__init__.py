@@ -1,4 +1,5 @@
-"""Tasks: each module owns one task's data, head, objective, evaluation and serving outputs.
+"""Tasks: each package (``classify``, ``localize``, ``detect``, ``segment``) owns one task's
+data, head, objective, evaluation and serving outputs.
 
 ``get_task(name)`` returns the ``transfer.tasks.base.Task`` registered under a
 name (the run's ``config["task"]``, the CLI's ``--task``). Task modules are

@@ -1,11 +1,11 @@
 """The task seam: what a task (classify, localize, ...) owns, and what the engine may ask of it.
 
-The engine (``transfer.train``, ``transfer.engine.evaluate``, ``transfer.serving.export``,
+The engine (``transfer.engine``: ``train``, ``evaluate``; ``transfer.serving.export``;
 the CLI) holds stages, freezing, schedules, checkpoints, resume, the run
 folder and atomic writes, and names no task: it looks the run's task up with
 ``transfer.tasks.get_task(config["task"])`` and calls the methods below. A new
-task is one module in ``transfer/tasks/`` (plus its data readers) with a
-``Task`` subclass, listed in ``transfer.tasks.TASKS``.
+task is one package in ``transfer/tasks/`` (plus its data readers) with a
+``Task`` subclass in its ``task.py``, listed in ``transfer.tasks.TASKS``.
 
 Plain values cross the seam: ``DataSplit`` / ``Samples`` (targets of the
 task's own type), the run's ``config`` dict (run.json, which the task fills
