@@ -205,16 +205,27 @@ def test_evaluation_counts_pixels_at_the_original_resolution_and_skips_the_ignor
     # unlabelled band counts nowhere (it would be 1/8 of the pixels wrong otherwise).
     report = evaluate_segmenter(_colour_model(), samples, 32, batch_size=2, class_names=CLASS_NAMES)
     summary = report.summary()
-    assert {"mean_iou", "pixel_accuracy", "per_class_iou", "dice", "per_class_dice"} <= set(summary)
     assert summary["pixel_accuracy"] > 0.95 and summary["mean_iou"] > 0.85
-    assert all(0.0 <= v <= 1.0 for v in summary["per_class_iou"].values())
     matrix = np.array(summary["confusion_matrix"]["matrix"])
-    assert matrix.shape == (3, 3) and matrix.sum() == labelled.size
-    assert report.headline()[0] == "mean IoU"
+    # Each row holds exactly the labelled pixels of its true class, counted in the masks themselves.
+    np.testing.assert_array_equal(matrix.sum(axis=1), [(labelled == c).sum() for c in range(3)])
+    # The scores are the matrix's: IoU = TP / (row + column - TP), Dice = 2 TP / (row + column).
+    true_positive, rows, columns = np.diag(matrix), matrix.sum(axis=1), matrix.sum(axis=0)
+    for c, name in enumerate(CLASS_NAMES):
+        assert summary["per_class_iou"][name] == pytest.approx(
+            true_positive[c] / (rows[c] + columns[c] - true_positive[c]), abs=1e-4)
+        assert summary["per_class_dice"][name] == pytest.approx(2 * true_positive[c] / (rows[c] + columns[c]),
+                                                                abs=1e-4)
+    assert summary["pixel_accuracy"] == pytest.approx(true_positive.sum() / labelled.size, abs=1e-4)
+    assert report.headline() == ("mean IoU", pytest.approx(np.mean(list(summary["per_class_iou"].values())),
+                                                           abs=1e-4))
     assert "red" in report.table() and len(summary["worst"]) == 3
     written = report.write(tmp_path / "evaluation")
-    assert json.loads(written["metrics"].read_text())["mean_iou"] == summary["mean_iou"]
-    assert all(path.stat().st_size > 0 for path in written.values())
+    assert json.loads(written["metrics"].read_text())["confusion_matrix"]["matrix"] == matrix.tolist()
+    for name in ("confusion_png", "per_class_iou"):
+        with Image.open(written[name]) as figure:
+            assert figure.format == "PNG"
+            figure.load()  # a whole image: a truncated or empty file raises here
 
 
 def _tiny_segmenter(image_size: int, num_classes: int):
@@ -310,18 +321,47 @@ def test_overlay_colours_each_class_and_refuses_a_mask_of_another_size(tmp_path)
         draw_overlay(image, mask[:10], ["bg", "a", "b"], tmp_path / "x.png")
 
 
-def test_a_2048_px_photo_gets_a_mask_of_its_own_resolution(exported, tmp_path):
+def _brightness_segmenter(image_size: int, threshold: float, gain: float = 8.0):
+    """Logits ``(0, gain * (v - threshold))``, ``v`` the pixel's grey level in [0, 1]: class 1
+    ("bright") where the input is brighter than ``threshold``."""
+    import keras
+
+    image = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
+    x = keras.layers.Rescaling(1 / 255)(image)
+    conv = keras.layers.Conv2D(2, 1, name="mask")
+    model = keras.Model(image, conv(x))
+    kernel = np.zeros((1, 1, 3, 2), np.float32)
+    kernel[..., 1] = gain / 3  # the mean of the three channels
+    conv.set_weights([kernel, np.array([0.0, -gain * threshold], np.float32)])
+    return model
+
+
+def test_a_2048_px_photo_gets_a_mask_of_its_own_resolution(tmp_path):
+    from transfer.serving.export import export_model
     from transfer.tasks.segment.reader import ExportedSegmenter
 
-    rows, cols = np.mgrid[0:1536, 0:2048]
-    picture = np.stack([(cols // 8) % 256, (rows // 6) % 256, (cols + rows) // 16 % 256], -1).astype(np.uint8)
-    path = tmp_path / "large.jpg"
-    Image.fromarray(picture).save(path, quality=90)
-    (result,) = ExportedSegmenter.load(exported).predict_files([path])
+    # A grey ramp, column c at level c * 255 / 2047 (PNG: the levels stay exact). Stretched to the
+    # 32 px input, cell j is the ramp's mean around its centre 64 j + 31.5, i.e. v_j = (64 j + 31.5)
+    # / 2047; the probabilities, nearly linear in v over a cell (gain 8 x 1/32 of the range), are
+    # resized back bilinearly, so the class changes where the ramp crosses the threshold: column
+    # 1056 for threshold 1056 / 2047, the middle of cell 16. A 32 px mask blown up would change
+    # at a cell border (column 1024 or 1088, 32 px away); the ramp's and the input's rounding to
+    # whole grey levels move the crossing by up to about one level, 8 columns.
+    crossing = 1056
+    model = _brightness_segmenter(32, crossing / 2047)
+    export = export_model(model, tmp_path / "export", class_names=["dark", "bright"], image_size=32,
+                          task="segment", task_config={"task": "segment", "class_names": ["dark", "bright"],
+                                                       "num_classes": 2, "decoder": "fcn"})
+    ramp = np.round(np.arange(2048) * 255 / 2047).astype(np.uint8)
+    path = tmp_path / "large.png"
+    Image.fromarray(np.repeat(np.broadcast_to(ramp, (1536, 2048))[..., None], 3, axis=-1)).save(path)
+    (result,) = ExportedSegmenter.load(export).predict_files([path])
     assert result["mask"].shape == (1536, 2048)
-    # Not a 32 px mask blown up: class borders fall between the input's 64-pixel-wide cells too.
-    changes = np.flatnonzero(np.diff(result["mask"][768].astype(int)))
-    assert len(changes) == 0 or (changes % 64 != 63).any()
+    row = result["mask"][768].astype(int)
+    changes = np.flatnonzero(np.diff(row))
+    assert len(changes) == 1 and abs(int(changes[0]) + 1 - crossing) <= 12, changes
+    assert (row[:changes[0] + 1] == 0).all() and (row[changes[0] + 1:] == 1).all()
+    assert (result["mask"] == result["mask"][768]).all()  # the ramp is the same on every row
 
 
 def test_a_run_reads_its_data_again_with_its_own_options():
