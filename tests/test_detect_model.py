@@ -119,12 +119,14 @@ def test_loss_decreases_with_fit_and_the_model_saves_and_loads(tmp_path):
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss=DetectionLoss(image_size=64))
     data = tf.data.Dataset.from_tensor_slices((images, targets)).batch(4).repeat()
     history = model.fit(data, steps_per_epoch=8, epochs=3, verbose=0).history["loss"]
-    assert all(np.isfinite(history))
-    assert history[-1] < 0.6 * history[0], history
+    assert history[-1] < 0.6 * history[0], history  # (a NaN fails this too)
 
     path = tmp_path / "detector.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded, Detector) and isinstance(loaded.loss, DetectionLoss)
     np.testing.assert_allclose(loaded(images[:1])["box"], model(images[:1])["box"], atol=1e-5)
-    assert np.isfinite(loaded.evaluate(data, steps=1, verbose=0))
+    # The loaded model's compiled loss is the DetectionLoss of its outputs (the first batch of 4).
+    first = {k: v[:4] for k, v in targets.items()}
+    expected = float(DetectionLoss(image_size=64)(first, model(images[:4], training=False)))
+    assert loaded.evaluate(data, steps=1, verbose=0) == pytest.approx(expected, rel=1e-4)
