@@ -1,14 +1,9 @@
-"""The ``transfer`` command line: a thin layer over the Python API.
+"""The ``transfer`` command line: a thin layer over the Python API, its commands gathered here.
 
-Every command turns a ``TransferError`` into a short message on stderr and
-exit code 2 (no traceback unless ``--debug``). Heavy imports (TensorFlow,
-Keras) happen inside the commands, so ``transfer --help`` is instant.
+The app, its error handling and examples of every command are in ``transfer.cli.app``.
 
 Example:
-    $ transfer train --data flowers/ --backbone mobilenet_0.25 --image-size 128 --out runs/f
-    $ transfer evaluate runs/f --json
-    $ transfer export runs/f --out exports/f
-    $ transfer predict exports/f photo.jpg --top-k 3
+    $ transfer --help
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 
+from transfer.cli import train_options as options
 from transfer.cli.app import _parse_weights, app, user_errors
 from transfer.core.errors import TransferError
 
@@ -21,99 +22,42 @@ from transfer.core.errors import TransferError
 @user_errors
 def train_command(
     ctx: typer.Context,
-    data: Optional[str] = typer.Option(
-        None, "--data",
-        help="classify: class folders (optionally train/ val/), a CSV, or tfds:NAME; "
-             "localize/detect: a box CSV, a Pascal VOC folder (one of its lists: "
-             "FOLDER/ImageSets/Main/NAME.txt) or a COCO JSON file; segment: a folder of images/ + masks/ "
-             "(or image/ + label/), VIA or COCO polygon JSON, or tfds:NAME with masks.",
-    ),
-    val_data: Optional[str] = typer.Option(
-        None, "--val-data", help="Validate on this source (same kinds as --data) instead of splitting --data."
-    ),
-    task_name: str = typer.Option(
-        "classify", "--task",
-        help="classify, localize (one box and class per image), detect (every box of every class) or "
-             "segment (a class for every pixel).",
-    ),
-    ignore_index: Optional[int] = typer.Option(
-        None, "--ignore-index",  # range checked by the task, with check-data's rule and words (0..65535)
-        help="segment: the mask value of unlabelled pixels (e.g. CamVid's void 11; 0-65535), left out of the loss "
-             "and metrics (default: the recipe's ignore_index, else none).",
-    ),
-    class_names: Optional[str] = typer.Option(
-        None, "--class-names",
-        help="segment: the class of each mask value, in value order (e.g. background,cell); default: the "
-             "classes.txt beside the masks.",
-    ),
-    decoder: Optional[str] = typer.Option(
-        None, "--decoder", help="segment: unet (skip connections from strides 2-32, the default) or fcn."
-    ),
-    loss: Optional[str] = typer.Option(
-        None, "--loss", help="segment: ce, dice, focal or a sum of them (default ce+dice; ce alone favours pixel "
-                             "accuracy, the Dice term rare classes)."
-    ),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder to create."),
-    resume: Optional[Path] = typer.Option(
-        None, "--resume", help="Continue this killed or interrupted run (no other options needed)."
-    ),
-    backbone: str = typer.Option("mobilenet_0.25", "--backbone", help="See `transfer backbones`."),
-    weights: str = typer.Option("imagenet", "--weights", help='"imagenet", "none", or a weights file.'),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Input side in pixels."),
-    recipe: Optional[Path] = typer.Option(None, "--recipe", help="Recipe TOML file."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Set every stage to this many epochs."),
-    val_fraction: float = typer.Option(0.2, "--val-fraction", help="Used when the data has no val split."),
-    allow_outside_root: bool = typer.Option(
-        False, "--allow-outside-root", help="Let CSV paths point outside the CSV's folder (trusted CSVs only)."
-    ),
-    precision: str = typer.Option(
-        "float32", "--precision",
-        help="float32, mixed (float16 on a GPU, bfloat16 on a CPU with native support, else float32), "
-             "float16 or bfloat16.",
-    ),
-    xla: Optional[bool] = typer.Option(
-        None, "--xla/--no-xla", help="Compile training steps with XLA (default: on for GPUs, off on CPUs)."
-    ),
-    feature_cache: Optional[Path] = typer.Option(
-        None, "--feature-cache",
-        help="Folder for cached backbone features of head stages (default: $TRANSFER_CACHE_DIR or "
-             "~/.cache/transfer/features).",
-    ),
-    no_feature_cache: bool = typer.Option(
-        False, "--no-feature-cache", help="Keep head-stage features in memory only."
-    ),
-    checkpoint_every: Optional[float] = typer.Option(
-        None, "--checkpoint-every", min=0.0, metavar="SECONDS",
-        help="Seconds of training between resumable checkpoints (default 30; always one after each stage; 0: "
-             "after every epoch). A kill loses at most this much.",
-    ),
-    distribute: str = typer.Option(
-        "auto", "--distribute",
-        help="auto (TF_CONFIG with several workers: multi_worker; several GPUs: mirrored; else none), "
-             "none, mirrored or multi_worker. The batch size is global.",
-    ),
+    data: Optional[str] = options.DATA,
+    val_data: Optional[str] = options.VAL_DATA,
+    task_name: str = options.TASK_NAME,
+    ignore_index: Optional[int] = options.IGNORE_INDEX,
+    class_names: Optional[str] = options.CLASS_NAMES,
+    decoder: Optional[str] = options.DECODER,
+    loss: Optional[str] = options.LOSS,
+    out: Optional[Path] = options.OUT,
+    resume: Optional[Path] = options.RESUME,
+    backbone: str = options.BACKBONE,
+    weights: str = options.WEIGHTS,
+    image_size: Optional[int] = options.IMAGE_SIZE,
+    recipe: Optional[Path] = options.RECIPE,
+    epochs: Optional[int] = options.EPOCHS,
+    val_fraction: float = options.VAL_FRACTION,
+    allow_outside_root: bool = options.ALLOW_OUTSIDE_ROOT,
+    precision: str = options.PRECISION,
+    xla: Optional[bool] = options.XLA,
+    feature_cache: Optional[Path] = options.FEATURE_CACHE,
+    no_feature_cache: bool = options.NO_FEATURE_CACHE,
+    checkpoint_every: Optional[float] = options.CHECKPOINT_EVERY,
+    distribute: str = options.DISTRIBUTE,
 ):
     """Fine-tune a backbone on your images; writes checkpoints, history and metrics to --out.
 
     A quick data check runs first; unreadable images are skipped, each named.
     """
-    from transfer.core.recipe import Recipe
-    from transfer.engine.train import resume as resume_run
     from transfer.engine.distribute import choose_distribution
+    from transfer.engine.train import resume as resume_run
     from transfer.engine.train import train
 
     # First: multi-worker training must set TensorFlow up before any op runs.
     distribution = choose_distribution(distribute)
     verbose = 1 if sys.stdout.isatty() else 2
     if resume is not None:
-        if (data is not None or out is not None or recipe is not None or epochs is not None or val_data is not None
-                or task_name != "classify" or precision != "float32" or xla is not None
-                or feature_cache is not None or no_feature_cache or checkpoint_every is not None
-                or (ignore_index, class_names, decoder, loss) != (None, None, None, None)):
-            raise TransferError(
-                "--resume continues a run with its own data, recipe and settings.",
-                fix="Pass only --resume RUN_DIR.",
-            )
+        _refuse_options_beside_resume(ctx.params)
         result = resume_run(resume, verbose=verbose, distribution=distribution)
         typer.echo(f"Done. {_outcome_text(result)}")
         return
@@ -121,38 +65,8 @@ def train_command(
         missing = " and ".join(name for name, value in (("--data", data), ("--out", out)) if value is None)
         raise TransferError(f"transfer train needs {missing}.",
                             fix="Example: transfer train --data flowers/ --out runs/flowers")
-    from transfer.backbones import get_backbone
-    from transfer.engine.precision import resolve_precision
-    from transfer.tasks import get_task
-    from transfer.engine.run_config import check_out_dir, checked_image_size, image_size_line, upsampling_warning
-
-    # Cheap mistakes fail now, not after the data scan: a typo'd task, precision or backbone,
-    # an --out that already holds a run, a size below the backbone's minimum, a bad recipe.
-    task = get_task(task_name)
-    resolve_precision(precision)
-    spec = get_backbone(backbone)
-    size = checked_image_size(spec, image_size, task)
-    check_out_dir(out, (data, val_data))
-    chosen = Recipe.load(recipe) if recipe else task.default_recipe()
-    # The task's own options (each task refuses those it does not take, by their flag).
-    task = task.with_options(ignore_index=ignore_index if ignore_index is not None else chosen.ignore_index,
-                             class_names=class_names, decoder=decoder, loss=loss)
-    if epochs is not None:
-        if epochs < 1:
-            raise TransferError(f"--epochs {epochs} is not positive.", fix="Pass --epochs 1 or more.")
-        chosen = chosen.with_epochs(epochs)
-    task.check_recipe(chosen)
-    typer.echo(image_size_line(spec, image_size, task))
-    split = task.load_data(data, val_source=val_data, val_fraction=val_fraction, seed=chosen.seed,
-                           allow_outside_root=allow_outside_root, echo=typer.echo)
-    typer.echo(f"Data: {task.describe_data(split)}")
-    from transfer.data.doctor import check_split
-
-    report = check_split(split, image_size=size, source=data)
-    typer.echo(report.summary())
-    warning = upsampling_warning(spec, size, report.median_side)
-    if warning:
-        typer.echo(warning)
+    task, chosen, spec, size = _checked_settings(ctx.params)
+    split = _read_and_check_data(task, chosen, spec, size, ctx.params)
     result = train(
         split, out, backbone=backbone, weights=_parse_weights(weights), image_size=image_size,
         recipe=chosen, data_source=data, verbose=verbose, precision=precision, xla=xla,
@@ -164,6 +78,70 @@ def train_command(
         typer.echo(f"Worker {distribution.worker_index} finished; the chief wrote the run folder.")
         return
     typer.echo(f"Done in {result.seconds:.0f}s. {_outcome_text(result)} Next: transfer evaluate {result.run_dir}")
+
+
+# What each option is when not given: --resume refuses any option that differs (None for the rest).
+_UNSET_BESIDE_RESUME = {"task_name": "classify", "precision": "float32", "no_feature_cache": False}
+_REFUSED_BESIDE_RESUME = ("data", "out", "recipe", "epochs", "val_data", "task_name", "precision", "xla",
+                          "feature_cache", "no_feature_cache", "checkpoint_every", "ignore_index", "class_names",
+                          "decoder", "loss")
+
+
+def _refuse_options_beside_resume(params: dict) -> None:
+    """A resumed run keeps its own data, recipe and settings: an option that would change them is refused."""
+    if any(params[name] != _UNSET_BESIDE_RESUME.get(name) for name in _REFUSED_BESIDE_RESUME):
+        raise TransferError(
+            "--resume continues a run with its own data, recipe and settings.",
+            fix="Pass only --resume RUN_DIR.",
+        )
+
+
+def _checked_settings(params: dict):
+    """The task (with its own options), the recipe, the backbone and the image size, every cheap
+    setting checked before data is read."""
+    from transfer.backbones import get_backbone
+    from transfer.core.recipe import Recipe
+    from transfer.engine.precision import resolve_precision
+    from transfer.engine.run_config import check_out_dir, checked_image_size
+    from transfer.tasks import get_task
+
+    # Cheap mistakes fail now, not after the data scan: a typo'd task, precision or backbone,
+    # an --out that already holds a run, a size below the backbone's minimum, a bad recipe.
+    task = get_task(params["task_name"])
+    resolve_precision(params["precision"])
+    spec = get_backbone(params["backbone"])
+    size = checked_image_size(spec, params["image_size"], task)
+    check_out_dir(params["out"], (params["data"], params["val_data"]))
+    chosen = Recipe.load(params["recipe"]) if params["recipe"] else task.default_recipe()
+    # The task's own options (each task refuses those it does not take, by their flag).
+    ignore_index = params["ignore_index"]
+    task = task.with_options(ignore_index=ignore_index if ignore_index is not None else chosen.ignore_index,
+                             class_names=params["class_names"], decoder=params["decoder"], loss=params["loss"])
+    epochs = params["epochs"]
+    if epochs is not None:
+        if epochs < 1:
+            raise TransferError(f"--epochs {epochs} is not positive.", fix="Pass --epochs 1 or more.")
+        chosen = chosen.with_epochs(epochs)
+    task.check_recipe(chosen)
+    return task, chosen, spec, size
+
+
+def _read_and_check_data(task, chosen, spec, size: int, params: dict):
+    """The training and validation data, read by the task and checked (the doctor's summary printed)."""
+    from transfer.data.doctor import check_split
+    from transfer.engine.run_config import image_size_line, upsampling_warning
+
+    typer.echo(image_size_line(spec, params["image_size"], task))
+    data = params["data"]
+    split = task.load_data(data, val_source=params["val_data"], val_fraction=params["val_fraction"],
+                           seed=chosen.seed, allow_outside_root=params["allow_outside_root"], echo=typer.echo)
+    typer.echo(f"Data: {task.describe_data(split)}")
+    report = check_split(split, image_size=size, source=data)
+    typer.echo(report.summary())
+    warning = upsampling_warning(spec, size, report.median_side)
+    if warning:
+        typer.echo(warning)
+    return split
 
 
 def _outcome_text(result) -> str:

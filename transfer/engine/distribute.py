@@ -40,26 +40,16 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import os
-import threading
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from transfer.core.errors import TransferError
-
-log = logging.getLogger(__name__)
+from transfer.engine.tf_config import TF_CONFIG_EXAMPLE, parse_tf_config  # noqa: F401 (parse_tf_config: imported from here)
 
 KINDS = ("none", "mirrored", "multi_worker")
 MODES = ("auto",) + KINDS
-TASK_TYPES = ("chief", "worker")
 
-_TF_CONFIG_EXAMPLE = (
-    'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-    '"task": {"type": "worker", "index": 0}}\' (the same cluster on every machine, '
-    "each with its own task index)"
-)
 _STRATEGY_NAMES = {
     "none": "No distribution strategy",
     "mirrored": "MirroredStrategy",
@@ -130,83 +120,6 @@ class Distribution:
                 f"this is worker {self.worker_index}{role}")
 
 
-def parse_tf_config(text: str) -> dict[str, Any]:
-    """Validate a ``TF_CONFIG`` JSON string; return where this task stands.
-
-    Returns ``{"cluster", "task_type", "task_index", "num_workers",
-    "worker_index", "is_chief"}``. Task types ``"chief"`` (at most one) and
-    ``"worker"`` are accepted; ``worker_index`` counts the chief first, then
-    the workers in order. Malformed JSON, a missing ``cluster`` or ``task``,
-    other task types (``"ps"``, ``"evaluator"``) or an index out of range raise
-    ``TransferError``.
-
-    Example:
-        >>> parse_tf_config('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}')
-        {'cluster': {'worker': ['a:1', 'b:1']}, 'task_type': 'worker', 'task_index': 1,
-         'num_workers': 2, 'worker_index': 1, 'is_chief': False}
-    """
-    fix = f"Set {_TF_CONFIG_EXAMPLE}."
-    try:
-        config = json.loads(text)
-    except (TypeError, ValueError) as error:
-        raise TransferError(f"TF_CONFIG is not valid JSON ({error}).", fix=fix) from None
-    if not isinstance(config, dict):
-        raise TransferError(f"TF_CONFIG must be a JSON object; got {type(config).__name__}.", fix=fix)
-
-    cluster = config.get("cluster")
-    if not isinstance(cluster, dict) or not cluster:
-        raise TransferError('TF_CONFIG has no "cluster" object listing the machines.', fix=fix)
-    for job, addresses in cluster.items():
-        if job not in TASK_TYPES:
-            raise TransferError(
-                f'TF_CONFIG\'s cluster has a {job!r} job; multi-worker training takes only "chief" '
-                f'and "worker" tasks (MultiWorkerMirroredStrategy).',
-                fix=f'Remove {job!r} from TF_CONFIG\'s cluster: {_TF_CONFIG_EXAMPLE}.',
-            )
-        if not isinstance(addresses, list) or not addresses:
-            raise TransferError(f'TF_CONFIG\'s cluster["{job}"] must be a non-empty list of "host:port".',
-                                fix=fix)
-        for address in addresses:
-            if not _is_address(address):
-                raise TransferError(f'TF_CONFIG\'s cluster["{job}"] holds {address!r}, not a "host:port".',
-                                    fix=fix)
-    if len(cluster.get("chief", [])) > 1:
-        raise TransferError(f'TF_CONFIG\'s cluster has {len(cluster["chief"])} "chief" tasks; at most one.',
-                            fix='List the other machines under "worker".')
-    everyone = [address for job in TASK_TYPES for address in cluster.get(job, [])]
-    repeated = sorted({address for address in everyone if everyone.count(address) > 1})
-    if repeated:
-        raise TransferError(f"TF_CONFIG's cluster lists {', '.join(repeated)} more than once.",
-                            fix="Give every task its own host:port.")
-
-    task = config.get("task")
-    if not isinstance(task, dict):
-        raise TransferError('TF_CONFIG has no "task" object saying which machine this is.',
-                            fix='Add "task": {"type": "worker", "index": N} with this machine\'s N.')
-    task_type, index = task.get("type"), task.get("index", 0)
-    if task_type not in cluster:
-        jobs = " or ".join(f'"{job}"' for job in cluster)
-        raise TransferError(f"TF_CONFIG's task type {task_type!r} is not a job of its cluster.",
-                            fix=f'Set "task": {{"type": {jobs}, "index": N}}.')
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(cluster[task_type]):
-        count = len(cluster[task_type])
-        raise TransferError(
-            f'TF_CONFIG\'s task index {index!r} is out of range: cluster["{task_type}"] has {count} '
-            f"{'entry' if count == 1 else 'entries'}.",
-            fix=f'Set "task": {{"type": "{task_type}", "index": N}} with 0 <= N < {count}.',
-        )
-    num_chiefs = len(cluster.get("chief", []))
-    worker_index = index if task_type == "chief" else num_chiefs + index
-    return {
-        "cluster": {job: list(cluster[job]) for job in TASK_TYPES if job in cluster},
-        "task_type": task_type,
-        "task_index": index,
-        "num_workers": len(everyone),
-        "worker_index": worker_index,
-        "is_chief": worker_index == 0,
-    }
-
-
 def choose_distribution(mode: str = "auto", *, environ: Mapping[str, str] | None = None) -> Distribution:
     """Pick and create the strategy for ``mode``; ``environ`` defaults to ``os.environ``.
 
@@ -255,7 +168,7 @@ def choose_distribution(mode: str = "auto", *, environ: Mapping[str, str] | None
         return Distribution("mirrored", strategy, int(strategy.num_replicas_in_sync), 1, 0)
     if tf_config is None:
         raise TransferError("Multi-worker training needs TF_CONFIG, which is not set.",
-                            fix=f"On every machine set {_TF_CONFIG_EXAMPLE}.")
+                            fix=f"On every machine set {TF_CONFIG_EXAMPLE}.")
     strategy = _multi_worker_strategy(tf_config)
     return Distribution("multi_worker", strategy, int(strategy.num_replicas_in_sync),
                         tf_config["num_workers"], tf_config["worker_index"])
@@ -311,7 +224,9 @@ def _multi_worker_strategy(tf_config: dict[str, Any]):
             fix="Call transfer.engine.distribute.choose_distribution() first (before loading data or "
                 "building models), in a fresh Python process.",
         )
-    _patch_keras_for_multi_worker()
+    from transfer.engine.keras_multi_worker import patch_keras_for_multi_worker
+
+    patch_keras_for_multi_worker()
     resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
         tf.train.ClusterSpec(tf_config["cluster"]),
         task_type=tf_config["task_type"], task_id=tf_config["task_index"], rpc_layer="grpc",
@@ -342,67 +257,6 @@ def _num_gpus() -> int:
 
     # list_physical_devices does not start the eager context (list_logical_devices does).
     return len(tf.config.list_physical_devices("GPU"))
-
-
-_patch_lock = threading.Lock()
-_patched = False
-
-
-def _patch_keras_for_multi_worker() -> None:
-    """Make Keras 3's ``fit``/``evaluate`` work under MultiWorkerMirroredStrategy.
-
-    Keras 3.15 fails there in two places (keras-team/keras#20585):
-    ``_maybe_symbolic_build`` all-reduces a whole ``(x, y)`` batch structure
-    ("Attempt to convert a value (PerReplica ...) with an unsupported type"),
-    and ``reduce_per_replica`` averages scalar metrics with ``axis=0``
-    ("Invalid reduction dimension 0 for input with 0 dimensions"). Both fixes
-    apply only to a multi-worker MultiWorkerMirroredStrategy; anything else
-    takes Keras's own code. Idempotent.
-    """
-    global _patched
-    with _patch_lock:
-        if _patched:
-            return
-        try:
-            from keras.src.backend.tensorflow import trainer as tf_trainer
-
-            original_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
-            original_reduce = tf_trainer.reduce_per_replica
-            multi_worker = tf_trainer._collective_all_reduce_multi_worker
-        except (ImportError, AttributeError) as error:
-            log.warning("Keras internals moved (%s); multi-worker fit runs on stock Keras.", error)
-            _patched = True
-            return
-
-        def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-            strategy = self._distribute_strategy
-            if iterator is not None and data_batch is None and strategy is not None and multi_worker(strategy):
-                adapter = getattr(iterator, "data_adapter", None)
-                if adapter is not None:
-                    # Shapes and dtypes are all the symbolic build needs.
-                    spec = adapter.get_tf_dataset().element_spec
-                    with strategy.scope():
-                        self._symbolic_build(data_batch=spec)
-                    return
-            return original_build(self, iterator=iterator, data_batch=data_batch)
-
-        def reduce_per_replica(values, strategy, reduction):
-            if reduction in ("auto", "mean") and multi_worker(strategy):
-                import tensorflow as tf
-
-                return tf.nest.map_structure(lambda value: strategy.reduce("MEAN", value, axis=None), values)
-            return original_reduce(values, strategy, reduction)
-
-        tf_trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
-        tf_trainer.reduce_per_replica = reduce_per_replica
-        _patched = True
-
-
-def _is_address(value: Any) -> bool:
-    if not isinstance(value, str) or ":" not in value:
-        return False
-    host, port = value.rsplit(":", 1)
-    return bool(host) and port.isdigit()
 
 
 def _plural(count: int, word: str) -> str:

@@ -95,8 +95,28 @@ def find_learning_rate(
     opt = make_optimizer(optimizer, lambda: lr_variable,
                          weight_decay=0.004 if weight_decay is None else weight_decay, model=model)
     opt = with_loss_scaling(opt, model)
-    mixed16 = isinstance(opt, keras.optimizers.LossScaleOptimizer)
+    train_step = _sweep_step(model, loss_fn, opt, class_weight)
+    try:
+        lrs, losses, best = _sweep(dataset, train_step, lr_variable, min_lr, max_lr, steps, progress)
+    finally:
+        model.set_weights(saved)
+    if len(losses) < 2:
+        raise TransferError(
+            "The learning-rate sweep diverged at once (loss not finite).",
+            fix=f"Lower min_lr (now {min_lr:g}) or check the data and targets.",
+        )
+    lrs_array, losses_array = np.asarray(lrs), np.asarray(losses)
+    suggestion = max(suggest_learning_rate(lrs_array, losses_array), min_lr)
+    log.info("lr-find: %d steps, lowest loss %.4f, suggested %.3g", len(lrs), best, suggestion)
+    return lrs_array, losses_array, suggestion
 
+
+def _sweep_step(model, loss_fn, opt, class_weight: dict[int, float] | None):
+    """One compiled training step ``(x, y) -> loss`` with ``opt``, examples weighed by ``class_weight``."""
+    import keras
+    import tensorflow as tf
+
+    mixed16 = isinstance(opt, keras.optimizers.LossScaleOptimizer)
     weights_per_class = None
     if class_weight:
         num_classes = int(model.output_shape[-1])
@@ -123,36 +143,32 @@ def find_learning_rate(
         opt.apply_gradients(zip(grads, model.trainable_variables))
         return value
 
+    return train_step
+
+
+def _sweep(dataset, train_step, lr_variable, min_lr: float, max_lr: float, steps: int,
+           progress: Callable[[int, int, float, float], None] | None) -> tuple[list, list, float]:
+    """The rates tried, their smoothed (bias-corrected) losses and the lowest of them; stops at a
+    loss that is not finite or has grown past ``DIVERGENCE_FACTOR`` times the lowest."""
     ratio = max_lr / min_lr
     lrs, losses = [], []
     smoothed, best = 0.0, math.inf
-    try:
-        for step, (x, y) in enumerate(dataset.repeat().take(steps)):
-            lr = min_lr * ratio ** (step / (steps - 1))
-            lr_variable.assign(lr)
-            value = float(train_step(x, y))
-            if not math.isfinite(value):
-                break
-            smoothed = SMOOTHING * smoothed + (1 - SMOOTHING) * value
-            debiased = smoothed / (1 - SMOOTHING ** (step + 1))
-            lrs.append(lr)
-            losses.append(debiased)
-            best = min(best, debiased)
-            if progress is not None:
-                progress(step + 1, steps, lr, debiased)
-            if step > 5 and debiased > DIVERGENCE_FACTOR * best:
-                break
-    finally:
-        model.set_weights(saved)
-    if len(losses) < 2:
-        raise TransferError(
-            "The learning-rate sweep diverged at once (loss not finite).",
-            fix=f"Lower min_lr (now {min_lr:g}) or check the data and targets.",
-        )
-    lrs_array, losses_array = np.asarray(lrs), np.asarray(losses)
-    suggestion = max(suggest_learning_rate(lrs_array, losses_array), min_lr)
-    log.info("lr-find: %d steps, lowest loss %.4f, suggested %.3g", len(lrs), best, suggestion)
-    return lrs_array, losses_array, suggestion
+    for step, (x, y) in enumerate(dataset.repeat().take(steps)):
+        lr = min_lr * ratio ** (step / (steps - 1))
+        lr_variable.assign(lr)
+        value = float(train_step(x, y))
+        if not math.isfinite(value):
+            break
+        smoothed = SMOOTHING * smoothed + (1 - SMOOTHING) * value
+        debiased = smoothed / (1 - SMOOTHING ** (step + 1))
+        lrs.append(lr)
+        losses.append(debiased)
+        best = min(best, debiased)
+        if progress is not None:
+            progress(step + 1, steps, lr, debiased)
+        if step > 5 and debiased > DIVERGENCE_FACTOR * best:
+            break
+    return lrs, losses, best
 
 
 @dataclass(frozen=True)

@@ -56,33 +56,71 @@ def run_stages(run, model, config, recipe, data, task, progress, started, verbos
     ``config`` is the run's run.json dictionary (updated and rewritten here);
     ``resumed``: the model came from a checkpoint, compiled, mid-stage.
     """
-    spec = get_backbone(config["backbone"])
-    image_size = int(config["image_size"])
-    pretrained = config["weights"] != "random"
-    monitor = run_monitor(config)
-    mode = config.get("monitor_mode", "max")
-    # Decoded images in memory only when train + val fit the budget; else on disk in the run folder.
-    image_cache = choose_image_cache(len(data.train) + len(data.val), image_size, cache_dir=run.root)
-    say(verbose, f"Image cache: {image_cache.describe()}")
-    config["image_cache"] = image_cache.to_dict()
-    atomic_write_json(run.config_file, config)
-    train_ds = distribute_dataset(
-        task.make_dataset(data.train, image_size, recipe.batch_size, training=True, recipe=recipe,
-                          cache=image_cache, config=config),
-        dist, batch_size=recipe.batch_size, num_examples=len(data.train),
-    )
-    val_ds = distribute_dataset(task.make_dataset(data.val, image_size, recipe.batch_size, training=False,
-                                                  recipe=recipe, cache=image_cache, config=config),
-                                dist, batch_size=recipe.batch_size, num_examples=len(data.val))
-    steps = steps_per_epoch(data.train, recipe.batch_size)
-    checkpoints = RunCheckpoints(run, progress, monitor=monitor, mode=mode)
-    weights_per_class = task.class_weight(data.train, recipe)
-
+    loop = _StageLoop(run, model, config, recipe, data, task, progress, verbose, dist)
     for index in range(progress.stage_index, len(recipe.stages)):
-        stage = recipe.stages[index]
-        done = progress.stage_epochs_done if index == progress.stage_index else 0
+        loop.run_stage(index, resumed=resumed)
+    return loop.finish(started)
+
+
+class _StageLoop:
+    """One run's stage loop: what every stage shares (datasets, checkpoints, monitor), a stage
+    at a time (``run_stage``), then the best weights evaluated and written (``finish``)."""
+
+    def __init__(self, run, model, config, recipe, data, task, progress, verbose, dist):
+        self.run, self.model, self.config, self.recipe, self.data = run, model, config, recipe, data
+        self.task, self.progress, self.verbose, self.dist = task, progress, verbose, dist
+        self.spec = get_backbone(config["backbone"])
+        self.image_size = int(config["image_size"])
+        self.monitor = run_monitor(config)
+        self.mode = config.get("monitor_mode", "max")
+        self.train_ds, self.val_ds = self._datasets()
+        self.steps = steps_per_epoch(data.train, recipe.batch_size)
+        self.checkpoints = RunCheckpoints(run, progress, monitor=self.monitor, mode=self.mode)
+        self.weights_per_class = task.class_weight(data.train, recipe)
+
+    def _datasets(self):
+        """The distributed training and validation datasets over one image cache, recorded in run.json."""
+        data, recipe, config = self.data, self.recipe, self.config
+        # Decoded images in memory only when train + val fit the budget; else on disk in the run folder.
+        image_cache = choose_image_cache(len(data.train) + len(data.val), self.image_size, cache_dir=self.run.root)
+        say(self.verbose, f"Image cache: {image_cache.describe()}")
+        config["image_cache"] = image_cache.to_dict()
+        atomic_write_json(self.run.config_file, config)
+        return tuple(
+            distribute_dataset(
+                self.task.make_dataset(samples, self.image_size, recipe.batch_size, training=training,
+                                       recipe=recipe, cache=image_cache, config=config),
+                self.dist, batch_size=recipe.batch_size, num_examples=len(samples),
+            )
+            for samples, training in ((data.train, True), (data.val, False))
+        )
+
+    def run_stage(self, index: int, *, resumed: bool) -> None:
+        """Stage ``index`` from where ``progress`` stands: set up (unless resumed mid-stage), fit, report."""
+        stage = self.recipe.stages[index]
+        done = self.progress.stage_epochs_done if index == self.progress.stage_index else 0
         if done >= stage.epochs:
-            continue
+            return
+        on_cached_features = self._on_cached_features(stage)
+        if not (resumed and index == self.progress.stage_index and done > 0):
+            self._compile_stage(index, stage, on_cached_features)
+        callbacks = self._callbacks(index, stage, done, on_cached_features)
+        fit = self._fit(stage, done, on_cached_features, callbacks)
+        if len(fit.epoch) < stage.epochs - done:
+            say(self.verbose, f"Stage {stage.name!r} stopped early: no better {metric_label(self.monitor)} "
+                              f"for {stage.patience} epochs.")
+            # Mark the stage finished so a resume moves on to the next one.
+            self.progress.stage_index, self.progress.stage_epochs_done = index, stage.epochs
+            self.progress.save(self.run.state_file)
+        note = stage_regression(self.progress.history, stage.name, self.monitor, next_lr=stage.learning_rate,
+                                mode=self.mode, num_val=len(self.data.val))
+        if note:
+            say(self.verbose, note)
+
+    def _on_cached_features(self, stage) -> bool:
+        """Whether ``stage`` trains the head on cached backbone features; says when a long head
+        stage runs the whole model instead."""
+        recipe, dist, task = self.recipe, self.dist, self.task
         # Under a strategy the head stage runs the whole model: every worker
         # must take part in the same collective steps.
         on_cached_features = (stage.trainable == "head" and recipe.head_cache_views > 0 and dist.kind == "none"
@@ -91,81 +129,88 @@ def run_stages(run, model, config, recipe, data, task, progress, started, verbos
         if stage.trainable == "head" and not on_cached_features and stage.epochs > 10 and not stage.min_steps:
             why = ("under a distribution strategy" if dist.kind != "none" else "head_cache_views = 0"
                    if task.uses_feature_cache else f"the {task.name} head reads spatial features")
-            say(verbose, f"Stage {stage.name!r} runs the whole model {stage.epochs} times ({why}, no feature "
-                         "cache); a recipe with 5-10 head epochs saves most of that time.")
-        if not (resumed and index == progress.stage_index and done > 0):
-            trainable_layers = set_trainable(model, spec, stage, freeze_batchnorm=pretrained)
-            # A fresh compile per stage: trainable flags are read at compile time.
-            objective = task.objective(config, recipe)
-            with dist.scope():
-                optimizer = with_loss_scaling(stage_optimizer(recipe, stage, steps, model), model)
-                model.compile(optimizer=optimizer, loss=objective.loss, metrics=objective.metrics,
-                              jit_compile="auto" if config.get("xla") is None else bool(config["xla"]),
-                              steps_per_execution=dist.steps_per_execution(steps_per_call(steps)))
-            bind_rate_scales(model, rate_scales(model, spec, stage))
-            say(verbose, describe_stage(index, len(recipe.stages), stage, trainable_layers,
-                                        cached=on_cached_features,
-                                        ema_epochs=averaged_epochs(recipe, steps)))
+            say(self.verbose, f"Stage {stage.name!r} runs the whole model {stage.epochs} times ({why}, no feature "
+                              "cache); a recipe with 5-10 head epochs saves most of that time.")
+        return on_cached_features
+
+    def _compile_stage(self, index: int, stage, on_cached_features: bool) -> None:
+        """Set what trains in ``stage``, compile its optimizer and objective, and say so."""
+        model, recipe, config, steps = self.model, self.recipe, self.config, self.steps
+        trainable_layers = set_trainable(model, self.spec, stage, freeze_batchnorm=config["weights"] != "random")
+        # A fresh compile per stage: trainable flags are read at compile time.
+        objective = self.task.objective(config, recipe)
+        with self.dist.scope():
+            optimizer = with_loss_scaling(stage_optimizer(recipe, stage, steps, model), model)
+            model.compile(optimizer=optimizer, loss=objective.loss, metrics=objective.metrics,
+                          jit_compile="auto" if config.get("xla") is None else bool(config["xla"]),
+                          steps_per_execution=self.dist.steps_per_execution(steps_per_call(steps)))
+        bind_rate_scales(model, rate_scales(model, self.spec, stage))
+        say(self.verbose, describe_stage(index, len(recipe.stages), stage, trainable_layers,
+                                         cached=on_cached_features, ema_epochs=averaged_epochs(recipe, steps)))
+
+    def _callbacks(self, index: int, stage, done: int, on_cached_features: bool) -> list:
+        """The stage's checkpoints, TensorBoard log, weight-average swap and early stopping."""
         # Early stopping can end a stage after any epoch, and Keras then swaps the raw
         # weights back in for the average: such a stage writes every epoch's checkpoint.
-        interval = 0.0 if stage.patience and not on_cached_features else float(config.get("checkpoint_every", 0.0))
-        checkpoints.stage(index, stage.name, stage_start=progress.epoch - done, save_interval=interval)
-        callbacks = [checkpoints,
-                     keras.callbacks.TensorBoard(log_dir=str(run.logs_dir / stage.name), write_graph=False)]
-        if uses_ema(model) and not on_cached_features:
+        interval = (0.0 if stage.patience and not on_cached_features
+                    else float(self.config.get("checkpoint_every", 0.0)))
+        self.checkpoints.stage(index, stage.name, stage_start=self.progress.epoch - done, save_interval=interval)
+        callbacks = [self.checkpoints,
+                     keras.callbacks.TensorBoard(log_dir=str(self.run.logs_dir / stage.name), write_graph=False)]
+        if uses_ema(self.model) and not on_cached_features:
             # First, so validation, checkpoints and the best model all see the averaged weights.
             callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
         if stage.patience:
-            callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=stage.patience))
-        if on_cached_features:
-            fit = task.fit_head_on_cached_features(
-                model, data, image_size, recipe, config, callbacks,
-                initial_epoch=progress.epoch, epochs=stage.epochs - done,
-                class_weight=weights_per_class, verbose=verbose,
-            )
-        else:
-            fit = model.fit(
-                train_ds,
-                validation_data=val_ds,
-                initial_epoch=progress.epoch,
-                epochs=progress.epoch - done + stage.epochs,
-                verbose=verbose,
-                shuffle=False,  # the tf.data pipeline shuffles
-                class_weight=weights_per_class,
-                callbacks=callbacks,
-            )
-        if len(fit.epoch) < stage.epochs - done:
-            say(verbose, f"Stage {stage.name!r} stopped early: no better {metric_label(monitor)} "
-                         f"for {stage.patience} epochs.")
-            # Mark the stage finished so a resume moves on to the next one.
-            progress.stage_index, progress.stage_epochs_done = index, stage.epochs
-            progress.save(run.state_file)
-        note = stage_regression(progress.history, stage.name, monitor, next_lr=stage.learning_rate, mode=mode,
-                                num_val=len(data.val))
-        if note:
-            say(verbose, note)
+            callbacks.append(keras.callbacks.EarlyStopping(monitor=self.monitor, mode=self.mode,
+                                                           patience=stage.patience))
+        return callbacks
 
-    if progress.best_epoch == 0:
-        raise TransferError("The recipe trained for 0 epochs.", fix="Give at least one stage epochs >= 1.")
-    if dist.kind != "none":
-        if not dist.is_chief:
-            shutil.rmtree(run.root, ignore_errors=True)  # a worker's files were never the run's
-            say(verbose, f"Worker {dist.worker_index} done; the chief wrote the run folder.")
-            return TrainResult(run.root, progress.best_epoch, {}, time.perf_counter() - started)
-        # Evaluated by the chief alone, so outside the strategy (its predict would wait for the others).
-        model = keras.saving.load_model(run.best_checkpoint, compile=False)
-    else:
-        model.set_weights(checkpoints.best_weights or weights_of(run.best_checkpoint))
-    report = task.evaluate(model, data.val, image_size, recipe.batch_size, config)
-    report.write(run.evaluation_dir)
-    seconds = time.perf_counter() - started
-    outcome = _outcome(progress, recipe, monitor, mode, num_val=len(data.val))
-    metrics = {**report.summary(), **outcome, "train_seconds": round(seconds, 2)}
-    atomic_write_json(run.metrics_file, metrics)
-    atomic_write_json(run.config_file, {**config, "status": "done", **outcome})
-    remove_epoch_checkpoints(run)
-    say(verbose, final_line(progress.history, monitor, progress.best_epoch, run.root))
-    return TrainResult(run.root, progress.best_epoch, metrics, seconds)
+    def _fit(self, stage, done: int, on_cached_features: bool, callbacks: list):
+        """The stage's remaining epochs, on cached features or through the whole model; Keras's history."""
+        progress = self.progress
+        if on_cached_features:
+            return self.task.fit_head_on_cached_features(
+                self.model, self.data, self.image_size, self.recipe, self.config, callbacks,
+                initial_epoch=progress.epoch, epochs=stage.epochs - done,
+                class_weight=self.weights_per_class, verbose=self.verbose,
+            )
+        return self.model.fit(
+            self.train_ds,
+            validation_data=self.val_ds,
+            initial_epoch=progress.epoch,
+            epochs=progress.epoch - done + stage.epochs,
+            verbose=self.verbose,
+            shuffle=False,  # the tf.data pipeline shuffles
+            class_weight=self.weights_per_class,
+            callbacks=callbacks,
+        )
+
+    def finish(self, started: float) -> TrainResult:
+        """Evaluate the best weights and write the report, metrics.json and run.json (a worker
+        of a distributed run removes its folder instead)."""
+        run, progress, recipe, data, verbose = self.run, self.progress, self.recipe, self.data, self.verbose
+        if progress.best_epoch == 0:
+            raise TransferError("The recipe trained for 0 epochs.", fix="Give at least one stage epochs >= 1.")
+        model = self.model
+        if self.dist.kind != "none":
+            if not self.dist.is_chief:
+                shutil.rmtree(run.root, ignore_errors=True)  # a worker's files were never the run's
+                say(verbose, f"Worker {self.dist.worker_index} done; the chief wrote the run folder.")
+                return TrainResult(run.root, progress.best_epoch, {}, time.perf_counter() - started)
+            # Evaluated by the chief alone, so outside the strategy (its predict would wait for the others).
+            model = keras.saving.load_model(run.best_checkpoint, compile=False)
+        else:
+            model.set_weights(self.checkpoints.best_weights or weights_of(run.best_checkpoint))
+        report = self.task.evaluate(model, data.val, self.image_size, recipe.batch_size, self.config)
+        report.write(run.evaluation_dir)
+        seconds = time.perf_counter() - started
+        outcome = _outcome(progress, recipe, self.monitor, self.mode, num_val=len(data.val))
+        metrics = {**report.summary(), **outcome, "train_seconds": round(seconds, 2)}
+        atomic_write_json(run.metrics_file, metrics)
+        atomic_write_json(run.config_file, {**self.config, "status": "done", **outcome})
+        remove_epoch_checkpoints(run)
+        say(verbose, final_line(progress.history, self.monitor, progress.best_epoch, run.root))
+        return TrainResult(run.root, progress.best_epoch, metrics, seconds)
 
 
 def _outcome(progress: Progress, recipe: Recipe, monitor: str, mode: str = "max",

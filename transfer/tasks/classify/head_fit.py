@@ -79,10 +79,25 @@ def fit_head_on_features(
         >>> fit_head_on_features(model, feats, y, epochs=30, optimizer=make_optimizer(
         ...     "adamw", warmup_cosine(1e-3, 30 * 108)), validation=(val_feats, val_y))
     """
-    import tensorflow as tf
+    features, targets = _checked_features(features, targets)
+    head = head_model(model)
+    optimizer = optimizer or keras.optimizers.Adam(1e-3)
+    _compile_head(model, head, optimizer, label_smoothing, with_classifier=bool(callbacks))
+    return head.fit(
+        _view_sampler(features, targets, batch_size, seed),
+        epochs=initial_epoch + epochs,
+        initial_epoch=initial_epoch,
+        validation_data=None if validation is None else _validation_batches(validation),
+        callbacks=[_OnModel(c, model) for c in callbacks],
+        verbose=verbose,
+        shuffle=False,  # the sampler shuffles
+        class_weight=class_weight,
+    )
 
-    from transfer.tasks.classify.model import loss_and_metrics
 
+def _checked_features(features, targets) -> tuple[np.ndarray, np.ndarray]:
+    """``features`` as float32 ``[views, N, D]`` and ``targets`` as float32 ``[N, C]``; a ValueError
+    when their shapes do not match."""
     features = np.asarray(features, np.float32)
     if features.ndim == 2:
         features = features[None]
@@ -92,10 +107,15 @@ def fit_head_on_features(
             "Expected features [views, N, D] (or [N, D]) and targets [N, C] with the same N. "
             f"Received: features {features.shape}, targets {targets.shape}"
         )
-    head = head_model(model)
+    return features, targets
+
+
+def _compile_head(model, head, optimizer, label_smoothing: float, *, with_classifier: bool) -> None:
+    """Compile ``head`` with the classifier's loss and metrics (and ``model`` too when callbacks will see it)."""
+    from transfer.tasks.classify.model import loss_and_metrics
+
     multi_label = model.get_layer(HEAD_LAYERS[-1]).activation.__name__ == "sigmoid"
-    optimizer = optimizer or keras.optimizers.Adam(1e-3)
-    if callbacks:
+    if with_classifier:
         # Callbacks see the classifier; some (TensorBoard) read its optimizer's
         # step count, so it is compiled with the very optimizer the head uses.
         loss, metrics = loss_and_metrics(multi_label, label_smoothing)
@@ -109,22 +129,15 @@ def fit_head_on_features(
         # removes the per-step Python overhead that would otherwise dominate.
         steps_per_execution=64,
     )
-    train_ds = _view_sampler(features, targets, batch_size, seed)
-    val_data = None
-    if validation is not None:
-        val_x = np.asarray(validation[0], np.float32)
-        val_x = val_x[0] if val_x.ndim == 3 else val_x
-        val_data = tf.data.Dataset.from_tensor_slices((val_x, np.asarray(validation[1], np.float32))).batch(256)
-    return head.fit(
-        train_ds,
-        epochs=initial_epoch + epochs,
-        initial_epoch=initial_epoch,
-        validation_data=val_data,
-        callbacks=[_OnModel(c, model) for c in callbacks],
-        verbose=verbose,
-        shuffle=False,  # the sampler shuffles
-        class_weight=class_weight,
-    )
+
+
+def _validation_batches(validation: tuple[np.ndarray, np.ndarray]):
+    """``(val features [N, D] or [1, N, D], val targets)`` as batches of 256."""
+    import tensorflow as tf
+
+    val_x = np.asarray(validation[0], np.float32)
+    val_x = val_x[0] if val_x.ndim == 3 else val_x
+    return tf.data.Dataset.from_tensor_slices((val_x, np.asarray(validation[1], np.float32))).batch(256)
 
 
 def _view_sampler(features: np.ndarray, targets: np.ndarray, batch_size: int, seed: int):

@@ -73,22 +73,11 @@ def prepare_lr_find(
         >>> f"{result.suggestion:.2g}"
         '0.0003'
     """
-    import keras
-
     from transfer.backbones import get_backbone
-    from transfer.data import load_data
-    from transfer.data.doctor.quarantine import drop_unreadable
     from transfer.data.pipelines.images import make_dataset
-    from transfer.core.recipe import Recipe
-    from transfer.engine.freezing import set_trainable
     from transfer.engine.run_config import checked_image_size
 
-    def say(message: str) -> None:
-        if echo is not None:
-            echo(message)
-        else:
-            log.info("%s", message)
-
+    say = _sayer(echo)
     check_sweep(min_lr, max_lr, steps)
     chosen = recipe if isinstance(recipe, Recipe) else Recipe.load(recipe) if recipe else Recipe()
     index = chosen.stage_index(stage)
@@ -96,19 +85,8 @@ def prepare_lr_find(
     spec = get_backbone(backbone)
     image_size = checked_image_size(spec, image_size)
 
-    if isinstance(data, (str, os.PathLike)):
-        split = load_data(data, val_fraction=val_fraction, seed=chosen.seed, allow_outside_root=allow_outside_root)
-    else:
-        split = data
-    say(f"Data: {len(split.train)} train images, {len(split.class_names)} classes ({split.origin})")
-    split = drop_unreadable(split, echo=echo)
-    keras.utils.set_random_seed(chosen.seed)
-    model, weights_info = build_classifier(
-        spec, split.train.num_classes, image_size, weights=weights, multi_label=split.multi_label,
-        dropout=chosen.dropout,
-    )
-    say(f"Backbone {spec.name}: {weights_info.message}")
-    trainable_layers = set_trainable(model, spec, chosen_stage, freeze_batchnorm=weights_info.source != "random")
+    split = _sweep_data(data, chosen.seed, val_fraction, allow_outside_root, say, echo)
+    model, trainable_layers = _sweep_model(spec, split, image_size, weights, chosen, chosen_stage, say)
     say(f"Stage {index + 1}/{len(chosen.stages)} {chosen_stage.name!r}: trainable={chosen_stage.trainable} "
         f"({trainable_layers} backbone layers), optimizer {chosen.optimizer}, batch size {chosen.batch_size}; "
         f"{steps} steps from lr {min_lr:g} to {max_lr:g}")
@@ -123,3 +101,46 @@ def prepare_lr_find(
         class_weight=class_weights(split.train, chosen.class_weight),
     )
     return PreparedSweep(model, train_ds, chosen_stage, settings)
+
+
+def _sayer(echo: Callable[[str], None] | None) -> Callable[[str], None]:
+    """``echo``, or ``logging`` at INFO when there is none."""
+
+    def say(message: str) -> None:
+        if echo is not None:
+            echo(message)
+        else:
+            log.info("%s", message)
+
+    return say
+
+
+def _sweep_data(data, seed: int, val_fraction: float, allow_outside_root: bool, say: Callable[[str], None],
+                echo: Callable[[str], None] | None) -> DataSplit:
+    """``data`` read (a source) or taken as is (a ``DataSplit``), its unreadable images left out."""
+    from transfer.data import load_data
+    from transfer.data.doctor.quarantine import drop_unreadable
+
+    if isinstance(data, (str, os.PathLike)):
+        split = load_data(data, val_fraction=val_fraction, seed=seed, allow_outside_root=allow_outside_root)
+    else:
+        split = data
+    say(f"Data: {len(split.train)} train images, {len(split.class_names)} classes ({split.origin})")
+    return drop_unreadable(split, echo=echo)
+
+
+def _sweep_model(spec, split: DataSplit, image_size: int, weights, recipe: Recipe, stage: Stage,
+                 say: Callable[[str], None]) -> tuple[Any, int]:
+    """A fresh classifier for ``split`` with ``stage``'s layers trainable, and how many backbone layers train."""
+    import keras
+
+    from transfer.engine.freezing import set_trainable
+
+    keras.utils.set_random_seed(recipe.seed)
+    model, weights_info = build_classifier(
+        spec, split.train.num_classes, image_size, weights=weights, multi_label=split.multi_label,
+        dropout=recipe.dropout,
+    )
+    say(f"Backbone {spec.name}: {weights_info.message}")
+    trainable_layers = set_trainable(model, spec, stage, freeze_batchnorm=weights_info.source != "random")
+    return model, trainable_layers
