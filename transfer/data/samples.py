@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence, Union
+from typing import Any, Mapping, Sequence, Union
 
 
 
@@ -47,6 +47,27 @@ class Boxes:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON values (split.json keeps each sample's target this way).
+
+        Example:
+            >>> Boxes(((1, 2, 3, 4),), (0,), 10, 20).to_json()
+            {'boxes': [[1.0, 2.0, 3.0, 4.0]], 'labels': [0], 'width': 10, 'height': 20}
+        """
+        return {"boxes": [list(map(float, b)) for b in self.xyxy], "labels": list(map(int, self.labels)),
+                "width": int(self.width), "height": int(self.height)}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> "Boxes":
+        """The ``Boxes`` that ``to_json`` wrote.
+
+        Example:
+            >>> Boxes.from_json({"boxes": [[1, 2, 3, 4]], "labels": [0], "width": 10, "height": 20}).xyxy
+            ((1.0, 2.0, 3.0, 4.0),)
+        """
+        return cls(tuple(tuple(float(c) for c in b) for b in value["boxes"]),
+                   tuple(int(v) for v in value["labels"]), int(value["width"]), int(value["height"]))
 
 
 # The value a loaded mask holds for "ignored" pixels (CamVid's void, a VIA image's
