@@ -3,7 +3,7 @@
 Layers, bottom to top (see the README's "Architecture"):
 
     core  <  backbones, data  <  tasks (registry and base)  <  engine  <  serving
-          <  tasks.<task> (classify, localize, detect, segment)  <  cli
+          <  tasks.<task> (classify, localize, detect, segment)  <  api (the Python API's facade)  <  cli
 
 A module imports only from its own layer or a lower one; ``backbones`` and
 ``data`` do not import each other, and no task imports another task. The only
@@ -19,8 +19,8 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "transfer"
-RANK = {"core": 0, "backbones": 1, "data": 1, "tasks-api": 2, "engine": 3, "serving": 4, "task": 5, "cli": 6,
-        "__main__": 7}
+RANK = {"core": 0, "backbones": 1, "data": 1, "tasks-api": 2, "engine": 3, "serving": 4, "task": 5, "api": 6,
+        "cli": 7, "__main__": 8}
 
 
 def module_files() -> dict[str, pathlib.Path]:

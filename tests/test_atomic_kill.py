@@ -222,7 +222,7 @@ def test_killing_real_checkpoint_and_export_writes(tmp_path, wait_for, delay):
     from PIL import Image
 
     import transfer.backbones.layers  # noqa: F401  registers the preprocessing layer for load_model
-    from transfer.serving.reader import ExportedClassifier
+    from transfer.tasks.classify.reader import ExportedClassifier
 
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen([sys.executable, "-c", TF_CHILD, str(tmp_path)], env=env, cwd=REPO_ROOT,

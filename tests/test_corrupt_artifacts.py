@@ -178,7 +178,7 @@ def test_damaged_export_predict_names_the_file(export, runner, tmp_path, part, h
     before = checksums(bad)
     assert_damaged(runner.invoke(app, ["predict", str(bad), str(image)]), bad / part,
                    f"transfer export runs/tiny --out {bad} --overwrite")
-    from transfer.serving.reader import ExportedClassifier
+    from transfer.tasks.classify.reader import ExportedClassifier
 
     with pytest.raises(TransferError, match="damaged"):
         ExportedClassifier.load(bad)
@@ -188,6 +188,7 @@ def test_damaged_export_predict_names_the_file(export, runner, tmp_path, part, h
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_damaged_export_of_every_task_reader(export, runner, tmp_path, task):
     """Each task's reader (chosen by the export's recorded task) loads through the same helper."""
+    import transfer.tasks.classify.reader
     import transfer.tasks.localize.reader
     import transfer.tasks.detect.reader
     import transfer.tasks.segment.reader
@@ -199,7 +200,7 @@ def test_damaged_export_of_every_task_reader(export, runner, tmp_path, task):
     (bad / METADATA_PATH).write_text(json.dumps({**metadata, "task": task}))
     truncate(bad / VARIABLES)
     assert_damaged(runner.invoke(app, ["predict", str(bad), str(image)]), bad / VARIABLES, "--overwrite")
-    modules = (transfer.serving.reader, transfer.tasks.localize.reader, transfer.tasks.detect.reader, transfer.tasks.segment.reader)
+    modules = (transfer.tasks.classify.reader, transfer.tasks.localize.reader, transfer.tasks.detect.reader, transfer.tasks.segment.reader)
     reader = next(getattr(m, TASKS[task]) for m in modules if hasattr(m, TASKS[task]))
     with pytest.raises(TransferError, match="damaged"):
         reader.load(bad)

@@ -367,7 +367,7 @@ def localizer_export(tmp_path_factory):
 
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
 def test_predict_answer_maps_turn_stored_answers_as_pil_turns_the_photo(orientation):
-    from transfer.serving.reader import displayed_boxes, displayed_mask
+    from transfer.serving.frames import displayed_boxes, displayed_mask
 
     stored = stored_with_box()
     data = oriented_bytes(stored, orientation)

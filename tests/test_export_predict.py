@@ -35,7 +35,7 @@ from transfer.core.errors import TransferError
 from transfer.serving.export import export_model
 from transfer.core.imageops import decode_and_resize, resize_image
 from transfer.backbones.layers import FamilyPreprocessing
-from transfer.serving.reader import ExportedClassifier, rank_scores
+from transfer.tasks.classify.reader import ExportedClassifier, rank_scores
 
 SIZE = 16
 CLASSES = ["cat", "dog", "fox"]
@@ -315,7 +315,7 @@ PREDICT_SCRIPT = (
     + HIDE_MODULES
     + r"""
 import json
-from transfer.serving.reader import ExportedClassifier
+from transfer.tasks.classify.reader import ExportedClassifier
 
 results = ExportedClassifier.load(sys.argv[1]).predict_files(sys.argv[2:], top_k=3)
 print(json.dumps({"results": results, "keras_loaded": "keras" in sys.modules}))

@@ -205,7 +205,7 @@ def test_recipe_parser_gives_a_valid_recipe_or_a_transfer_error(document):
 def classifier(tmp_path_factory):
     from tests.test_export_predict import CLASSES, SIZE, tiny_classifier
     from transfer.serving.export import export_model
-    from transfer.serving.reader import ExportedClassifier
+    from transfer.tasks.classify.reader import ExportedClassifier
 
     out = export_model(tiny_classifier(), tmp_path_factory.mktemp("fuzz") / "export", class_names=CLASSES,
                        image_size=SIZE)

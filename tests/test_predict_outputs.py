@@ -85,9 +85,9 @@ def _loaded():
 def _load_each_export_once(_loaded, monkeypatch):
     """Each export is loaded once for the module (a SavedModel takes seconds to load; the CLI
     loads it on every call, which is not what these tests are about)."""
-    from transfer.serving.reader import ExportedClassifier
+    from transfer.serving.reader import ExportedModel
 
-    load = ExportedClassifier.load.__func__
+    load = ExportedModel.load.__func__
 
     def cached(cls, export_dir, **limits):
         key = (cls, str(export_dir), tuple(sorted(limits.items())))
@@ -95,7 +95,7 @@ def _load_each_export_once(_loaded, monkeypatch):
             _loaded[key] = load(cls, export_dir, **limits)
         return _loaded[key]
 
-    monkeypatch.setattr(ExportedClassifier, "load", classmethod(cached))
+    monkeypatch.setattr(ExportedModel, "load", classmethod(cached))
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -277,17 +277,17 @@ def test_masks_of_a_jpg_a_png_and_a_2_png_map_each_file_to_its_own_mask(exports,
 # --- one file's failure is that file's alone -------------------------------------------------------
 @pytest.mark.parametrize("task", TASKS)
 def test_a_file_deleted_before_it_is_read_fails_alone(task, exports, tmp_path, monkeypatch):
-    from transfer.serving.reader import ExportedClassifier
+    from transfer.serving.reader import ExportedModel
 
     files = _photos(tmp_path / "photos")
-    read = ExportedClassifier._read_image
+    read = ExportedModel._read_image
 
     def deleted_first(self, path):  # the file vanishes after the folder was listed, before it is read
         if Path(path) == files[1]:
             os.unlink(path)
         return read(self, path)
 
-    monkeypatch.setattr(ExportedClassifier, "_read_image", deleted_first)
+    monkeypatch.setattr(ExportedModel, "_read_image", deleted_first)
     code, output = _predict(exports[task], *files, "--draw", tmp_path / "drawn", "--json")
     assert code == 1, output
     results = _json(output)["results"]
@@ -298,10 +298,10 @@ def test_a_file_deleted_before_it_is_read_fails_alone(task, exports, tmp_path, m
 
 @pytest.mark.parametrize("task", TASKS)
 def test_a_file_deleted_after_it_is_read_is_drawn_as_it_was_answered(task, exports, tmp_path, monkeypatch):
-    from transfer.serving.reader import ExportedClassifier
+    from transfer.serving.reader import ExportedModel
 
     files = _photos(tmp_path / "photos")
-    read = ExportedClassifier._read_image
+    read = ExportedModel._read_image
 
     def deleted_after(self, path):  # the file vanishes once read, before it is drawn
         answer = read(self, path)
@@ -309,7 +309,7 @@ def test_a_file_deleted_after_it_is_read_is_drawn_as_it_was_answered(task, expor
             os.unlink(path)
         return answer
 
-    monkeypatch.setattr(ExportedClassifier, "_read_image", deleted_after)
+    monkeypatch.setattr(ExportedModel, "_read_image", deleted_after)
     code, output = _predict(exports[task], *files, "--draw", tmp_path / "drawn")
     assert code == 0, output
     assert f"Drew {len(files)} image(s)" in output

@@ -67,7 +67,10 @@ def test_the_engine_picks_the_task_from_the_targets():
     labels = Samples(("a.png", "b.png"), (0, 1), ("x", "y"))
     boxes = Samples(("a.png",), (Boxes(((1.0, 2.0, 3.0, 4.0),), (0,), 8, 8),), ("x",))
     assert task_of(DataSplit(labels, labels)).name == "classify"
-    assert task_of(DataSplit(boxes, boxes)).name == "localize"
+    with pytest.raises(TransferError, match="boxes") as caught:  # localize or detect: not guessed
+        task_of(DataSplit(boxes, boxes))
+    assert "task='localize'" in caught.value.fix and "task='detect'" in caught.value.fix
+    assert task_of(DataSplit(boxes, boxes), "detect").name == "detect"
     assert task_of(DataSplit(labels, labels), "localize").name == "localize"
 
 

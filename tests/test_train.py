@@ -166,7 +166,7 @@ def test_multi_label_csv_trains_evaluates_and_exports(shapes, tmp_path, capsys):
     from transfer.cli.train import _outcome_text
     from transfer.engine.evaluate import evaluate_run
     from transfer.serving.export import export_run
-    from transfer.serving.reader import ExportedClassifier
+    from transfer.tasks.classify.reader import ExportedClassifier
 
     labels = {"circle": "round", "square": "corners;four", "triangle": "corners;three"}
     rows = ["path,labels,split"]

@@ -292,7 +292,7 @@ def run_demo(out_dir: str | Path, *, weights: str | None = "imagenet", verbose: 
     from transfer.core.errors import TransferError
     from transfer.engine.evaluate import evaluate_run
     from transfer.serving.export import export_run
-    from transfer.serving.reader import ExportedClassifier
+    from transfer.tasks.classify.reader import ExportedClassifier
     from transfer.engine.train import train
     from transfer.backbones.weights import build_backbone
 

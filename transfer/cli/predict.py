@@ -53,7 +53,8 @@ def predict_command(
     still answered); 2: usage error. Multi-label exports print the labels at or
     over the export's threshold first.
     """
-    from transfer.serving.reader import ExportedClassifier, export_task
+    from transfer.serving.reader import export_task
+    from transfer.tasks.classify.reader import ExportedClassifier
 
     from transfer.cli.output_names import OutputFolders
 

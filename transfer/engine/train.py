@@ -28,7 +28,7 @@ from transfer.core.atomic import atomic_write_json
 from transfer.backbones import get_backbone
 from transfer.engine.checkpoints import Progress
 from transfer.data.pipelines.images import steps_per_epoch
-from transfer.data.samples import Boxes, DataSplit
+from transfer.data.samples import Boxes, DataSplit, Mask
 from transfer.core.errors import TransferError
 from transfer.engine.precision import dtype_policy, resolve_precision
 from transfer.engine.rates import bind_rate_scales, rate_scales
@@ -43,16 +43,34 @@ from transfer.tasks import get_task
 
 
 def task_of(data: DataSplit, task=None):
-    """The task named ``task`` (or ``task`` itself, a ``Task`` with its options), or the one
-    ``data``'s targets belong to (boxes: localize)."""
+    """The task named ``task`` (or ``task`` itself, a ``Task`` with its options); without one,
+    classification for data whose targets are labels. Box or mask targets are refused with the
+    tasks to choose from (boxes: localize or detect; masks: segment): guessing would train the
+    wrong model.
+
+    Example:
+        >>> task_of(load_data("flowers/")).name
+        'classify'
+        >>> task_of(split_of_boxes, "detect").name
+        'detect'
+    """
     from transfer.tasks.base import Task
 
     if isinstance(task, Task):
         return task
     if task is not None:
         return get_task(task)
-    targets = data.train.targets[:1]
-    return get_task("localize" if targets and isinstance(targets[0], Boxes) else "classify")
+    first = tuple(data.train.targets[:1]) or tuple(data.val.targets[:1])
+    target = first[0] if first else None
+    if isinstance(target, Boxes):
+        raise TransferError("The data's targets are boxes, and train() was given no task.",
+                            fix="Pass task='localize' (one box and class per image) or task='detect' "
+                                "(every box of every class), the task the data was loaded for.")
+    if isinstance(target, Mask):
+        raise TransferError("The data's targets are segmentation masks, and train() was given no task.",
+                            fix="Pass task='segment' (or the segment task the data was loaded with, "
+                                "e.g. transfer.get_task('segment').with_options(ignore_index=11)).")
+    return get_task("classify")
 
 
 def train(
@@ -75,10 +93,11 @@ def train(
 ) -> TrainResult:
     """Train a model for ``task`` on ``data`` by ``recipe`` and write a run folder at ``out_dir``.
 
-    ``task``: ``"classify"``, ``"localize"`` (see ``transfer.tasks``), or a
-    task with options (``get_task("segment").with_options(decoder="fcn")``); by
-    default the one ``data``'s targets belong to. ``recipe``: by default the
-    task's own (``task.default_recipe()``).
+    ``task``: ``"classify"``, ``"localize"``, ``"detect"``, ``"segment"`` (see
+    ``transfer.tasks``), or a task with options
+    (``get_task("segment").with_options(decoder="fcn")``); without one, labels
+    train a classifier and box or mask data is refused (see ``task_of``).
+    ``recipe``: by default the task's own (``task.default_recipe()``).
 
     ``data_source`` (the ``--data`` string) is recorded so TFDS data can be
     reloaded; file-based data is recorded file by file in split.json.

@@ -1,32 +1,30 @@
-"""Run an exported classifier on files or bytes, from the export folder alone.
+"""What every task's exported-model reader shares: loading an export, its limits, per-input refusals.
 
-This module imports only TensorFlow, NumPy and the standard library (plus
-``transfer.core.errors`` and the stdlib-only ``transfer.core.imagesize``): no Keras, no
-model code. Everything it needs - graph,
-weights, class names, image size - is inside the export.
+``ExportedModel`` loads the folder ``transfer export`` writes (the SavedModel
+and its ``assets/transfer.json``), refuses another task's export, bounds what
+it accepts (``max_pixels``, ``max_bytes``), turns files, NumPy arrays and PIL
+images into the encoded bytes the export answers, and runs the serving
+signature batch by batch. Each task's reader subclasses it (``ExportedClassifier``,
+``ExportedLocalizer``, ``ExportedDetector``, ``ExportedSegmenter`` in
+``transfer/tasks/<task>/reader.py``); ``transfer.serving.load.load_export``
+picks the export's own through the task registry.
 
-Results of ``predict_files`` are one plain dict per input file, in input order:
-
-- ``{"file": path, "predictions": [{"class": name, "score": s}, ...]}``, best
-  first. Single-label: the ``top_k`` best classes. Multi-label: every class
-  scoring at least ``threshold`` (0.5 by default) plus as many more as needed
-  to show ``top_k`` (so a positive label is never cut off by ``top_k``), and
-  ``"labels"``: the names scoring at least ``threshold`` (the decision).
-- ``{"file": path, "error": message}`` for a file that is missing, empty,
-  not an image, too large (over ``max_bytes`` bytes, or a header declaring
-  more than ``max_pixels`` pixels: a decompression bomb is refused before it
-  is decoded), smaller than 8x8 pixels, or that cannot be decoded. One bad
-  file never fails the others.
+Imports: TensorFlow, NumPy, the standard library and ``transfer.core``'s
+light modules only (no Keras, no model code): everything a reader needs is in
+the export. An input that cannot be used (missing, empty, not an image, over
+``max_bytes`` or ``max_pixels`` - a decompression bomb is refused from its
+header, before decoding -, under 8x8 pixels, undecodable) gets its own
+``{"file": path, "error": message}`` (``{"error": message}`` from
+``predict_images``) and never fails the others.
 
 Security: loading a SavedModel runs the graph stored in it, with the rights of
 the calling process. Only load exports you made or trust; nothing here
 unpickles anything, but a hostile graph needs no pickle to do harm.
 
 Example:
-    >>> clf = ExportedClassifier.load("exports/flowers")
-    >>> clf.predict_files(["rose.jpg"], top_k=2)
-    [{'file': 'rose.jpg', 'predictions': [{'class': 'rose', 'score': 0.93},
-                                          {'class': 'tulip', 'score': 0.05}]}]
+    >>> reader = transfer.load_export("exports/flowers")   # the reader of the export's task
+    >>> reader.predict_files(["rose.jpg"], top_k=1)
+    [{'file': 'rose.jpg', 'predictions': [{'class': 'rose', 'score': 0.93}]}]
 """
 
 from __future__ import annotations
@@ -36,7 +34,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -49,13 +47,13 @@ logger = logging.getLogger(__name__)
 
 SIGNATURE = "serving_default"
 METADATA_PATH = os.path.join("assets", "transfer.json")
-MULTI_LABEL_THRESHOLD = 0.5
 # Inputs are untrusted here: a 40-megapixel image decodes to 120 MB (and the
 # float32 resize to ~500 MB), larger than any ordinary camera photo needs.
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_BYTES = 100_000_000
 _MAX_METADATA_BYTES = 64 << 20  # transfer.json lists class names: far smaller
 _LIMIT_FIX = "pass --max-megapixels / --max-megabytes (max_pixels= / max_bytes= in Python) to allow it if you trust it"
+_EXPORT_FIX = "Pass the folder written by `transfer export` (it holds saved_model.pb and assets/)."
 
 
 def export_task(export_dir: str | os.PathLike) -> str:
@@ -74,15 +72,20 @@ def export_task(export_dir: str | os.PathLike) -> str:
     return task if isinstance(task, str) else "classification"
 
 
-class ExportedClassifier:
-    """A loaded export: ``class_names``, ``image_size``, ``multi_label``, ``metadata`` and predict methods.
+class ExportedModel:
+    """A loaded export of any task: ``class_names``, ``image_size``, ``metadata``, the input limits.
+
+    Subclasses (one per task) set ``task_title`` (the ``task`` their exports record,
+    e.g. ``"classification"``) and ``kind`` (``"a classifier"``), and answer with
+    ``predict_bytes`` / ``predict_files`` / ``predict_images`` and ``draw``.
 
     Example:
-        >>> clf = ExportedClassifier.load("exports/flowers")
-        >>> scores = clf.predict_bytes([open("rose.jpg", "rb").read()])  # [1, C]
-        >>> clf.class_names[scores[0].argmax()]
-        'rose'
+        >>> ExportedLocalizer.load("exports/flowers")   # a classification export
+        TransferError: The export 'exports/flowers' is a classification export, not a localizer ...
     """
+
+    task_title: ClassVar[str | None] = None  # None: any task's export (the base itself)
+    kind: ClassVar[str] = "a transfer export"
 
     def __init__(
         self, export_dir: Path, loaded, metadata: dict[str, Any], *,
@@ -96,51 +99,42 @@ class ExportedClassifier:
         self.metadata = metadata
         self.class_names: list[str] = list(metadata["class_names"])
         self.image_size: int = int(metadata["image_size"])
-        self.multi_label: bool = bool(metadata.get("multi_label", False))
-        # The export's own decision threshold (its ``labels`` output); older exports: 0.5.
-        self.threshold: float = float(metadata.get("threshold", MULTI_LABEL_THRESHOLD))
         self._loaded = loaded  # keeps the variables the signature reads alive
         self._serve = loaded.signatures[SIGNATURE]
 
-    def _require_outputs(self, names: Sequence[str], kind: str, fix: str) -> None:
-        """Refuse an export whose default signature lacks ``names`` (another task's export): for the
-        task readers (``ExportedLocalizer``, ...); ``kind`` says what it is not, e.g. "a localizer"."""
+    def _require_outputs(self, names: Sequence[str]) -> None:
+        """Refuse an export whose default signature lacks ``names`` (another task's outputs under this
+        task's name: a damaged or hand-edited ``transfer.json``)."""
         outputs = set(self._serve.structured_outputs)
         missing = [name for name in names if name not in outputs]
         if missing:
             raise TransferError(
-                f"The export '{self.export_dir}' has no {missing} output(s): it is not {kind} "
-                f"(its task: {self.metadata.get('task', 'unknown')!r}).", fix=fix)
+                f"The export '{self.export_dir}' has no {missing} output(s): it is not {self.kind} "
+                f"(its task: {self.metadata.get('task', 'unknown')!r}).",
+                fix=f"Load it with transfer.load_export('{self.export_dir}'), or export the run again.")
 
     @classmethod
     def load(
         cls, export_dir: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         max_bytes: int = DEFAULT_MAX_BYTES,
-    ) -> "ExportedClassifier":
-        """Load the export folder written by ``transfer.serving.export.export_model``.
+    ):
+        """Load the export folder written by ``transfer export`` (``transfer.serving.export.export_model``).
 
         ``max_pixels`` and ``max_bytes`` bound the inputs it accepts (see the
-        module docstring). Loading runs the SavedModel's graph: only load
-        exports you trust.
+        module docstring). Another task's export is refused, naming its task
+        (``transfer.load_export`` picks the right reader). Loading runs the
+        SavedModel's graph: only load exports you trust.
 
         Example:
             >>> clf = ExportedClassifier.load("exports/flowers", max_pixels=50_000_000)
         """
         export_dir = Path(export_dir)
-        fix = "Pass the folder written by `transfer export` (it holds saved_model.pb and assets/)."
         if not export_dir.is_dir():
-            raise TransferError(f"Export folder not found: '{export_dir}'.", fix=fix)
+            raise TransferError(f"Export folder not found: '{export_dir}'.", fix=_EXPORT_FIX)
         if not (export_dir / "saved_model.pb").is_file():
-            raise TransferError(f"Not a SavedModel: '{export_dir / 'saved_model.pb'}' is missing.", fix=fix)
-        meta_file = export_dir / METADATA_PATH
-        try:
-            metadata = json.loads(read_regular(meta_file, _MAX_METADATA_BYTES))  # a FIFO is refused, not read
-        except FileNotFoundError:
-            raise TransferError(f"Not a transfer export: '{meta_file}' is missing.", fix=fix) from None
-        except (OSError, ValueError) as e:
-            raise TransferError(f"Cannot read export metadata '{meta_file}': {e}", fix=fix) from None
-        if not isinstance(metadata, dict) or "class_names" not in metadata or "image_size" not in metadata:
-            raise TransferError(f"Export metadata '{meta_file}' lacks class_names or image_size.", fix=fix)
+            raise TransferError(f"Not a SavedModel: '{export_dir / 'saved_model.pb'}' is missing.", fix=_EXPORT_FIX)
+        metadata = _read_metadata(export_dir)
+        cls._check_task(export_dir, metadata)  # before the (slow) load
         from transfer.engine.artifact_loading import export_fix, load_saved_model
 
         loaded = load_saved_model(export_dir, fix=export_fix(export_dir, metadata.get("run_dir")))
@@ -148,33 +142,24 @@ class ExportedClassifier:
             raise TransferError(
                 f"The SavedModel in '{export_dir}' has no {SIGNATURE!r} signature "
                 f"(found: {sorted(loaded.signatures)}).",
-                fix=fix,
+                fix=_EXPORT_FIX,
             )
         logger.info("Loaded %d-class export from %s", len(metadata["class_names"]), export_dir)
         return cls(export_dir, loaded, metadata, max_pixels=max_pixels, max_bytes=max_bytes)
 
+    @classmethod
+    def _check_task(cls, export_dir: Path, metadata: dict[str, Any]) -> None:
+        recorded = metadata.get("task", "classification")  # exports before tasks were classifiers
+        if cls.task_title is None or recorded == cls.task_title:
+            return
+        raise TransferError(
+            f"The export '{export_dir}' is a {recorded} export, not {cls.kind} "
+            f"({cls.__name__} reads {cls.task_title} exports).",
+            fix=f"Load it with transfer.load_export('{export_dir}'), which returns the reader of the "
+                f"export's own task.")
+
     def __repr__(self) -> str:
-        return (
-            f"ExportedClassifier('{self.export_dir}', classes={len(self.class_names)}, "
-            f"image_size={self.image_size}, multi_label={self.multi_label})"
-        )
-
-    def predict_bytes(self, images: Sequence[bytes], batch_size: int = 32) -> np.ndarray:
-        """Scores ``[N, C]`` (float32) for encoded JPEG/PNG/GIF/BMP/WebP images.
-
-        Raises ``TransferError`` naming the positions of images that are too
-        large, too small or undecodable (use ``predict_files`` to get one error
-        per file instead). Sizes are checked from the headers before anything is
-        decoded.
-
-        Example:
-            >>> clf.predict_bytes([open("rose.jpg", "rb").read()]).shape
-            (1, 5)
-        """
-        _check_positive("batch_size", batch_size)
-        batches = self._serve_batches(images, batch_size, ("scores",))
-        return np.concatenate([np.zeros((0, len(self.class_names)), np.float32)]
-                              + [b["scores"] for b in batches], axis=0)
+        return f"{type(self).__name__}('{self.export_dir}', classes={len(self.class_names)}, image_size={self.image_size})"
 
     def _serve_batches(self, images: Sequence[bytes], batch_size: int, outputs: Sequence[str],
                        signature: str = SIGNATURE) -> list[dict]:
@@ -217,57 +202,67 @@ class ExportedClassifier:
             return f"{len(data) / 1e6:.1f} MB is over the limit of {self.max_bytes / 1e6:g} MB; {_LIMIT_FIX}"
         return check_image_bytes(data, max_pixels=self.max_pixels)
 
-    def predict_files(
-        self,
-        paths: Sequence[str | os.PathLike],
-        top_k: int | None = 5,
-        batch_size: int = 32,
-        threshold: float | None = None,
-    ) -> list[dict[str, Any]]:
-        """One result dict per file, in input order (see the module docstring).
-
-        ``top_k=None`` lists every class. ``threshold`` only matters for
-        multi-label exports (default: the export's, as its ``labels`` output uses).
-
-        Example:
-            >>> clf.predict_files(["rose.jpg", "missing.jpg"], top_k=1)
-            [{'file': 'rose.jpg', 'predictions': [{'class': 'rose', 'score': 0.93}]},
-             {'file': 'missing.jpg', 'error': "File not found: 'missing.jpg'."}]
-        """
-        if top_k is not None:
-            _check_positive("top_k", top_k)
-        _check_positive("batch_size", batch_size)
-        threshold = self.threshold if threshold is None else float(threshold)
-
-        def answer(images):
-            scores = self.predict_bytes(images, batch_size=batch_size)
-            return [rank_scores(row, self.class_names, top_k=top_k, multi_label=self.multi_label,
-                                threshold=threshold) for row in scores]
-
-        return self._answer_files(paths, answer)
-
     def _answer_files(self, paths, answer, read_bytes: dict | None = None) -> list[dict[str, Any]]:
         """One dict per file, in order: ``{"file", "error"}`` for a file that cannot be used, else
         ``{"file", **fields}`` with ``fields`` from ``answer(list of image bytes) -> list of dicts``
         (called once, on the readable files; every task's ``predict_files`` goes through here).
         ``read_bytes``: a dict that receives each answered file's bytes by position, so that
         ``transfer predict --draw`` draws what was answered even if the file changes or vanishes."""
-        results: list[dict[str, Any]] = []
-        good: list[tuple[int, bytes]] = []
-        for path in paths:
-            data, error = self._read_image(path)
-            results.append({"file": str(path), "error": error} if error else {"file": str(path)})
-            if not error:
-                good.append((len(results) - 1, data))
-        if good:
-            for (index, _), fields in zip(good, answer([data for _, data in good])):
-                results[index].update(fields)
-            if read_bytes is not None:
-                read_bytes.update(good)
+        results = _answer_each([(self._read_image(path), {"file": str(path)}) for path in paths], answer, read_bytes)
         bad = sum("error" in r for r in results)
         if bad:
             logger.warning("%d of %d files could not be read as images", bad, len(results))
         return results
+
+    def _answer_images(self, images, answer: Callable[[list[bytes]], list[dict]]):
+        """``predict_images``'s common part: one dict per image (``{"error"}`` for one refused, else
+        ``answer``'s fields), or a single dict for a single image (see ``image_list``)."""
+        listed, single = image_list(images)
+        read = [self.encoded_image(image) for image in listed]
+        results = _answer_each([((data, error and f"Image {i}: {error}"), {}) for i, (data, error) in enumerate(read)],
+                               answer)
+        return results[0] if single else results
+
+    def _answers(self, images: list[bytes]) -> list[dict[str, Any]]:
+        """The task's result fields for encoded images, with its default options (what ``draw`` draws
+        when it is given no result)."""
+        raise NotImplementedError
+
+    def _to_draw(self, image, result: dict[str, Any] | None) -> tuple[bytes, dict[str, Any]]:
+        """``(encoded bytes, result)`` for a task's ``draw``: ``image`` read (a path) or encoded (an
+        array, a PIL image), and answered when ``result`` is None."""
+        data, error = self.encoded_image(image)
+        if error:
+            raise TransferError(f"Cannot draw the image: {error}",
+                                fix="Pass a readable image file, encoded bytes, a uint8 array or a PIL image.")
+        if result is None:
+            result = self._answers([data])[0]
+        if "error" in result:
+            raise TransferError(f"No answer to draw: {result['error']}", fix="Draw only results without an error.")
+        return data, result
+
+    def encoded_image(self, image) -> tuple[bytes | None, str | None]:
+        """``(encoded bytes, None)`` for a file path, encoded bytes, a NumPy uint8 ``[H, W, 3]`` (or
+        ``[H, W]``, ``[H, W, 1|4]``) array or a PIL image, or ``(None, why it is refused)``; arrays
+        and PIL images become lossless PNG (their pixels as given: no EXIF orientation).
+
+        Example:
+            >>> reader.encoded_image(np.zeros((32, 32, 3), np.uint8))[0][:4]
+            b'\\x89PNG'
+        """
+        if isinstance(image, (str, os.PathLike)):
+            return self._read_image(image)
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            data = bytes(image)
+            error = self._refuse(data) or _decode_error(data)
+            return (None, error) if error else (data, None)
+        pixels = pixel_array(image)
+        if pixels.shape[0] * pixels.shape[1] > self.max_pixels:
+            return None, (f"{pixels.shape[1]}x{pixels.shape[0]} pixels is over the limit of "
+                          f"{self.max_pixels / 1e6:g} megapixels; {_LIMIT_FIX}")
+        data = tf.io.encode_png(pixels).numpy()
+        error = self._refuse(data)
+        return (None, error) if error else (data, None)
 
     def _read_image(self, path) -> tuple[bytes | None, str | None]:
         """The file's bytes, or an error message naming the file."""
@@ -295,64 +290,75 @@ class ExportedClassifier:
         return data, None
 
 
-def displayed_boxes(data: bytes, boxes: Sequence[Sequence[float]]) -> list[list[float]]:
-    """``boxes`` (``[xmin, ymin, xmax, ymax]`` in the stored pixels of the encoded image ``data``, which
-    the model sees) in the frame a viewer shows (EXIF orientation applied), rounded to 2 places.
-
-    ``predict_files`` answers in that frame (``predict_bytes``, like a raw TF Serving client, gets
-    the stored one); without an orientation tag the two are one.
-
-    Example:
-        >>> displayed_boxes(open("phone.jpg", "rb").read(), [[20, 250, 60, 290]])   # 400x300 stored, orientation 6
-        [[10.0, 20.0, 50.0, 60.0]]
-    """
-    from transfer.core.orientation import boxes_to_displayed, exif_orientation
-
-    orientation = exif_orientation(data)
-    if orientation != 1:
-        header = imagesize.read_header(data)
-        boxes = boxes_to_displayed(boxes, orientation, (header.width, header.height))
-    return [[round(float(v), 2) for v in box] for box in boxes]
+def _answer_each(read, answer, read_bytes: dict | None = None) -> list[dict[str, Any]]:
+    """``read``: ``((bytes, None) or (None, error), fields)`` per input -> one dict per input: its fields
+    and its error, or its fields and ``answer``'s (called once, on the usable inputs)."""
+    results: list[dict[str, Any]] = []
+    good: list[tuple[int, bytes]] = []
+    for (data, error), fields in read:
+        results.append({**fields, "error": error} if error else dict(fields))
+        if not error:
+            good.append((len(results) - 1, data))
+    if good:
+        for (index, _), answered in zip(good, answer([data for _, data in good])):
+            results[index].update(answered)
+        if read_bytes is not None:
+            read_bytes.update(good)
+    return results
 
 
-def displayed_mask(data: bytes, mask: np.ndarray) -> np.ndarray:
-    """A ``[height, width, ...]`` answer in the stored frame of the encoded image ``data`` turned into
-    the frame a viewer shows (EXIF orientation applied; the same array without one).
+def _read_metadata(export_dir: Path) -> dict[str, Any]:
+    """The export's ``assets/transfer.json``, checked for what every reader needs."""
+    meta_file = export_dir / METADATA_PATH
+    try:
+        metadata = json.loads(read_regular(meta_file, _MAX_METADATA_BYTES))  # a FIFO is refused, not read
+    except FileNotFoundError:
+        raise TransferError(f"Not a transfer export: '{meta_file}' is missing.", fix=_EXPORT_FIX) from None
+    except (OSError, ValueError) as e:
+        raise TransferError(f"Cannot read export metadata '{meta_file}': {e}", fix=_EXPORT_FIX) from None
+    if not isinstance(metadata, dict) or "class_names" not in metadata or "image_size" not in metadata:
+        raise TransferError(f"Export metadata '{meta_file}' lacks class_names or image_size.", fix=_EXPORT_FIX)
+    return metadata
 
-    Example:
-        >>> displayed_mask(open("phone.jpg", "rb").read(), np.zeros((300, 400), np.uint8)).shape
-        (400, 300)
-    """
-    from transfer.core.orientation import exif_orientation, mask_to_displayed
 
-    orientation = exif_orientation(data)
-    return mask_to_displayed(mask, orientation) if orientation != 1 else mask
-
-
-def rank_scores(
-    scores: np.ndarray,
-    class_names: Sequence[str],
-    top_k: int | None = 5,
-    multi_label: bool = False,
-    threshold: float = MULTI_LABEL_THRESHOLD,
-) -> dict[str, Any]:
-    """Turn one row of scores into ``{"predictions": [...]}`` (+ ``"labels"`` for multi-label).
+def image_list(images) -> tuple[list, bool]:
+    """``(the images as a list, whether one image was given)``: one image is a path, bytes, a PIL
+    image or a 2-D / 3-D array; a 4-D array ``[N, H, W, 3]`` or a list/tuple holds several.
 
     Example:
-        >>> rank_scores(np.array([0.1, 0.7, 0.2]), ["a", "b", "c"], top_k=2)
-        {'predictions': [{'class': 'b', 'score': 0.7}, {'class': 'c', 'score': 0.2}]}
+        >>> image_list(np.zeros((2, 8, 8, 3), np.uint8))[1], image_list("a.jpg")
+        (False, (['a.jpg'], True))
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    # Stable sort on the negated scores: ties keep class order, so results are reproducible.
-    order = np.argsort(-scores, kind="stable")
-    keep = len(order) if top_k is None else min(top_k, len(order))
-    result: dict[str, Any] = {}
-    if multi_label:
-        positives = [int(i) for i in order if scores[i] >= threshold]
-        keep = max(keep, len(positives))
-        result["labels"] = [class_names[i] for i in positives]
-    result = {"predictions": [{"class": class_names[i], "score": float(scores[i])} for i in order[:keep]], **result}
-    return result
+    if isinstance(images, np.ndarray):
+        return (list(images), False) if images.ndim == 4 else ([images], True)
+    if isinstance(images, (list, tuple)):
+        return list(images), False
+    return [images], True
+
+
+def pixel_array(image) -> np.ndarray:
+    """A PIL image or NumPy array as a uint8 ``[H, W, C]`` array (C 1, 3 or 4); anything else is
+    refused with a ``TransferError`` saying what is taken.
+
+    Example:
+        >>> pixel_array(np.zeros((4, 5), np.uint8)).shape
+        (4, 5, 1)
+    """
+    if type(image).__module__.startswith("PIL.") and hasattr(image, "convert"):
+        image = np.asarray(image.convert("RGB") if image.mode not in ("RGB", "RGBA", "L") else image)
+    if not isinstance(image, np.ndarray):
+        raise TransferError(f"Cannot read an image from a {type(image).__name__}.",
+                            fix="Pass a file path, encoded image bytes, a NumPy uint8 [height, width, 3] "
+                                "array or a PIL image (or a list of them).")
+    pixels = image[..., np.newaxis] if image.ndim == 2 else image
+    if pixels.ndim != 3 or pixels.shape[-1] not in (1, 3, 4):
+        raise TransferError(f"An image array of shape {image.shape} is not [height, width, 3].",
+                            fix="Pass uint8 pixels shaped [height, width, 3] (RGB), [height, width] (grey) "
+                                "or a 4-D [N, height, width, 3] batch.")
+    if pixels.dtype != np.uint8:
+        raise TransferError(f"Image pixels are {pixels.dtype}, not uint8 (0-255).",
+                            fix="Convert them, e.g. np.clip(x * 255, 0, 255).astype(np.uint8) for values in [0, 1].")
+    return np.ascontiguousarray(pixels)
 
 
 def check_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:

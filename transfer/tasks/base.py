@@ -104,6 +104,9 @@ class Task:
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""  # what exports record as their "task", e.g. "classification"
+    # The reader of its exports, "module:Class" (a ``transfer.serving.reader.ExportedModel``), imported
+    # by ``transfer.load_export`` only when an export of this task is loaded.
+    reader: ClassVar[str] = ""
     uses_feature_cache: ClassVar[bool] = False
 
     # --- options ----------------------------------------------------------------------------

@@ -30,6 +30,12 @@ class EvalReport:
     is what predicting no label at all would score. The multi-label headline is
     ``macro_f1`` (the mean of the labels' F1, what picked the best epoch);
     ``exact_match`` is the share of images with every label right.
+
+    Example:
+        >>> report = transfer.evaluate_run("runs/flowers")
+        >>> print(report.table())          # per-class precision, recall, F1; accuracy
+        >>> report.to_dict()["accuracy"]   # JSON-ready, as metrics.json
+        0.912
     """
 
     class_names: tuple[str, ...]
@@ -70,12 +76,26 @@ class EvalReport:
         out["worst"] = self.worst
         return out
 
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values: ``summary()`` (what ``transfer evaluate --json`` prints).
+
+        Example:
+            >>> json.dumps(report.to_dict())[:17]
+            '{"accuracy": 0.912'
+        """
+        return self.summary()
+
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """``write_evaluation(self, out_dir)``: metrics.json and the confusion matrix (JSON, PNG)."""
         return write_evaluation(self, out_dir)
 
     def table(self) -> str:
-        """A plain-text per-class (per-label) table and the headline numbers."""
+        """A plain-text per-class (per-label) table and the headline numbers.
+
+        Example:
+            >>> print(report.table().splitlines()[-1])
+            accuracy 0.9120 on 864 images
+        """
         kind = "label" if self.multi_label else "class"
         width = max(len(kind), *(len(n) for n in self.class_names))
         lines = [f"{kind:<{width}}  precision  recall     f1  support"]

@@ -27,6 +27,7 @@ class ClassifyTask(Task):
 
     name = "classify"
     title = "classification"
+    reader = "transfer.tasks.classify.reader:ExportedClassifier"
     uses_feature_cache = True
 
     # --- data -------------------------------------------------------------------------------

@@ -59,6 +59,12 @@ class DetectionReport:
     ``per_class_ap`` / ``per_class_ap50`` / ``per_class_boxes`` follow
     ``class_names``. ``map_small`` / ``map_medium`` / ``map_large`` are COCO's
     area ranges (under 32², 32² to 96², over 96² pixels of the original image).
+
+    Example:
+        >>> report = transfer.evaluate_run("runs/bccd")
+        >>> print(report.table())        # mAP, AR, then AP and AP50 per class
+        >>> report.to_dict()["map50"]    # JSON-ready, as metrics.json
+        0.8123
     """
 
     class_names: tuple[str, ...]
@@ -100,8 +106,22 @@ class DetectionReport:
     def headline(self) -> tuple[str, float | None]:
         return "mAP@0.5", self.map50
 
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values: ``summary()`` (what ``transfer evaluate --json`` prints).
+
+        Example:
+            >>> json.dumps(report.to_dict())[:12]
+            '{"map": 0.4791'
+        """
+        return self.summary()
+
     def table(self) -> str:
-        """A plain-text table: the overall numbers, then AP and AP50 per class."""
+        """A plain-text table: the overall numbers, then AP and AP50 per class.
+
+        Example:
+            >>> print(report.table().splitlines()[2])
+            mAP@0.5       0.812
+        """
         f = _shown
         lines = [f"images {self.num_images}, boxes {self.num_boxes}, detections {self.num_detections}",
                  f"mAP@[.5:.95]  {f(self.map)}", f"mAP@0.5       {f(self.map50)}",

@@ -1,13 +1,13 @@
-"""Run an exported detector on files or bytes, and draw its boxes.
+"""Run an exported detector on files, images or bytes, and draw its boxes.
 
-The detection counterpart of ``transfer.tasks.localize.reader.ExportedLocalizer``
-(whose loading, input limits and per-file refusals it shares through
-``transfer.serving.reader.ExportedClassifier``): TensorFlow, NumPy, PIL (for
-``draw_detections``) and the standard library only, everything else read
-from the export. The export has already applied its score threshold, per-class
+The detection reader on ``transfer.serving.reader.ExportedModel`` (whose
+loading, input limits and per-input refusals it shares): TensorFlow, NumPy,
+PIL (for ``draw``) and the standard library only, everything else read from
+the export. The export has already applied its score threshold, per-class
 NMS and detection limit (recorded in its ``assets/transfer.json``).
 
-Results of ``predict_files`` are one plain dict per input file, in input order:
+Results of ``predict_files`` are one plain dict per input file, in input order
+(``predict_images``: the same without ``"file"``):
 
 - ``{"file": path, "detections": [{"box": [xmin, ymin, xmax, ymax], "class": name, "score": s}, ...]}``:
   boxes in the original image's pixels, best score first (an empty list: nothing found), in
@@ -21,7 +21,8 @@ Example:
     >>> detector = ExportedDetector.load("exports/bccd")
     >>> detector.predict_files(["BloodImage_00007.jpg"])[0]["detections"][0]
     {'box': [263.1, 188.4, 380.2, 301.9], 'class': 'WBC', 'score': 0.87}
-    >>> draw_detections("BloodImage_00007.jpg", _, "drawn/BloodImage_00007.png")
+    >>> detector.draw("BloodImage_00007.jpg", out="drawn/BloodImage_00007.png").size
+    (640, 480)
 """
 
 from __future__ import annotations
@@ -34,14 +35,15 @@ import numpy as np
 
 from transfer.core.errors import TransferError
 from transfer.serving.drawing import CLASS_COLORS
-from transfer.serving.reader import ExportedClassifier, _check_positive, displayed_boxes
+from transfer.serving.frames import displayed_boxes
+from transfer.serving.reader import ExportedModel, _check_positive
 
 
 DETECTION_OUTPUTS = ("boxes", "scores", "class_names", "count")
 
 
-class ExportedDetector(ExportedClassifier):
-    """A loaded detection export: ``class_names``, ``image_size``, ``metadata`` and predict methods.
+class ExportedDetector(ExportedModel):
+    """A loaded detection export: ``class_names``, ``image_size``, ``metadata``, predict methods and ``draw``.
 
     Example:
         >>> detector = ExportedDetector.load("exports/raccoon")
@@ -50,14 +52,12 @@ class ExportedDetector(ExportedClassifier):
         ('raccoon', 1)
     """
 
+    task_title = "detection"
+    kind = "a detector"
+
     def __init__(self, export_dir: Path, loaded, metadata: dict[str, Any], **limits):
         super().__init__(export_dir, loaded, metadata, **limits)
-        self._require_outputs(DETECTION_OUTPUTS, "a detector",
-                              fix="Use transfer.serving.reader.ExportedClassifier or transfer.tasks.localize.reader.ExportedLocalizer "
-                                  "for those exports, or export a --task detect run.")
-
-    def __repr__(self) -> str:
-        return f"ExportedDetector('{self.export_dir}', classes={len(self.class_names)}, image_size={self.image_size})"
+        self._require_outputs(DETECTION_OUTPUTS)
 
     def predict_bytes(self, images: Sequence[bytes], batch_size: int = 32) -> list[list[dict[str, Any]]]:
         """Per image, its detections ``[{"box", "class", "score"}, ...]`` (best first).
@@ -85,6 +85,21 @@ class ExportedDetector(ExportedClassifier):
             >>> detector.predict_files(["raccoon-1.jpg", "missing.jpg"])[1]
             {'file': 'missing.jpg', 'error': "File not found: 'missing.jpg'."}
         """
+        return self._answer_files(paths, self._answering(batch_size), read_bytes)
+
+    def predict_images(self, images, batch_size: int = 32):
+        """``predict_files``'s answer for NumPy uint8 ``[H, W, 3]`` arrays or PIL images (their pixels
+        as given; boxes in their pixels), or encoded bytes: one dict for one image, a list for a list
+        (or an ``[N, H, W, 3]`` array). A refused image gets ``{"error": message}``.
+
+        Example:
+            >>> detector.predict_images(np.asarray(PIL.Image.open("a.jpg")))["detections"][0]["class"]
+            'WBC'
+        """
+        return self._answer_images(images, self._answering(batch_size))
+
+    def _answering(self, batch_size: int):
+        """The ``answer`` (encoded images -> result fields) of ``predict_files`` and ``predict_images``."""
         _check_positive("batch_size", batch_size)
 
         def answer(images):
@@ -94,7 +109,28 @@ class ExportedDetector(ExportedClassifier):
                     d["box"] = box
             return [{"detections": found} for found in answers]
 
-        return self._answer_files(paths, answer, read_bytes)
+        return answer
+
+    def _answers(self, images: list[bytes]) -> list[dict[str, Any]]:
+        return self._answering(32)(images)
+
+    def draw(self, image, result: dict[str, Any] | None = None, out: str | os.PathLike | None = None):
+        """``image`` (a path, bytes, a NumPy array or a PIL image) as a PIL image in the frame a viewer
+        shows, with ``result``'s boxes and labels drawn, one colour per class (see
+        ``detections_drawing``); ``result`` is predicted when None. With ``out``, also written
+        there atomically (format from the suffix).
+
+        Example:
+            >>> detector.draw("BloodImage_00007.jpg", out="drawn/BloodImage_00007.png").size
+            (640, 480)
+        """
+        from transfer.serving.drawing import save_drawing
+
+        data, result = self._to_draw(image, result)
+        drawn = detections_drawing(data, result, self.class_names)
+        if out is not None:
+            save_drawing(drawn, out)
+        return drawn
 
 
 def describe_detections(result: dict[str, Any]) -> list[str]:

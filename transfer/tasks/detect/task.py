@@ -101,6 +101,7 @@ class DetectTask(Task):
 
     name = "detect"
     title = "detection"
+    reader = "transfer.tasks.detect.reader:ExportedDetector"
     uses_feature_cache = False  # the head reads the pyramid of spatial features, not pooled ones
 
     # --- data -------------------------------------------------------------------------------

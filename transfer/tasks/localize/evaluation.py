@@ -29,6 +29,12 @@ class LocalizeReport:
     """Per-image IoUs (and class hits with several classes) of one evaluation.
 
     ``files``, ``ious`` (in ``[0, 1]``), ``class_correct`` (None with one class).
+
+    Example:
+        >>> report = transfer.evaluate_run("runs/raccoon")
+        >>> print(report.table())            # mean IoU, share at IoU >= 0.5, the lowest images
+        >>> report.to_dict()["mean_iou"]     # JSON-ready, as metrics.json
+        0.7412
     """
 
     files: tuple[str, ...]
@@ -71,7 +77,23 @@ class LocalizeReport:
     def headline(self) -> tuple[str, float]:
         return "mean IoU", self.mean_iou
 
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values: ``summary()`` (what ``transfer evaluate --json`` prints).
+
+        Example:
+            >>> json.dumps(report.to_dict())[:17]
+            '{"mean_iou": 0.7412'
+        """
+        return self.summary()
+
     def table(self) -> str:
+        """Plain text: the image count, mean IoU, the share at IoU >= 0.5 (class accuracy with several
+        classes), then the lowest-IoU images.
+
+        Example:
+            >>> print(report.table().splitlines()[1])
+            mean IoU        0.741
+        """
         lines = [f"images          {self.num_images}",
                  f"mean IoU        {self.mean_iou:.3f}",
                  f"IoU >= {IOU_THRESHOLD:g}      {self.iou50_accuracy:.3f}"]

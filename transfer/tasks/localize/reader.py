@@ -1,11 +1,12 @@
-"""Run an exported localizer on files or bytes, and draw its answers.
+"""Run an exported localizer on files, images or bytes, and draw its answers.
 
-The localization counterpart of ``transfer.serving.reader.ExportedClassifier``
-(whose loading, input limits and per-file refusals it inherits): TensorFlow,
-NumPy, PIL (for ``draw_box``) and the standard library only, everything else
-read from the export.
+The localization reader on ``transfer.serving.reader.ExportedModel`` (whose
+loading, input limits and per-input refusals it shares): TensorFlow, NumPy,
+PIL (for ``draw``) and the standard library only, everything else read from
+the export.
 
-Results of ``predict_files`` are one plain dict per input file, in input order:
+Results of ``predict_files`` are one plain dict per input file, in input order
+(``predict_images``: the same without ``"file"``):
 
 - ``{"file": path, "box": [xmin, ymin, xmax, ymax], "class": name, "score": s}``:
   the box in the original image's pixels; ``score`` the class's probability
@@ -25,7 +26,8 @@ Example:
     >>> localizer = ExportedLocalizer.load("exports/raccoon")
     >>> localizer.predict_files(["raccoon-1.jpg"])
     [{'file': 'raccoon-1.jpg', 'box': [81.2, 88.9, 519.7, 410.3], 'class': 'raccoon', 'score': 1.0}]
-    >>> draw_box("raccoon-1.jpg", _[0], "drawn/raccoon-1.jpg")
+    >>> localizer.draw("raccoon-1.jpg", out="drawn/raccoon-1.jpg").size
+    (650, 417)
 """
 
 from __future__ import annotations
@@ -38,14 +40,15 @@ import numpy as np
 
 from transfer.core.errors import TransferError
 from transfer.serving.drawing import drawn_name, open_displayed, save_drawing
-from transfer.serving.reader import ExportedClassifier, _check_positive, displayed_boxes
+from transfer.serving.frames import displayed_boxes
+from transfer.serving.reader import ExportedModel, _check_positive
 
 
 BOX_OUTPUTS = ("box", "class_name", "score")
 
 
-class ExportedLocalizer(ExportedClassifier):
-    """A loaded localization export: ``class_names``, ``image_size``, ``metadata`` and predict methods.
+class ExportedLocalizer(ExportedModel):
+    """A loaded localization export: ``class_names``, ``image_size``, ``metadata``, predict methods and ``draw``.
 
     Example:
         >>> localizer = ExportedLocalizer.load("exports/raccoon", max_pixels=50_000_000)
@@ -54,14 +57,12 @@ class ExportedLocalizer(ExportedClassifier):
         ((1, 4), 'raccoon')
     """
 
+    task_title = "localization"
+    kind = "a localizer"
+
     def __init__(self, export_dir: Path, loaded, metadata: dict[str, Any], **limits):
         super().__init__(export_dir, loaded, metadata, **limits)
-        self._require_outputs(BOX_OUTPUTS, "a localizer",
-                              fix="Use transfer.serving.reader.ExportedClassifier for classification exports, or export a "
-                                  "--task localize run.")
-
-    def __repr__(self) -> str:
-        return f"ExportedLocalizer('{self.export_dir}', classes={len(self.class_names)}, image_size={self.image_size})"
+        self._require_outputs(BOX_OUTPUTS)
 
     def predict_bytes(self, images: Sequence[bytes], batch_size: int = 32) -> dict[str, np.ndarray]:
         """``{"box": float32 [N, 4] (original pixels), "class_name": str [N], "score": float32 [N]}``.
@@ -87,6 +88,21 @@ class ExportedLocalizer(ExportedClassifier):
             >>> localizer.predict_files(["raccoon-1.jpg", "missing.jpg"])[1]
             {'file': 'missing.jpg', 'error': "File not found: 'missing.jpg'."}
         """
+        return self._answer_files(paths, self._answering(batch_size), read_bytes)
+
+    def predict_images(self, images, batch_size: int = 32):
+        """``predict_files``'s answer for NumPy uint8 ``[H, W, 3]`` arrays or PIL images (their pixels
+        as given; boxes in their pixels), or encoded bytes: one dict for one image, a list for a list
+        (or an ``[N, H, W, 3]`` array). A refused image gets ``{"error": message}``.
+
+        Example:
+            >>> localizer.predict_images(np.asarray(PIL.Image.open("raccoon-1.jpg")))
+            {'box': [81.2, 88.9, 519.7, 410.3], 'class': 'raccoon', 'score': 1.0}
+        """
+        return self._answer_images(images, self._answering(batch_size))
+
+    def _answering(self, batch_size: int):
+        """The ``answer`` (encoded images -> result fields) of ``predict_files`` and ``predict_images``."""
         _check_positive("batch_size", batch_size)
 
         def answer(images):
@@ -95,7 +111,25 @@ class ExportedLocalizer(ExportedClassifier):
             return [{"box": displayed_boxes(data, [out["box"][row]])[0], "class": str(out["class_name"][row]),
                      "score": float(out["score"][row])} for row, data in enumerate(images)]
 
-        return self._answer_files(paths, answer, read_bytes)
+        return answer
+
+    def _answers(self, images: list[bytes]) -> list[dict[str, Any]]:
+        return self._answering(32)(images)
+
+    def draw(self, image, result: dict[str, Any] | None = None, out: str | os.PathLike | None = None):
+        """``image`` (a path, bytes, a NumPy array or a PIL image) as a PIL image in the frame a viewer
+        shows, with ``result``'s box and label drawn (see ``box_drawing``); ``result`` is predicted
+        when None. With ``out``, also written there atomically (format from the suffix).
+
+        Example:
+            >>> localizer.draw("raccoon-1.jpg", out="drawn/raccoon-1.png").size
+            (650, 417)
+        """
+        data, result = self._to_draw(image, result)
+        drawn = box_drawing(data, result)
+        if out is not None:
+            save_drawing(drawn, out)
+        return drawn
 
 
 def describe_result(result: dict[str, Any]) -> str:

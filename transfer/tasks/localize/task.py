@@ -49,6 +49,7 @@ class LocalizeTask(Task):
 
     name = "localize"
     title = "localization"
+    reader = "transfer.tasks.localize.reader:ExportedLocalizer"
     uses_feature_cache = False  # the head reads spatial features, not the pooled ones the cache holds
 
     # --- data -------------------------------------------------------------------------------

@@ -1,11 +1,12 @@
-"""Run an exported segmenter on files or bytes; write its masks and draw them over the images.
+"""Run an exported segmenter on files, images or bytes; write its masks and draw them over the images.
 
-The segmentation counterpart of ``transfer.serving.reader.ExportedClassifier`` (whose
-loading, input limits, per-file refusals and serving loop it inherits):
+The segmentation reader on ``transfer.serving.reader.ExportedModel`` (whose
+loading, input limits, per-input refusals and serving loop it shares):
 TensorFlow, NumPy, PIL (for the PNGs and overlays) and the standard library
 only, everything else read from the export.
 
-Results of ``predict_files`` are one plain dict per input file, in input order:
+Results of ``predict_files`` are one plain dict per input file, in input order
+(``predict_images``: the same without ``"file"``):
 
 - ``{"file": path, "mask": uint8 array [height, width], "class_pixels": {name: share}}``:
   the class index of every pixel at the image's original resolution, and the
@@ -29,7 +30,8 @@ Example:
     >>> result["mask"].shape, result["class_pixels"]
     ((512, 512), {'membrane': 0.21, 'cell': 0.79})
     >>> write_mask_png(result["mask"], "masks/0.png")
-    >>> draw_overlay("0.png", result["mask"], segmenter.class_names, "drawn/0.png")
+    >>> segmenter.draw("0.png", result, out="drawn/0.png").size
+    (512, 512)
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from transfer.core.errors import TransferError
-from transfer.serving.reader import ExportedClassifier, _check_positive, displayed_mask
+from transfer.serving.frames import displayed_mask
+from transfer.serving.reader import ExportedModel, _check_positive
 
 MASK_OUTPUTS = ("mask", "height", "width")
 PROBABILITIES_SIGNATURE = "serving_probabilities"
@@ -50,8 +53,8 @@ OVERLAY_ALPHA = 0.45  # the class colour's share of an overlay pixel
 DEFAULT_BATCH = 4
 
 
-class ExportedSegmenter(ExportedClassifier):
-    """A loaded segmentation export: ``class_names``, ``image_size``, ``metadata`` and predict methods.
+class ExportedSegmenter(ExportedModel):
+    """A loaded segmentation export: ``class_names``, ``image_size``, ``metadata``, predict methods and ``draw``.
 
     Example:
         >>> segmenter = ExportedSegmenter.load("exports/camvid", max_pixels=50_000_000)
@@ -59,14 +62,12 @@ class ExportedSegmenter(ExportedClassifier):
         [(360, 480)]
     """
 
+    task_title = "segmentation"
+    kind = "a segmenter"
+
     def __init__(self, export_dir: Path, loaded, metadata: dict[str, Any], **limits):
         super().__init__(export_dir, loaded, metadata, **limits)
-        self._require_outputs(MASK_OUTPUTS, "a segmenter",
-                              fix="Use transfer.serving.reader.ExportedClassifier for classification exports, or export a "
-                                  "--task segment run.")
-
-    def __repr__(self) -> str:
-        return f"ExportedSegmenter('{self.export_dir}', classes={len(self.class_names)}, image_size={self.image_size})"
+        self._require_outputs(MASK_OUTPUTS)
 
     def predict_bytes(self, images: Sequence[bytes], batch_size: int = DEFAULT_BATCH,
                       probabilities: bool = False) -> dict[str, list[np.ndarray]]:
@@ -105,6 +106,21 @@ class ExportedSegmenter(ExportedClassifier):
             >>> segmenter.predict_files(["0.png", "missing.png"])[1]
             {'file': 'missing.png', 'error': "File not found: 'missing.png'."}
         """
+        return self._answer_files(paths, self._answering(batch_size, probabilities), read_bytes)
+
+    def predict_images(self, images, batch_size: int = DEFAULT_BATCH, probabilities: bool = False):
+        """``predict_files``'s answer for NumPy uint8 ``[H, W, 3]`` arrays or PIL images (their pixels
+        as given; masks of their size), or encoded bytes: one dict for one image, a list for a list
+        (or an ``[N, H, W, 3]`` array). A refused image gets ``{"error": message}``.
+
+        Example:
+            >>> segmenter.predict_images(np.zeros((360, 480, 3), np.uint8))["mask"].shape
+            (360, 480)
+        """
+        return self._answer_images(images, self._answering(batch_size, probabilities))
+
+    def _answering(self, batch_size: int, probabilities: bool):
+        """The ``answer`` (encoded images -> result fields) of ``predict_files`` and ``predict_images``."""
         _check_positive("batch_size", batch_size)
 
         def answer(images):
@@ -119,7 +135,30 @@ class ExportedSegmenter(ExportedClassifier):
                 results.append(result)
             return results
 
-        return self._answer_files(paths, answer, read_bytes)
+        return answer
+
+    def _answers(self, images: list[bytes]) -> list[dict[str, Any]]:
+        return self._answering(DEFAULT_BATCH, False)(images)
+
+    def draw(self, image, result: dict[str, Any] | None = None, out: str | os.PathLike | None = None):
+        """``image`` (a path, bytes, a NumPy array or a PIL image) as a PIL image in the frame a viewer
+        shows, with ``result``'s mask blended over it and a legend (see ``overlay_drawing``);
+        ``result`` is predicted when None. With ``out``, also written there atomically (format from
+        the suffix; ``write_mask_png`` writes the mask itself).
+
+        Example:
+            >>> segmenter.draw("0.png", out="drawn/0.png").size
+            (512, 512)
+        """
+        from transfer.serving.drawing import save_drawing
+
+        data, result = self._to_draw(image, result)
+        if "mask" not in result:
+            raise TransferError("The result holds no mask to draw.", fix="Draw a result of this segmenter.")
+        drawn = overlay_drawing(data, result["mask"], self.class_names)
+        if out is not None:
+            save_drawing(drawn, out)
+        return drawn
 
 
 def class_pixels(mask: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:

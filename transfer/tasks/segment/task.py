@@ -57,6 +57,7 @@ class SegmentTask(Task):
 
     name = "segment"
     title = "segmentation"
+    reader = "transfer.tasks.segment.reader:ExportedSegmenter"
     uses_feature_cache = False  # the decoder reads spatial features at every stride, not pooled ones
 
     def __init__(self, *, class_names=None, ignore_index: int | None = None, decoder: str | None = None,
