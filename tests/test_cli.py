@@ -135,7 +135,14 @@ def test_train_evaluate_export_predict(runner, shapes, recipe_file, tmp_path):
     matrix = report["confusion_matrix"]["matrix"]
     assert sum(map(sum, matrix)) == 9 and report["accuracy"] == pytest.approx(sum(matrix[i][i] for i in range(3)) / 9)
     assert set(report["per_class"]) == {"circle", "square", "triangle"}
-    assert {"precision", "recall", "f1", "support"} <= set(report["per_class"]["circle"])
+    # Each class's figures are its row and column of the matrix (0 where undefined, as scikit-learn's
+    # zero_division=0).
+    for i, name in enumerate(report["confusion_matrix"]["labels"]):
+        hits, truths, calls = matrix[i][i], sum(matrix[i]), sum(row[i] for row in matrix)
+        precision, recall = (hits / calls if calls else 0.0), (hits / truths if truths else 0.0)
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        assert report["per_class"][name] == pytest.approx(
+            {"precision": precision, "recall": recall, "f1": f1, "support": truths}, abs=1e-4)
     assert (run_dir / "evaluation" / "confusion_matrix.json").is_file()
     assert (run_dir / "evaluation" / "confusion_matrix.png").is_file()
 

@@ -169,7 +169,7 @@ def test_train_evaluate_export_and_predict_in_a_fresh_process(tmp_path):
     report = evaluate_run(result.run_dir)
     summary = report.summary()
     val_labels = [label for target in data.val.targets for label in target.labels]
-    assert summary["num_images"] == len(data.val) == 3
+    assert summary["num_images"] == len(data.val)
     assert summary["per_class_boxes"] == {name: val_labels.count(i) for i, name in enumerate(data.class_names)}
     assert set(summary["per_class_ap"]) == {"blue", "red"}
     from typer.testing import CliRunner
