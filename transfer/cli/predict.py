@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 import typer
 
@@ -77,23 +77,17 @@ def predict_command(
                             fix="Drop --draw (classification prints classes and scores).")
     classifier = ExportedClassifier.load(export_dir, **limits)
     results = classifier.predict_files(files, top_k=top_k)
-    failed = [r for r in results if "error" in r]
-    if as_json:
-        typer.echo(json.dumps({"export": str(export_dir), "results": results}, indent=2))
-    else:
-        for r in results:
-            if "error" in r:
-                typer.echo(f"{r['file']}: ERROR {r['error']}")
-                continue
-            shown = ", ".join(f"{p['class']} {p['score']:.3f}" for p in r["predictions"])
-            if classifier.multi_label:
-                labels = ", ".join(r["labels"]) or "(none)"
-                shown = f"labels {labels} (score >= {classifier.threshold:g}); scores {shown}"
-            typer.echo(f"{r['file']}: {shown}")
-        if failed:
-            typer.echo(f"{len(failed)} of {len(results)} file(s) failed.", err=True)
-    if failed:
-        raise typer.Exit(EXIT_SOME_FAILED)
+    _report(results, {"export": str(export_dir), "results": results}, as_json=as_json,
+            lines=lambda r: [_classes_line(r, classifier)], summarize=lambda: _summarize(None, results))
+
+
+def _classes_line(r: dict, classifier) -> str:
+    """An answered file's classes and scores (multi-label: its labels first)."""
+    shown = ", ".join(f"{p['class']} {p['score']:.3f}" for p in r["predictions"])
+    if classifier.multi_label:
+        labels = ", ".join(r["labels"]) or "(none)"
+        shown = f"labels {labels} (score >= {classifier.threshold:g}); scores {shown}"
+    return f"{r['file']}: {shown}"
 
 
 def _predict_boxes(export_dir: Path, files: List[str], limits: dict, *, as_json: bool,
@@ -106,19 +100,14 @@ def _predict_boxes(export_dir: Path, files: List[str], limits: dict, *, as_json:
     results = _answer_and_write(localizer, files, outputs, {
         "drawn": lambda data, r: encode_drawing(box_drawing(data, r)),
     })
-    failed = [r for r in results if "error" in r]
-    if as_json:
-        typer.echo(json.dumps({"export": str(export_dir), "results": results}, indent=2))
-    else:
-        for r in results:
-            if "error" in r:
-                typer.echo(f"{r['file']}: ERROR {r['error']}")
-                continue
-            box = ", ".join(f"{v:.0f}" for v in r["box"])
-            typer.echo(f"{r['file']}: {r['class']} {r['score']:.3f} box ({box}) (xmin, ymin, xmax, ymax in pixels)")
-        _summarize(outputs, results)
-    if failed:
-        raise typer.Exit(EXIT_SOME_FAILED)
+    _report(results, {"export": str(export_dir), "results": results}, as_json=as_json,
+            lines=lambda r: [_box_line(r)], summarize=lambda: _summarize(outputs, results))
+
+
+def _box_line(r: dict) -> str:
+    """An answered file's box, class and score."""
+    box = ", ".join(f"{v:.0f}" for v in r["box"])
+    return f"{r['file']}: {r['class']} {r['score']:.3f} box ({box}) (xmin, ymin, xmax, ymax in pixels)"
 
 
 def _predict_detections(export_dir: Path, files: List[str], limits: dict, *, as_json: bool,
@@ -131,16 +120,8 @@ def _predict_detections(export_dir: Path, files: List[str], limits: dict, *, as_
     results = _answer_and_write(detector, files, outputs, {
         "drawn": lambda data, r: encode_drawing(detections_drawing(data, r, detector.class_names)),
     })
-    failed = [r for r in results if "error" in r]
-    if as_json:
-        typer.echo(json.dumps({"export": str(export_dir), "results": results}, indent=2))
-    else:
-        for r in results:
-            for line in describe_detections(r):
-                typer.echo(line)
-        _summarize(outputs, results)
-    if failed:
-        raise typer.Exit(EXIT_SOME_FAILED)
+    _report(results, {"export": str(export_dir), "results": results}, as_json=as_json,
+            lines=describe_detections, summarize=lambda: _summarize(outputs, results))
 
 
 def _predict_masks(export_dir: Path, files: List[str], limits: dict, *, as_json: bool,
@@ -155,21 +136,29 @@ def _predict_masks(export_dir: Path, files: List[str], limits: dict, *, as_json:
         "mask_file": lambda data, r: mask_png(r["mask"]),
         "drawn": lambda data, r: encode_drawing(overlay_drawing(data, r["mask"], segmenter.class_names)),
     })
-    failed = [r for r in results if "error" in r]
+    shown = []
+    for r in results:  # the mask itself is the PNG (--out); JSON gets its size and class shares
+        shown.append({k: v for k, v in r.items() if k != "mask"})
+        if "mask" in r:
+            shown[-1]["height"], shown[-1]["width"] = (int(v) for v in r["mask"].shape)
+    legend = ", ".join(f"{i} {n}" for i, n in enumerate(segmenter.class_names))
+    _report(results, {"export": str(export_dir), "class_names": segmenter.class_names, "results": shown},
+            as_json=as_json, lines=lambda r: [describe_result(r)],
+            summarize=lambda: _summarize(outputs, results, f" (PNG, pixel value = class index: {legend})"))
+
+
+def _report(results: List[dict], document: dict, *, as_json: bool, lines: Callable[[dict], List[str]],
+            summarize: Callable[[], None]) -> None:
+    """Print ``document`` as JSON, or each answered file's ``lines`` (a failed one's error) then
+    ``summarize()``; exit code 1 when any file failed (every predict ends here)."""
     if as_json:
-        shown = []
-        for r in results:  # the mask itself is the PNG (--out); JSON gets its size and class shares
-            shown.append({k: v for k, v in r.items() if k != "mask"})
-            if "mask" in r:
-                shown[-1]["height"], shown[-1]["width"] = (int(v) for v in r["mask"].shape)
-        typer.echo(json.dumps({"export": str(export_dir), "class_names": segmenter.class_names,
-                               "results": shown}, indent=2))
+        typer.echo(json.dumps(document, indent=2))
     else:
         for r in results:
-            typer.echo(describe_result(r))
-        legend = ", ".join(f"{i} {n}" for i, n in enumerate(segmenter.class_names))
-        _summarize(outputs, results, f" (PNG, pixel value = class index: {legend})")
-    if failed:
+            for line in lines(r) if "error" not in r else [f"{r['file']}: ERROR {r['error']}"]:
+                typer.echo(line)
+        summarize()
+    if any("error" in r for r in results):
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
@@ -206,17 +195,20 @@ def _answer_and_write(predictor, files: List[str], outputs: "OutputFolders", ren
     return results
 
 
-def _summarize(outputs: "OutputFolders", results: List[dict], masks_note: str = "") -> None:
-    """The lines after the answers: files written (counted as written) and files failed."""
+def _summarize(outputs: "OutputFolders | None", results: List[dict], masks_note: str = "") -> None:
+    """The lines after the answers: files written (counted as written; ``outputs`` None: no
+    folders) and files failed."""
     from transfer.cli.output_names import OPTIONS
 
-    if outputs.written["mask_file"]:
-        typer.echo(f"Wrote {outputs.written['mask_file']} mask(s) into {outputs.folders['mask_file']}{masks_note}")
-    if outputs.written["drawn"]:
-        typer.echo(f"Drew {outputs.written['drawn']} image(s) into {outputs.folders['drawn']}")
-    for key, folder in outputs.folders.items():
-        if not outputs.written[key]:
-            typer.echo(f"Nothing written into {OPTIONS[key]} {folder}.", err=True)
+    if outputs is not None:
+        if outputs.written["mask_file"]:
+            typer.echo(f"Wrote {outputs.written['mask_file']} mask(s) into {outputs.folders['mask_file']}"
+                       f"{masks_note}")
+        if outputs.written["drawn"]:
+            typer.echo(f"Drew {outputs.written['drawn']} image(s) into {outputs.folders['drawn']}")
+        for key, folder in outputs.folders.items():
+            if not outputs.written[key]:
+                typer.echo(f"Nothing written into {OPTIONS[key]} {folder}.", err=True)
     failed = sum("error" in r for r in results)
     if failed:
         typer.echo(f"{failed} of {len(results)} file(s) failed.", err=True)

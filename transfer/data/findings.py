@@ -29,6 +29,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
+from transfer.core.errors import TransferError
+
 SEVERITIES = ("error", "warning", "info")
 ACTIONS = ("stop", "skip", "review", "convert", "use", "ignore")
 
@@ -347,6 +349,18 @@ def stops_listed(stops: Sequence[Finding], at_most: int) -> str:
         'labels.csv:3: the path is empty'
     """
     return first_few([f"{f.where()}: {f.detail.rstrip('.')}" for f in stops], at_most)
+
+
+def refuse_stops(source: str, stops: Sequence[Finding], *, noun: str, at_most: int, fix: str) -> None:
+    """One ``TransferError`` naming the ``stops`` of ``source`` (the first ``at_most``, then a
+    count), or nothing when there are none: how a reader refuses to train.
+
+    Example:
+        >>> refuse_stops("bccd/", [], noun="annotation", at_most=20, fix="Fix them.")  # nothing to refuse
+    """
+    if stops:
+        raise TransferError(f"{source}: {len(stops)} {noun} problem(s) stop training: "
+                            f"{stops_listed(stops, at_most)}.", fix=fix)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import keras
 
@@ -120,22 +121,14 @@ def train(
     ``val_data_source``: the ``--val-data`` string, recorded like ``data_source``.
     """
     started = time.perf_counter()
-    if not (isinstance(checkpoint_every, (int, float)) and math.isfinite(checkpoint_every) and checkpoint_every >= 0):
-        raise TransferError(f"checkpoint_every={checkpoint_every!r}.",
-                            fix="Use seconds >= 0, e.g. 30 (0: a checkpoint after every epoch).")
+    _check_checkpoint_every(checkpoint_every)
     task = task_of(data, task)
     recipe = recipe or task.default_recipe()
     task.check_recipe(recipe)
     spec = get_backbone(backbone)
     choice = resolve_precision(precision)
     image_size = checked_image_size(spec, image_size, task)
-    from transfer.data.doctor import drop_unreadable
-
-    # Unreadable images are left out (each named) instead of crashing the run mid-epoch.
-    data = drop_unreadable(data, echo=(lambda message: say(verbose, message)) if verbose else None)
-    recipe, floor_notes = recipe.with_step_floor(steps_per_epoch(data.train, recipe.batch_size))
-    for line in floor_notes:
-        say(verbose, line)
+    data, recipe = _readable_data_and_step_floor(data, recipe, verbose)
     dist = _distribution(distribution)
     run = RunDir(out_dir if dist.is_chief else tempfile.mkdtemp(prefix="transfer-worker-"))
     prepare_run_dir(run, (data_source, val_data_source))  # never inside, over or around the data
@@ -144,37 +137,15 @@ def train(
         say(verbose, dist.describe())
 
     task_config = task.run_config(data, recipe)
-    with dist.scope(), dtype_policy(choice.policy):
-        model, weights_info = task.build_model(spec, task_config, image_size, weights, recipe)
-    # The objective may depend on the input side (a detection loss lays its locations out by it).
-    objective = task.objective({**task_config, "image_size": image_size}, recipe)
-    say(verbose, f"Backbone {spec.name}: {weights_info.message}")
-    if choice.requested != "float32":
-        say(verbose, f"Precision {choice.requested}: {choice.policy} ({choice.reason})")
-    pretrained = weights_info.source != "random"
+    model, weights_info, objective = _model_and_objective(task, spec, task_config, image_size, weights, recipe,
+                                                          dist, choice, verbose)
     config = {
-        "task": task.name,
-        "backbone": spec.name,
-        "weights": weights_info.source,
-        "weights_path": weights_info.path,
-        "batchnorm": "frozen (inference mode)" if pretrained else "trained (random init)",
-        "image_size": image_size,
-        **task_config,
-        "monitor": objective.monitor,
-        "monitor_mode": objective.mode,
-        "data_source": data_source,
-        "val_data_source": val_data_source,
-        "split": data.origin,
-        "num_train": len(data.train),
-        "num_val": len(data.val),
-        "precision": choice.policy,
-        "xla": xla,
-        "checkpoint_every": float(checkpoint_every),
+        "task": task.name, "backbone": spec.name, **_weights_entries(weights_info), "image_size": image_size,
+        **task_config, "monitor": objective.monitor, "monitor_mode": objective.mode,
+        **_data_entries(data, data_source, val_data_source),
+        "precision": choice.policy, "xla": xla, "checkpoint_every": float(checkpoint_every),
         "feature_cache": feature_cache_dir(feature_cache) if task.uses_feature_cache else None,
-        "transfer_version": transfer_version(),
-        "keras_version": keras.__version__,
-        "python": platform.python_version(),
-        "status": "training",
+        **_versions(), "status": "training",
     }
     atomic_write_json(run.config_file, config)
     recipe.save(run.recipe_file)
@@ -182,6 +153,58 @@ def train(
     for line in task.training_notes(data, config):
         say(verbose, line)
     return run_stages(run, model, config, recipe, data, task, Progress(), started, verbose, dist, resumed=False)
+
+
+def _model_and_objective(task, spec, task_config: dict[str, Any], image_size: int, weights, recipe: Recipe,
+                         dist, choice, verbose: int):
+    """The task's model (built in the strategy's scope and the precision's policy), where its
+    weights came from, and its objective; says which weights and precision."""
+    with dist.scope(), dtype_policy(choice.policy):
+        model, weights_info = task.build_model(spec, task_config, image_size, weights, recipe)
+    # The objective may depend on the input side (a detection loss lays its locations out by it).
+    objective = task.objective({**task_config, "image_size": image_size}, recipe)
+    say(verbose, f"Backbone {spec.name}: {weights_info.message}")
+    if choice.requested != "float32":
+        say(verbose, f"Precision {choice.requested}: {choice.policy} ({choice.reason})")
+    return model, weights_info, objective
+
+
+def _check_checkpoint_every(checkpoint_every) -> None:
+    """A ``TransferError`` unless ``checkpoint_every`` is a finite number of seconds >= 0."""
+    if not (isinstance(checkpoint_every, (int, float)) and math.isfinite(checkpoint_every) and checkpoint_every >= 0):
+        raise TransferError(f"checkpoint_every={checkpoint_every!r}.",
+                            fix="Use seconds >= 0, e.g. 30 (0: a checkpoint after every epoch).")
+
+
+def _readable_data_and_step_floor(data: DataSplit, recipe: Recipe, verbose: int) -> tuple[DataSplit, Recipe]:
+    """``data`` without its unreadable images (each named), and ``recipe`` with its stages' step floor."""
+    from transfer.data.doctor import drop_unreadable
+
+    # Unreadable images are left out (each named) instead of crashing the run mid-epoch.
+    data = drop_unreadable(data, echo=(lambda message: say(verbose, message)) if verbose else None)
+    recipe, floor_notes = recipe.with_step_floor(steps_per_epoch(data.train, recipe.batch_size))
+    for line in floor_notes:
+        say(verbose, line)
+    return data, recipe
+
+
+def _weights_entries(weights_info) -> dict[str, Any]:
+    """run.json's say on the backbone's weights: where they came from and what BatchNorm does."""
+    pretrained = weights_info.source != "random"
+    return {"weights": weights_info.source, "weights_path": weights_info.path,
+            "batchnorm": "frozen (inference mode)" if pretrained else "trained (random init)"}
+
+
+def _data_entries(data: DataSplit, data_source: str | None, val_data_source: str | None) -> dict[str, Any]:
+    """run.json's say on the data: its sources, how it was split and how many images each side has."""
+    return {"data_source": data_source, "val_data_source": val_data_source, "split": data.origin,
+            "num_train": len(data.train), "num_val": len(data.val)}
+
+
+def _versions() -> dict[str, str]:
+    """The versions a run was trained with (run.json)."""
+    return {"transfer_version": transfer_version(), "keras_version": keras.__version__,
+            "python": platform.python_version()}
 
 
 def resume(run_dir: str | Path, *, verbose: int = 1, distribution=None) -> TrainResult:

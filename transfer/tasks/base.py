@@ -71,6 +71,17 @@ def scaled_image_size(spec, scale: float) -> int:
     return int(round(spec.default_size * scale / 32) * 32)
 
 
+def classes_phrase(names) -> str:
+    """How ``describe_data`` names a run's classes: their count and the first five.
+
+    Example:
+        >>> classes_phrase(("Platelets", "RBC", "WBC"))
+        '3 classes (Platelets, RBC, WBC)'
+    """
+    return (f"{len(names)} class{'es' if len(names) > 1 else ''} ({', '.join(names[:5])}"
+            f"{', ...' if len(names) > 5 else ''})")
+
+
 def raise_unknown_serving_options(task, options: Mapping[str, Any], known: tuple[str, ...]) -> None:
     """Refuse export options a task has no use for, naming them and the task's own."""
     unknown = sorted(set(options) - set(known))

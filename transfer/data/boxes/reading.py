@@ -21,7 +21,7 @@ from transfer.data.boxes.coco import read_coco_json
 from transfer.data.boxes.csv_boxes import EXPECTED, is_box_csv, read_box_csv
 from transfer.data.boxes.records import Annotations
 from transfer.data.boxes.voc import find_voc_layout, read_voc_folder
-from transfer.data.findings import Finding, SourceListing, stops_listed
+from transfer.data.findings import Finding, SourceListing, refuse_stops
 from transfer.data.samples import Samples
 from transfer.core.errors import TransferError
 
@@ -201,11 +201,8 @@ def read_boxes(
 
 def raise_for_stops(source: str | os.PathLike, stops: Sequence[Finding]) -> None:
     """One TransferError naming every finding that stops training (up to 20), or nothing when there are none."""
-    if not stops:
-        return
-    listed = stops_listed(stops, _MAX_LISTED)
     fix = f"Fix or remove them (`transfer check-data {source}` lists every problem)."
     if any(f.code == "box_outside_root" for f in stops):
         fix += (" Paths outside the annotation file's folder are allowed with --allow-outside-root "
                 "(allow_outside_root=True in Python) if you trust the file.")
-    raise TransferError(f"{source}: {len(stops)} annotation problem(s) stop training: {listed}.", fix=fix)
+    refuse_stops(str(source), stops, noun="annotation", at_most=_MAX_LISTED, fix=fix)

@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from transfer.data.findings import Finding, SourceListing, stops_listed
+from transfer.data.findings import Finding, SourceListing, refuse_stops
 from transfer.data.masks.coco import read_coco_masks
 from transfer.data.masks.folders import find_mask_folder, read_mask_folder
 from transfer.data.masks.region_checks import check_regions
@@ -193,9 +193,6 @@ def read_masks(
 
 def raise_for_stops(source: str | os.PathLike, stops: Sequence[Finding]) -> None:
     """One TransferError naming the findings that stop training (the first 5, then a count), if any."""
-    if not stops:
-        return
-    listed = stops_listed(stops, _MAX_LISTED)
     fixes = dict.fromkeys(f.fix for f in stops)
     fix = " ".join(fixes) + f" (`transfer check-data {os.fspath(source)}` lists every problem.)"
-    raise TransferError(f"{os.fspath(source)}: {len(stops)} mask problem(s) stop training: {listed}.", fix=fix)
+    refuse_stops(os.fspath(source), stops, noun="mask", at_most=_MAX_LISTED, fix=fix)
