@@ -22,8 +22,8 @@ from typing import Any, Callable, Mapping
 
 from transfer.data.samples import Boxes, DataSplit, Samples
 from transfer.core.errors import TransferError
-from transfer.tasks.base import (Objective, Task, raise_unknown_serving_options, refuse_augment_and_class_weight,
-                                 scaled_image_size)
+from transfer.tasks.base import (Objective, Task, classes_phrase, raise_unknown_serving_options,
+                                 refuse_augment_and_class_weight, scaled_image_size)
 
 # Imported for their registrations: checkpoints and exports hold a Detector compiled with a
 # DetectionLoss, and transfer.tasks.custom_objects imports this module so Keras can load them.
@@ -127,9 +127,7 @@ class DetectTask(Task):
     def describe_data(self, data: DataSplit) -> str:
         from transfer.tasks.detect.data import max_boxes_for
 
-        names = data.class_names
-        classes = f"{len(names)} class{'es' if len(names) > 1 else ''} ({', '.join(names[:5])}" \
-                  f"{', ...' if len(names) > 5 else ''})"
+        classes = classes_phrase(data.class_names)
         boxes = sum(len(t) for t in data.train.targets)
         line = (f"{len(data.train)} train / {len(data.val)} val images, {classes}, {boxes:,} train boxes "
                 f"(at most {max_boxes_for(data.train)} per image)")
@@ -140,31 +138,18 @@ class DetectTask(Task):
         return line
 
     def target_to_json(self, target: Boxes) -> dict[str, Any]:
-        return {"boxes": [list(map(float, b)) for b in target.xyxy], "labels": list(map(int, target.labels)),
-                "width": int(target.width), "height": int(target.height)}
+        return target.to_json()
 
     def target_from_json(self, value, config: Mapping[str, Any]) -> Boxes:
-        return Boxes(tuple(tuple(float(c) for c in b) for b in value["boxes"]),
-                     tuple(int(v) for v in value["labels"]), int(value["width"]), int(value["height"]))
+        return Boxes.from_json(value)
 
     def evaluation_samples(self, data: str, config: Mapping[str, Any]) -> Samples:
         """Boxes read from ``data`` (any box source, or a VOC list such as
         ``bccd/ImageSets/Main/test.txt``), classes mapped to the run's order; images without
         boxes stay (their detections are false positives). A class the run never learnt is refused."""
-        from transfer.data.boxes import read_boxes
+        from transfer.data.boxes.run_classes import read_boxes_in_run_classes
 
-        samples, _ = read_boxes(data)
-        run_names = tuple(config["class_names"])
-        unknown = [name for name in samples.class_names if name not in run_names]
-        if unknown:
-            raise TransferError(
-                f"{data}: class(es) {unknown} are not among the run's classes {list(run_names)}.",
-                fix="Evaluate on data annotated with the run's classes, or remove those boxes.",
-            )
-        index = {i: run_names.index(name) for i, name in enumerate(samples.class_names)}
-        targets = tuple(Boxes(t.xyxy, tuple(index[label] for label in t.labels), t.width, t.height)
-                        for t in samples.targets)
-        return Samples(samples.sources, targets, run_names, encoded=samples.encoded)
+        return read_boxes_in_run_classes(data, config["class_names"])
 
     # --- recipe -----------------------------------------------------------------------------
     def default_recipe(self):

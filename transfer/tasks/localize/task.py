@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 
 from transfer.data.samples import Boxes, DataSplit, Samples
 from transfer.core.errors import TransferError
-from transfer.tasks.base import Objective, Task, scaled_image_size
+from transfer.tasks.base import Objective, Task, classes_phrase, scaled_image_size
 
 # Imported for its registrations: checkpoints and exports hold a localizer with a SoftArgmaxBox
 # layer compiled with a BoxLoss and BoxIoU, and transfer.tasks.custom_objects imports this module so
@@ -75,9 +75,7 @@ class LocalizeTask(Task):
         return DataSplit(train, val, origin=data.split.origin)
 
     def describe_data(self, data: DataSplit) -> str:
-        names = data.class_names
-        classes = f"{len(names)} class{'es' if len(names) > 1 else ''} ({', '.join(names[:5])}" \
-                  f"{', ...' if len(names) > 5 else ''})"
+        classes = classes_phrase(data.class_names)
         boxes = sum(len(t) for t in data.train.targets)
         # How many images hold several boxes (and which box is used) is said once, by training_notes.
         return f"{len(data.train)} train / {len(data.val)} val images, {classes}, {boxes} train boxes ({data.origin})"
@@ -91,33 +89,19 @@ class LocalizeTask(Task):
         return [f"{where} images have 2+ boxes: the largest box of each is used (one box per image)."]
 
     def target_to_json(self, target: Boxes) -> dict[str, Any]:
-        return {"boxes": [list(map(float, b)) for b in target.xyxy], "labels": list(target.labels),
-                "width": target.width, "height": target.height}
+        return target.to_json()
 
     def target_from_json(self, value, config: Mapping[str, Any]) -> Boxes:
-        return Boxes(tuple(tuple(float(c) for c in b) for b in value["boxes"]),
-                     tuple(int(v) for v in value["labels"]), int(value["width"]), int(value["height"]))
+        return Boxes.from_json(value)
 
     def evaluation_samples(self, data: str, config: Mapping[str, Any]) -> Samples:
         """Boxes read from ``data`` (any box source), classes mapped to the run's order.
 
         A class the run never learnt is refused: its boxes could only count as misses.
         """
-        from transfer.data.boxes import read_boxes
+        from transfer.data.boxes.run_classes import read_boxes_in_run_classes
 
-        samples, _ = read_boxes(data)
-        run_names = tuple(config["class_names"])
-        unknown = [name for name in samples.class_names if name not in run_names]
-        if unknown:
-            raise TransferError(
-                f"{data}: class(es) {unknown} are not among the run's classes {list(run_names)}.",
-                fix="Evaluate on data annotated with the run's classes, or remove those boxes.",
-            )
-        index = {name: run_names.index(name) for name in samples.class_names}
-        targets = tuple(Boxes(t.xyxy, tuple(index[samples.class_names[i]] for i in t.labels), t.width, t.height)
-                        for t in samples.targets)
-        remapped = Samples(samples.sources, targets, run_names, encoded=samples.encoded)
-        return _with_boxes(remapped)[0]
+        return _with_boxes(read_boxes_in_run_classes(data, config["class_names"]))[0]
 
     # --- recipe -----------------------------------------------------------------------------
     def default_recipe(self):

@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 
 from transfer.data.samples import IGNORE_VALUE, DataSplit, Mask, Samples
 from transfer.core.errors import TransferError
-from transfer.tasks.base import Objective, Task, refuse_augment_and_class_weight, scaled_image_size
+from transfer.tasks.base import Objective, Task, classes_phrase, refuse_augment_and_class_weight, scaled_image_size
 from transfer.tasks.segment.masks import masks_at_original
 
 # Imported for their registrations: checkpoints and exports hold a segmenter compiled with a
@@ -95,9 +95,7 @@ class SegmentTask(Task):
         return data.split
 
     def describe_data(self, data: DataSplit) -> str:
-        names = data.class_names
-        classes = (f"{len(names)} class{'es' if len(names) > 1 else ''} ({', '.join(names[:5])}"
-                   f"{', ...' if len(names) > 5 else ''})")
+        classes = classes_phrase(data.class_names)
         ignored = (f"mask value {self.ignore_index} ignored (loss and metrics skip it)"
                    if self.ignore_index is not None else "no ignored mask value")
         origin = f" ({data.origin})" if data.origin else ""
