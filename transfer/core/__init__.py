@@ -4,7 +4,8 @@
 - ``atomic`` and ``artifacts``: atomic writes, and which folders ``transfer`` owns;
 - ``regular_files``, ``imagesize``, ``orientation``: reading files safely,
   an image's size from its header, EXIF frames;
-- ``imageops`` and ``boxops``: image decoding/resizing and box geometry in TensorFlow;
+- ``imageops`` and ``boxops``: image decoding and box geometry in TensorFlow;
+- ``resize``: the ``ResizePolicy`` (stretch or letterbox) every step reads from the run;
 - ``figures``: evaluation figures as PNG bytes;
 - ``recipe``: the training recipe (``Recipe``, ``Stage``).
 """

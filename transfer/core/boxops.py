@@ -1,4 +1,4 @@
-"""Box geometry as plain TensorFlow ops: formats, resize geometry, IoU family.
+"""Box geometry as plain TensorFlow ops: formats, normalizing, clipping, the IoU family.
 
 Boxes are ``[..., 4]`` tensors. ``xyxy`` is ``(xmin, ymin, xmax, ymax)`` with
 the origin at the top left and edges as pixel extents (a box covering pixels
@@ -7,6 +7,8 @@ height)``. "Normalized" means divided by the image width/height, so ``[0, 1]``
 spans the image. Every function works on any leading batch shape, inside a
 ``tf.function`` and with sizes only known at run time, so the export can map a
 batch of predictions back to the original images inside the serving graph.
+The resize geometry (stretch, letterbox) is ``transfer.core.resize``'s;
+``boxes_to_canvas``/``boxes_to_original`` are its maps by mode name.
 
 Example:
     >>> px = tf.constant([[10.0, 20.0, 50.0, 60.0]])
@@ -20,7 +22,10 @@ import math
 
 import tensorflow as tf
 
-RESIZE_MODES = ("stretch", "letterbox")
+# The resize geometry lives in transfer.core.resize (one policy for every consumer); these names
+# stay importable from here.
+from transfer.core.resize import RESIZE_MODES, ResizePolicy, letterbox_geometry  # noqa: F401
+from transfer.core.resize import per_coordinate as _per_coordinate
 
 # Small enough not to bias IoU of real boxes, large enough to stay a normal
 # float32 number; half precision inputs are computed in float32 (see _as_float).
@@ -45,16 +50,6 @@ def cxcywh_to_xyxy(boxes: tf.Tensor) -> tf.Tensor:
     """
     cx, cy, w, h = tf.unstack(boxes, 4, axis=-1)
     return tf.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=-1)
-
-
-def _per_coordinate(height, width, boxes: tf.Tensor) -> tf.Tensor:
-    """``[w, h, w, h]`` shaped to broadcast against ``boxes`` (sizes: scalars or ``[B]``)."""
-    height = tf.cast(height, boxes.dtype)
-    width = tf.cast(width, boxes.dtype)
-    # A batch of sizes [B] against boxes [B, N, 4]: add the box axes after the batch.
-    while height.shape.rank is not None and height.shape.rank and height.shape.rank < boxes.shape.rank - 1:
-        height, width = height[..., None], width[..., None]
-    return tf.stack([width, height, width, height], axis=-1)
 
 
 def normalize_boxes(boxes: tf.Tensor, height, width) -> tf.Tensor:
@@ -96,80 +91,37 @@ def box_area(boxes: tf.Tensor) -> tf.Tensor:
     return tf.maximum(xmax - xmin, 0) * tf.maximum(ymax - ymin, 0)
 
 
-def letterbox_geometry(height, width, size: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Where an image ``height x width`` lands when letterboxed into ``size x size``.
-
-    Returns int32 ``(content_height, content_width, top, left)``: the image is
-    resized (aspect ratio kept) to ``content_height x content_width`` and put
-    at row ``top``, column ``left`` of the canvas, the rest being padding
-    (split evenly, the odd pixel at the bottom/right). Works elementwise on
-    batches of sizes.
-
-    Example:
-        >>> letterbox_geometry(100, 200, 64)  # (32, 64, 16, 0)
-    """
-    h = tf.cast(height, tf.float32)
-    w = tf.cast(width, tf.float32)
-    scale = tf.minimum(size / h, size / w)
-    # Rounded, because an image has whole pixels; the box maps use the
-    # rounded content size so they match the pixels exactly.
-    content_h = tf.clip_by_value(tf.cast(tf.round(h * scale), tf.int32), 1, size)
-    content_w = tf.clip_by_value(tf.cast(tf.round(w * scale), tf.int32), 1, size)
-    return content_h, content_w, (size - content_h) // 2, (size - content_w) // 2
-
-
-def _canvas_affine(height, width, size: int, mode: str, dtype) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """``(scale_x, scale_y, left, top)``: canvas pixel = original pixel * scale + offset."""
+def _resize_policy(mode: str):
+    """The ``ResizePolicy`` of a mode name (a ``ValueError`` naming the modes for another)."""
     if mode not in RESIZE_MODES:
         raise ValueError(f"Unknown resize mode. Received: mode={mode!r}; expected one of {RESIZE_MODES}.")
-    h = tf.cast(height, dtype)
-    w = tf.cast(width, dtype)
-    if mode == "stretch":
-        zero = tf.zeros_like(h * w)
-        return size / w + zero, size / h + zero, zero, zero
-    content_h, content_w, top, left = letterbox_geometry(height, width, size)
-    return (tf.cast(content_w, dtype) / w, tf.cast(content_h, dtype) / h,
-            tf.cast(left, dtype), tf.cast(top, dtype))
-
-
-def _affine_vectors(height, width, size: int, mode: str, boxes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    scale_x, scale_y, left, top = _canvas_affine(height, width, size, mode, boxes.dtype)
-    scale = _per_coordinate(scale_y, scale_x, boxes)
-    offset = _per_coordinate(top, left, boxes)
-    return scale, offset
+    return ResizePolicy(mode)
 
 
 def boxes_to_canvas(boxes: tf.Tensor, height, width, size: int, mode: str = "stretch") -> tf.Tensor:
     """Pixel boxes of an image ``height x width`` -> normalized boxes of its ``size x size`` input.
 
-    ``mode``: "stretch" (resize both sides to ``size``) or "letterbox" (keep
-    the aspect ratio, pad; see ``letterbox_geometry``). Sizes may be tensors,
-    scalars or ``[B]``.
+    ``mode``: "stretch" or "letterbox" (``transfer.core.resize.ResizePolicy.boxes_to_input``,
+    which the pipelines call with the run's policy). Sizes may be tensors, scalars or ``[B]``.
 
     Example:
         >>> boxes_to_canvas(tf.constant([[0.0, 0.0, 200.0, 100.0]]), 100, 200, 64, "letterbox")
         ... # [[0, 0.25, 1, 0.75]]
     """
-    boxes = tf.convert_to_tensor(boxes)
-    scale, offset = _affine_vectors(height, width, size, mode, boxes)
-    return (boxes * scale + offset) / size
+    return _resize_policy(mode).boxes_to_input(boxes, height, width, size)
 
 
 def boxes_to_original(boxes: tf.Tensor, height, width, size: int, mode: str = "stretch") -> tf.Tensor:
     """Normalized boxes on the ``size x size`` input -> pixels of the original image, clipped to it.
 
-    The inverse of ``boxes_to_canvas``; the export uses it inside the serving
-    graph, with ``height``/``width`` the decoded image's run-time size (one per
-    image for a batch). A letterboxed box reaching into the padding is clipped
-    to the image.
+    The inverse of ``boxes_to_canvas`` (``ResizePolicy.boxes_to_original``, which the export
+    and the evaluations call with the run's policy).
 
     Example:
         >>> boxes_to_original(tf.constant([[0.0, 0.25, 1.0, 0.75]]), 100, 200, 64, "letterbox")
         ... # [[0, 0, 200, 100]]
     """
-    boxes = tf.convert_to_tensor(boxes)
-    scale, offset = _affine_vectors(height, width, size, mode, boxes)
-    return clip_boxes((boxes * size - offset) / scale, height, width)
+    return _resize_policy(mode).boxes_to_original(boxes, height, width, size)
 
 
 def _as_float(a: tf.Tensor, b: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

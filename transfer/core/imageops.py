@@ -1,19 +1,20 @@
-"""Decode and resize images inside a TensorFlow graph.
+"""Decode images inside a TensorFlow graph, and the plain stretch resize.
 
-One function is shared by the training pipeline and the exported serving
-signature, so a served model sees exactly the pixels the trained one saw.
+Decoding is shared by the training pipeline and the exported serving
+signature, so a served model sees exactly the pixels the trained one saw;
+how an image then meets the model's square input is the run's
+``transfer.core.resize.ResizePolicy`` (stretch or letterbox), which the
+pipelines and the export both read from the run.
 
 Example:
-    >>> img = decode_and_resize(tf.io.read_file("cat.jpg"), 128)  # uint8 [128, 128, 3]
+    >>> img = decode_and_resize(tf.io.read_file("cat.jpg"), 128)  # uint8 [128, 128, 3], stretched
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from transfer.core.boxops import letterbox_geometry
-
-RESIZE_METHOD = "bilinear"
+from transfer.core.resize import LETTERBOX_FILL, RESIZE_METHOD, ResizePolicy, resize_pixels  # noqa: F401
 
 
 def decode_image(encoded: tf.Tensor) -> tf.Tensor:
@@ -25,30 +26,18 @@ def decode_image(encoded: tf.Tensor) -> tf.Tensor:
 
 def resize_image(image: tf.Tensor, size) -> tf.Tensor:
     """Resize a uint8 image (or batch) to ``size x size`` (or a ``(height, width)`` pair) with
-    antialiasing; returns uint8."""
+    antialiasing, the default policy's pixels (stretch); returns uint8."""
     shape = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-    resized = tf.image.resize(image, shape, method=RESIZE_METHOD, antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
-
-
-# Mid gray (as YOLO pads): close to the ImageNet mean, so padding reads as
-# "nothing" after every family's preprocessing, unlike black.
-LETTERBOX_FILL = 114
+    return resize_pixels(image, shape)
 
 
 def letterbox_image(image: tf.Tensor, size: int) -> tf.Tensor:
     """Resize a uint8 image (or batch of same-size images) into ``size x size`` keeping its
-    aspect ratio, centered and padded with gray ``LETTERBOX_FILL`` (geometry:
-    ``transfer.core.boxops.letterbox_geometry``)."""
-    shape = tf.shape(image)
-    content_h, content_w, top, left = letterbox_geometry(shape[-3], shape[-2], size)
-    content = resize_image(image, (content_h, content_w))
-    pads = [[top, size - content_h - top], [left, size - content_w - left], [0, 0]]
-    pads = [[0, 0]] * (image.shape.rank - 3) + pads
-    padded = tf.pad(content, pads, constant_values=LETTERBOX_FILL)
-    return tf.ensure_shape(padded, image.shape[:-3] + (size, size, image.shape[-1]))
+    aspect ratio, centered and padded with gray ``LETTERBOX_FILL``
+    (``ResizePolicy("letterbox").resize_image``)."""
+    return ResizePolicy("letterbox").resize_image(image, size)
 
 
-def decode_and_resize(encoded: tf.Tensor, size: int) -> tf.Tensor:
-    """Bytes of one image -> uint8 ``[size, size, 3]``."""
-    return resize_image(decode_image(encoded), size)
+def decode_and_resize(encoded: tf.Tensor, size: int, policy: ResizePolicy | None = None) -> tf.Tensor:
+    """Bytes of one image -> uint8 ``[size, size, 3]`` by ``policy`` (default: stretch)."""
+    return (policy or ResizePolicy()).resize_image(decode_image(encoded), size)

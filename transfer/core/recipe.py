@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from transfer.core.errors import TransferError
+from transfer.core.resize import ResizePolicy
 
 _TRAINABLE = re.compile(r"^(head|all|top:[1-9]\d*|from:[\w.\-]+)$")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -171,6 +172,9 @@ class Recipe:
         ignore_index: segmentation only: the mask value (0-65535) of pixels that
             are not labelled (CamVid's void), left out of the loss and the
             metrics; ``--ignore-index`` overrides it. None: every value is a class.
+        resize: how images meet the square input (``transfer.core.resize``):
+            ``"stretch"`` or ``"letterbox"``; ``--resize`` overrides it. The run
+            records it and its training, evaluation and export all follow it.
     """
 
     stages: tuple[Stage, ...] = field(default_factory=default_stages)
@@ -192,6 +196,7 @@ class Recipe:
     # (5 epochs) it ended at 0.827; neu_steel unchanged, flowers5 (108 steps) untouched.
     ema_min_steps: int = 100
     ignore_index: int | None = None
+    resize: str = "stretch"
 
     def __post_init__(self):
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -232,6 +237,7 @@ class Recipe:
             raise TransferError(
                 f"Recipe ignore_index={self.ignore_index!r}.",
                 fix="Use the mask value of unlabelled pixels, a whole number 0-65535 (or leave it out).")
+        ResizePolicy(self.resize)  # a TransferError naming the modes for another
         unknown = [a for a in self.augment if a not in AUGMENTATIONS]
         if unknown:
             raise TransferError(f"Recipe augment has unknown {unknown}.", fix=f"Use any of {AUGMENTATIONS}.")
@@ -384,6 +390,7 @@ _EXPECTED_TYPES = {
     "warmup_epochs": (int, float),
     "ema_epochs": (int, float),
     "ignore_index": int,
+    "resize": str,
 }
 
 

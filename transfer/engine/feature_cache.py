@@ -39,6 +39,7 @@ import keras
 import numpy as np
 
 from transfer.core.errors import TransferError
+from transfer.core.resize import ResizePolicy
 from transfer.backbones.nesting import leaf_layers
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,8 @@ def feature_model(model):
 
 
 def feature_cache_key(
-    model, samples, image_size: int, *, views: int = 1, augment: Sequence[str] = (), seed: int = 0
+    model, samples, image_size: int, *, views: int = 1, augment: Sequence[str] = (), seed: int = 0,
+    resize=None,
 ) -> tuple[str, dict[str, Any]]:
     """``(hex key, description)`` of the features ``extract_features`` would compute.
 
@@ -118,6 +120,7 @@ def feature_cache_key(
         "architecture": _architecture_hash(extractor),
         "weights": _weights_hash(extractor),
         "image_size": int(image_size),
+        "resize": (resize or ResizePolicy()).to_dict(),  # the run's policy: other pixels, other features
         "views": int(views),
         # Seed and augmentation only matter for the augmented views.
         "augment": sorted(set(augment)) if augmented else [],
@@ -140,6 +143,7 @@ def extract_features(
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
     verbose: int = 0,
+    resize=None,
 ) -> np.ndarray:
     """Pooled features ``float32 [views, N, D]`` of ``samples``, from the cache when it holds them.
 
@@ -150,7 +154,8 @@ def extract_features(
     runs in inference mode. With ``cache_dir`` the result is read from /
     written to ``cache_dir`` (see the module doc), which is then pruned to
     ``$TRANSFER_CACHE_MAX_MB`` (default 2048) by dropping the least recently
-    used files. ``verbose=1`` shows a progress bar while computing.
+    used files. ``verbose=1`` shows a progress bar while computing. ``resize``: the run's
+    ``transfer.core.resize.ResizePolicy`` (default stretch).
 
     Example:
         >>> extract_features(model, split.val, 128).shape
@@ -164,13 +169,14 @@ def extract_features(
         views = 1  # without augmentation every view would be the plain image
     path = description = None
     if cache_dir is not None:
-        key, description = feature_cache_key(model, samples, image_size, views=views, augment=augment, seed=seed)
+        key, description = feature_cache_key(model, samples, image_size, views=views, augment=augment, seed=seed,
+                                             resize=resize)
         path = Path(cache_dir) / f"features-{key[:40]}.npz"
         cached = _load(path, description)
         if cached is not None:
             log.info("Features of %d images x %d views read from %s", len(samples), views, path)
             return cached
-    features = _compute(model, samples, image_size, batch_size, views, tuple(augment), seed, verbose)
+    features = _compute(model, samples, image_size, batch_size, views, tuple(augment), seed, verbose, resize)
     if path is not None:
         _save(path, features, description)
         log.info("Features of %d images x %d views cached in %s", len(samples), views, path)
@@ -218,7 +224,7 @@ def prune_cache(cache_dir: str | os.PathLike, max_bytes: int | None = None, *, k
     return deleted
 
 
-def _compute(model, samples, image_size, batch_size, views, augment, seed, verbose=0) -> np.ndarray:
+def _compute(model, samples, image_size, batch_size, views, augment, seed, verbose=0, resize=None) -> np.ndarray:
     """Features ``float32 [views, N, D]``, filled in place batch by batch.
 
     Memory: the result array (views * N * D * 4 bytes: 1M images x 1280
@@ -234,7 +240,7 @@ def _compute(model, samples, image_size, batch_size, views, augment, seed, verbo
     from transfer.data.pipelines.images import Augmenter, cache_images, decoded_images
 
     forward = _forward_function(model, image_size)
-    images, folder = decoded_images(samples, image_size), None
+    images, folder = decoded_images(samples, image_size, resize), None
     if views > 1:
         # Decoded once and reused by every view (where the policy allows).
         images, folder = cache_images(images, choose_image_cache(len(samples), image_size))

@@ -1,9 +1,10 @@
 """Export a trained model (any task) as a self-contained SavedModel (+ ``model.keras``).
 
 The export answers raw image bytes with named results and needs neither
-``transfer`` nor Keras custom layers to run: decoding, resizing (the same
-``transfer.core.imageops`` functions training used) and the family preprocessing
-layer are all traced into the graph.
+``transfer`` nor Keras custom layers to run: decoding, resizing (the run's
+``transfer.core.resize.ResizePolicy``, the functions training used, recorded as
+transfer.json's ``"resize"``) and the family preprocessing layer are all traced
+into the graph.
 
 Layout of ``out_dir``::
 
@@ -58,7 +59,8 @@ import numpy as np
 import tensorflow as tf
 
 from transfer.core.atomic_folder import atomic_directory
-from transfer.core.imageops import RESIZE_METHOD, decode_image, resize_image
+from transfer.core.imageops import decode_image
+from transfer.core.resize import ResizePolicy
 from transfer.serving.signatures import BYTES_SIGNATURE, IMAGES_SIGNATURE, SIGNATURE_INPUTS, signatures_with
 
 logger = logging.getLogger(__name__)
@@ -119,6 +121,8 @@ class _ServingModule(tf.Module):
         self.class_names_file = tf.saved_model.Asset(str(asset_files[CLASS_NAMES_FILE]))
         self.recipe_file = tf.saved_model.Asset(str(asset_files[RECIPE_FILE]))
         self.metadata_file = tf.saved_model.Asset(str(asset_files[METADATA_FILE]))
+        # The run's policy: the task's postprocess maps boxes and masks back by the same one.
+        policy = ResizePolicy.from_config(config)
 
         def run_model(images):
             # An empty batch runs the model on one blank image, then keeps none of it:
@@ -140,7 +144,7 @@ class _ServingModule(tf.Module):
         def decode_one(encoded):
             # The very functions the training pipeline maps over its files.
             image = decode_image(encoded)
-            return resize_image(image, image_size), tf.shape(image)[:2]
+            return policy.resize_image(image, image_size), tf.shape(image)[:2]
 
         def serve_bytes(image_bytes, signature=None):
             images, sizes = tf.map_fn(
@@ -153,7 +157,7 @@ class _ServingModule(tf.Module):
         def serve_images(images):
             shape = tf.shape(images)
             sizes = tf.tile(shape[1:3][tf.newaxis], [shape[0], 1])
-            return answer(resize_image(images, image_size), sizes)
+            return answer(policy.resize_image(images, image_size), sizes)
 
         self.serve_bytes = tf.function(
             serve_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")]
@@ -336,7 +340,7 @@ def _metadata(model, task, config, image_size, extra) -> dict:
         **task_meta,
         "backbone": None,
         "preprocessing": _preprocessing_mode(model),
-        "resize": {"method": RESIZE_METHOD, "antialias": True},
+        "resize": ResizePolicy.from_config(config).to_dict(),
         "signatures": {**signatures_with(task.serving_outputs(config)),
                        **{key: {"inputs": dict(SIGNATURE_INPUTS[BYTES_SIGNATURE]), "outputs": dict(outputs)}
                           for key, outputs in task.extra_signatures(config).items()}},

@@ -1,7 +1,7 @@
 """Box-aware resizing and augmentation, one example at a time inside ``tf.data``.
 
 The order in a box pipeline: decode -> ``resize_with_boxes`` (to the training
-size; boxes become normalized) -> ``pad_boxes`` (fixed shapes) -> cache ->
+size by the run's ``ResizePolicy``; boxes become normalized) -> ``pad_boxes`` (fixed shapes) -> cache ->
 ``BoxAugmenter`` (new random views every epoch, after the cache).
 
 Padding convention: an image's boxes live in ``max_boxes`` slots, ``boxes``
@@ -27,8 +27,8 @@ import math
 
 import tensorflow as tf
 
-from transfer.core.boxops import RESIZE_MODES, box_area, boxes_to_canvas, clip_boxes
-from transfer.core.imageops import LETTERBOX_FILL, letterbox_image, resize_image
+from transfer.core.boxops import box_area, clip_boxes
+from transfer.core.resize import LETTERBOX_FILL, RESIZE_MODES, ResizePolicy
 
 PAD_LABEL = -1
 
@@ -61,24 +61,25 @@ def pad_boxes(boxes: tf.Tensor, labels: tf.Tensor, max_boxes: int) -> tuple[tf.T
 
 
 def resize_with_boxes(image: tf.Tensor, boxes: tf.Tensor, size: int,
-                      mode: str = "stretch") -> tuple[tf.Tensor, tf.Tensor]:
+                      mode: "str | ResizePolicy" = "stretch") -> tuple[tf.Tensor, tf.Tensor]:
     """A decoded uint8 image ``[H, W, 3]`` and its pixel boxes ``[N, 4]`` -> uint8
     ``[size, size, 3]`` and boxes normalized to that canvas, clipped to ``[0, 1]``.
 
-    ``mode``: "stretch" (both sides to ``size``, as classification does) or
-    "letterbox" (aspect ratio kept, centered, padded with gray
-    ``transfer.core.imageops.LETTERBOX_FILL`` = 114). The pixels come from
-    ``transfer.core.imageops``, as in the serving graph.
+    ``mode``: the run's ``transfer.core.resize.ResizePolicy`` (what the pipelines pass), or a
+    mode name: "stretch" (both sides to ``size``) or "letterbox" (aspect ratio kept,
+    centered, padded with gray ``LETTERBOX_FILL`` = 114). The same pixels and box maps as
+    the serving graph.
 
     Example:
         >>> image, boxes = resize_with_boxes(decoded, tf.constant([[81.0, 88, 522, 408]]), 128)
     """
-    if mode not in RESIZE_MODES:
-        raise ValueError(f"Unknown resize mode. Received: mode={mode!r}; expected one of {RESIZE_MODES}.")
+    if not isinstance(mode, ResizePolicy):
+        if mode not in RESIZE_MODES:
+            raise ValueError(f"Unknown resize mode. Received: mode={mode!r}; expected one of {RESIZE_MODES}.")
+        mode = ResizePolicy(mode)
     shape = tf.shape(image)
-    resized = resize_image(image, size) if mode == "stretch" else letterbox_image(image, size)
-    boxes = boxes_to_canvas(tf.cast(boxes, tf.float32), shape[0], shape[1], size, mode)
-    return resized, clip_boxes(boxes)
+    boxes = mode.boxes_to_input(tf.cast(boxes, tf.float32), shape[0], shape[1], size)
+    return mode.resize_image(image, size), clip_boxes(boxes)
 
 
 def zoom_with_boxes(image: tf.Tensor, boxes: tf.Tensor, labels: tf.Tensor, scale, offset,

@@ -1,8 +1,8 @@
 """Box samples -> ``tf.data`` batches of ``(uint8 images [B, S, S, 3], {"box", "class"} targets)``.
 
 The box counterpart of ``transfer.data.pipelines.images.make_dataset``: decode and
-stretch-resize with ``transfer.core.imageops`` (the serving graph's pixels), boxes
-normalized to the resized image, decoded images cached once (uint8, with
+resize by the run's ``transfer.core.resize.ResizePolicy`` (the serving graph's pixels),
+boxes normalized to the resized image, decoded images cached once (uint8, with
 their boxes) by the same policy as classification, then shuffle, seeded box
 augmentation (``BoxAugmenter``: new views every epoch, boxes follow the
 pixels), batch and prefetch.
@@ -31,6 +31,7 @@ from transfer.data.pipelines.images import cache_images, shuffle_buffer_size
 from transfer.data.samples import Boxes, Samples
 from transfer.core.errors import TransferError
 from transfer.core.imageops import decode_image
+from transfer.core.resize import ResizePolicy
 
 # Recipe augmentation names a box pipeline can honour (``rotate`` cannot: a
 # rotated box is no longer the tight box of its object).
@@ -104,6 +105,7 @@ def make_box_dataset(
     seed: int = 0,
     cache="auto",
     max_boxes: int = 1,
+    resize: ResizePolicy | None = None,
 ) -> tf.data.Dataset:
     """Batched ``(images, targets)``; shuffled and augmented only when ``training``.
 
@@ -112,19 +114,21 @@ def make_box_dataset(
     float32 ``[B, C]`` of that box's class when there are several classes
     (``[B, max_boxes, C]``, zero rows in empty slots, when ``max_boxes > 1``).
     ``cache``: as ``transfer.data.pipelines.images.make_dataset`` ("auto", "memory",
-    "disk", "none"/False or a ``CacheDecision``).
+    "disk", "none"/False or a ``CacheDecision``). ``resize``: the run's ``ResizePolicy``
+    (``ResizePolicy.from_config(run config)``; default stretch).
     """
     pixel_boxes, labels = box_arrays(samples, max_boxes)
     return batched_box_dataset(samples, pixel_boxes, labels, image_size, batch_size, training=training,
                                augmenter=box_augmenter(tuple(augment)), seed=seed, cache=cache,
-                               to_targets=_targets(samples.num_classes, max_boxes))
+                               to_targets=_targets(samples.num_classes, max_boxes), resize=resize)
 
 
 def batched_box_dataset(samples: Samples, pixel_boxes: np.ndarray, labels: np.ndarray, image_size: int,
                         batch_size: int, *, training: bool, augmenter: BoxAugmenter | None, seed: int, cache,
-                        to_targets) -> tf.data.Dataset:
+                        to_targets, resize: ResizePolicy | None = None) -> tf.data.Dataset:
     """What every box pipeline does with an image and its box arrays (pixel ``[N, K, 4]``, labels
-    ``[N, K]`` with ``PAD_LABEL`` in empty slots): decode and stretch-resize, boxes normalized,
+    ``[N, K]`` with ``PAD_LABEL`` in empty slots): decode and resize by ``resize`` (the run's
+    ``ResizePolicy``; default stretch), boxes normalized,
     cache, then when ``training`` shuffle and ``augmenter``; ``to_targets(image, boxes, labels)``
     gives the task's ``(image, targets)``; batch, prefetch.
 
@@ -143,10 +147,11 @@ def batched_box_dataset(samples: Samples, pixel_boxes: np.ndarray, labels: np.nd
         order = np.random.default_rng(seed).permutation(len(samples))
         items, pixel_boxes, labels = items[order], pixel_boxes[order], labels[order]
     read = (lambda item: item) if samples.encoded is not None else tf.io.read_file
+    policy = resize or ResizePolicy()
 
     def load(item, boxes, box_labels):
         # Sliced together with their image, so a box can never pair with another file's pixels.
-        image, normalized = resize_with_boxes(decode_image(read(item)), boxes, image_size, mode="stretch")
+        image, normalized = resize_with_boxes(decode_image(read(item)), boxes, image_size, mode=policy)
         return image, tf.where((box_labels >= 0)[:, None], normalized, 0.0), box_labels
 
     ds = tf.data.Dataset.from_tensor_slices((list(items), pixel_boxes, labels)).map(

@@ -1,7 +1,8 @@
 """Samples -> ``tf.data`` pipeline of ``(uint8 image [S, S, 3], float target)``.
 
-Decoding and resizing use ``transfer.core.imageops``, the same functions as the
-exported serving graph. Decoded images are cached once (uint8, so 4x smaller
+Decoding uses ``transfer.core.imageops`` and resizing the run's
+``transfer.core.resize.ResizePolicy`` (stretch or letterbox), as the exported
+serving graph does. Decoded images are cached once (uint8, so 4x smaller
 than floats) and augmentation runs after the cache, so every epoch sees new
 random views without decoding files again. The cache is in memory when the
 images fit the memory budget, else in a file on disk, else absent
@@ -28,6 +29,7 @@ import tensorflow as tf
 from transfer.data.pipelines.cache_policy import CacheDecision, choose_image_cache
 from transfer.data.samples import Samples
 from transfer.core.imageops import decode_and_resize
+from transfer.core.resize import ResizePolicy
 
 
 def targets_array(samples: Samples) -> np.ndarray:
@@ -38,13 +40,14 @@ def targets_array(samples: Samples) -> np.ndarray:
     return out
 
 
-def decoded_images(samples: Samples, image_size: int) -> tf.data.Dataset:
-    """Unbatched uint8 images in sample order, decoded and resized in parallel."""
-    return _decoded(samples, image_size, targets=None)
+def decoded_images(samples: Samples, image_size: int, resize: ResizePolicy | None = None) -> tf.data.Dataset:
+    """Unbatched uint8 images in sample order, decoded and resized (by ``resize``, the run's
+    policy; default stretch) in parallel."""
+    return _decoded(samples, image_size, targets=None, resize=resize)
 
 
 def _decoded(samples: Samples, image_size: int, targets: np.ndarray | None,
-             order: np.ndarray | None = None) -> tf.data.Dataset:
+             order: np.ndarray | None = None, resize: ResizePolicy | None = None) -> tf.data.Dataset:
     """Images, or ``(image, target)`` pairs sliced together so that a skipped
     image can never shift the pairing; in ``order`` (sample indices) when given."""
     items = list(samples.encoded) if samples.encoded is not None else list(samples.sources)
@@ -54,7 +57,7 @@ def _decoded(samples: Samples, image_size: int, targets: np.ndarray | None,
         targets = None if targets is None else targets[order]
 
     def load(item, *target):
-        image = decode_and_resize(read(item), image_size)
+        image = decode_and_resize(read(item), image_size, resize)
         return (image, *target) if target else image
 
     slices = items if targets is None else (items, targets)
@@ -109,8 +112,11 @@ def make_dataset(
     seed: int = 0,
     cache: "bool | str | CacheDecision" = "auto",
     cache_dir: str | Path | None = None,
+    resize: ResizePolicy | None = None,
 ) -> tf.data.Dataset:
     """Batched ``(images, targets)``; shuffled and augmented only when ``training``.
+
+    ``resize``: the run's ``ResizePolicy`` (``ResizePolicy.from_config(run config)``; default stretch).
 
     ``cache``: "auto" (True) caches decoded images in memory when they fit the
     budget of ``transfer.data.pipelines.cache_policy``, else on disk in a new
@@ -128,7 +134,7 @@ def make_dataset(
     order = None
     if training and buffer < len(samples):
         order = np.random.default_rng(seed).permutation(len(samples))
-    ds = _decoded(samples, image_size, targets=targets_array(samples), order=order)
+    ds = _decoded(samples, image_size, targets=targets_array(samples), order=order, resize=resize)
     ds, folder = cache_images(ds, decision)
     if training:
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)

@@ -1,11 +1,12 @@
 """Mask samples -> ``tf.data`` batches of ``(uint8 images [B, S, S, 3], uint8 masks [B, S, S])``.
 
 The segmentation counterpart of ``transfer.data.pipelines.images.make_dataset``: each
-image is decoded and stretch-resized with ``transfer.core.imageops`` (the serving
-graph's pixels; greyscale becomes 3 channels), its mask read by
-``transfer.data.masks.load_mask`` (one at a time, inside ``tf.numpy_function``,
-so memory holds a few masks, never the set) and resized NEAREST to the same
-``S x S`` (class values are copied, never blended). The decoded pairs are
+image is decoded with ``transfer.core.imageops`` and resized by the run's
+``transfer.core.resize.ResizePolicy`` (the serving graph's pixels; greyscale
+becomes 3 channels), its mask read by ``transfer.data.masks.load_mask`` (one at
+a time, inside ``tf.numpy_function``, so memory holds a few masks, never the
+set) and resized NEAREST by the same policy to the same ``S x S`` (class values
+are copied, never blended; letterbox padding is ``IGNORE_VALUE``). The decoded pairs are
 cached by the shared policy (``transfer.data.pipelines.cache_policy``, the masks
 counted), then shuffle, seeded augmentation (``MaskAugmenter``: new views every
 epoch), batch and prefetch.
@@ -38,7 +39,8 @@ from transfer.data.pipelines.cache_policy import CacheDecision, choose_image_cac
 from transfer.data.pipelines.images import cache_images, shuffle_buffer_size
 from transfer.data.samples import IGNORE_VALUE, Samples
 from transfer.core.errors import TransferError
-from transfer.core.imageops import decode_image, resize_image
+from transfer.core.imageops import decode_image
+from transfer.core.resize import ResizePolicy
 
 # Recipe augmentation names a mask pipeline honours. "rotate" (multiples of 90 degrees) is for data
 # without an up - microscopy, aerial, medical slices - and never a default: a road scene's sky-up
@@ -52,7 +54,8 @@ ZOOM_TRANSLATE = 0.1
 def resize_mask(mask: tf.Tensor, size) -> tf.Tensor:
     """A uint8 class mask ``[H, W]`` stretched to ``size x size`` (or ``(height, width)``), NEAREST:
     every output value is one of the input's. The same geometry as ``transfer.core.imageops.resize_image``
-    (half-pixel centers), so image and mask stay aligned.
+    (half-pixel centers), so image and mask stay aligned. (The pipeline resizes by the run's
+    policy: ``ResizePolicy.resize_mask``.)
 
     Example:
         >>> resize_mask(tf.constant([[0, 1], [2, 255]], tf.uint8), 4).numpy()[0]
@@ -129,11 +132,13 @@ def make_mask_dataset(
     augment: tuple[str, ...] = (),
     seed: int = 0,
     cache="auto",
+    resize: ResizePolicy | None = None,
 ) -> tf.data.Dataset:
     """Batched ``(images, masks)``: uint8 ``[B, S, S, 3]`` and uint8 ``[B, S, S]`` (class indices,
     ``IGNORE_VALUE`` ignored); shuffled and augmented (``augment`` names, see ``MaskAugmenter``)
     only when ``training``. ``cache``: as ``transfer.data.pipelines.images.make_dataset`` ("auto",
-    "memory", "disk", "none"/False or a ``CacheDecision``).
+    "memory", "disk", "none"/False or a ``CacheDecision``). ``resize``: the run's
+    ``ResizePolicy`` (``ResizePolicy.from_config(run config)``; default stretch).
     """
     from transfer.data.masks import load_mask
 
@@ -152,6 +157,7 @@ def make_mask_dataset(
     read = (lambda item: item) if samples.encoded is not None else tf.io.read_file
     targets = samples.targets
     sources = samples.sources
+    policy = resize or ResizePolicy()
 
     def read_mask(index) -> np.ndarray:
         index = int(index)
@@ -162,9 +168,10 @@ def make_mask_dataset(
 
     def load(item, index):
         # The image and its mask come from one slice, so a mask never pairs with another file's pixels.
-        image = resize_image(decode_image(read(item)), image_size)
+        image = policy.resize_image(decode_image(read(item)), image_size)
         mask = tf.numpy_function(read_mask, [index], tf.uint8, stateful=False)
-        mask = resize_mask(tf.ensure_shape(mask, [None, None]), image_size)
+        # Letterbox padding is ignored: no loss, no metric on pixels that are not the image.
+        mask = policy.resize_mask(tf.ensure_shape(mask, [None, None]), image_size, IGNORE_VALUE)
         return image, tf.ensure_shape(mask, [image_size, image_size])
 
     ds = tf.data.Dataset.from_tensor_slices((list(items), indices)).map(

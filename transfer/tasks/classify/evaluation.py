@@ -170,11 +170,12 @@ def compute_report(
     return EvalReport(class_names, accuracy, per_class, n, multi_label, confusion, exact, worst, no_label)
 
 
-def evaluate_model(model, samples: Samples, image_size: int, batch_size: int = 32) -> EvalReport:
-    """Run ``model`` over ``samples`` and compute the report."""
+def evaluate_model(model, samples: Samples, image_size: int, batch_size: int = 32, *, resize=None) -> EvalReport:
+    """Run ``model`` over ``samples`` (resized by ``resize``, the run's ``ResizePolicy``; default
+    stretch) and compute the report."""
     from transfer.data.pipelines.images import make_dataset, targets_array
 
-    ds = make_dataset(samples, image_size, batch_size, training=False, cache=False)
+    ds = make_dataset(samples, image_size, batch_size, training=False, cache=False, resize=resize)
     scores = model.predict(ds.map(lambda x, y: x), verbose=0)
     return compute_report(
         np.asarray(scores, np.float64), targets_array(samples), samples.class_names, samples.sources,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from transfer.core.recipe import Recipe, Stage
+from transfer.core.resize import ResizePolicy
 from transfer.data.samples import DataSplit
 from transfer.engine.lr_find import SweepResult, check_sweep, find_learning_rate
 from transfer.tasks.classify.model import build_classifier, loss_and_metrics
@@ -94,7 +95,7 @@ def prepare_lr_find(
         say("Note: the sweep starts from an untrained head, not from where the earlier stages leave the model; "
             "read its suggestion as an upper bound for this stage.")
     train_ds = make_dataset(split.train, image_size, chosen.batch_size, training=True, augment=chosen.augment,
-                            seed=chosen.seed)
+                            seed=chosen.seed, resize=ResizePolicy(chosen.resize))  # the pixels a run would train on
     settings = dict(
         min_lr=min_lr, max_lr=max_lr, steps=steps, optimizer=chosen.optimizer, weight_decay=chosen.weight_decay,
         loss=loss_and_metrics(split.multi_label, chosen.label_smoothing)[0],

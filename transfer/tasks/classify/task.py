@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from transfer.core.errors import TransferError
+from transfer.core.resize import ResizePolicy
 from transfer.data.samples import Samples
 from transfer.tasks.base import Objective, Task
 from transfer.tasks.classify.model import MULTI_LABEL_THRESHOLD
@@ -69,7 +70,8 @@ class ClassifyTask(Task):
         from transfer.tasks.classify.model import monitor_for
 
         return {"class_names": list(data.class_names), "multi_label": data.multi_label,
-                "monitor": monitor_for(data.multi_label)}
+                "monitor": monitor_for(data.multi_label),
+                "resize": ResizePolicy(recipe.resize).to_config()}  # read back by every step: from_config
 
     def check_recipe(self, recipe) -> None:
         pass  # Recipe validates its classification settings itself
@@ -90,10 +92,11 @@ class ClassifyTask(Task):
     def make_dataset(self, samples, image_size, batch_size, *, training, recipe, cache, config):
         from transfer.data.pipelines.images import make_dataset
 
+        resize = ResizePolicy.from_config(config)
         if training:
             return make_dataset(samples, image_size, batch_size, training=True, augment=recipe.augment,
-                                seed=recipe.seed, cache=cache)
-        return make_dataset(samples, image_size, batch_size, training=False, cache=cache)
+                                seed=recipe.seed, cache=cache, resize=resize)
+        return make_dataset(samples, image_size, batch_size, training=False, cache=cache, resize=resize)
 
     def training_notes(self, data, config):
         if not data.multi_label:
@@ -134,9 +137,10 @@ class ClassifyTask(Task):
         train_features = extract_features(
             model, data.train, image_size, views=recipe.head_cache_views, augment=recipe.augment,
             seed=recipe.seed, cache_dir=cache_dir, verbose=1 if verbose == 1 else 0,
+            resize=ResizePolicy.from_config(config),
         )
         val_features = extract_features(model, data.val, image_size, cache_dir=cache_dir,
-                                        verbose=1 if verbose == 1 else 0)
+                                        verbose=1 if verbose == 1 else 0, resize=ResizePolicy.from_config(config))
         return fit_head_on_features(
             model, train_features, targets_array(data.train), epochs=epochs, optimizer=model.optimizer,
             batch_size=recipe.batch_size, label_smoothing=recipe.label_smoothing,
@@ -148,7 +152,7 @@ class ClassifyTask(Task):
     def evaluate(self, model, samples, image_size, batch_size, config):
         from transfer.tasks.classify.evaluation import evaluate_model
 
-        return evaluate_model(model, samples, image_size, batch_size)
+        return evaluate_model(model, samples, image_size, batch_size, resize=ResizePolicy.from_config(config))
 
     # --- export -----------------------------------------------------------------------------
     def serving_outputs(self, config) -> dict[str, str]:

@@ -2,8 +2,8 @@
 
 The detection counterpart of ``transfer.data.pipelines.boxes.make_box_dataset``
 (which keeps one box per image for localization), on the same
-``batched_box_dataset``: decode and stretch-resize
-with ``transfer.core.imageops`` (the serving graph's pixels), boxes normalized to
+``batched_box_dataset``: decode and resize by the run's
+``transfer.core.resize.ResizePolicy`` (the serving graph's pixels), boxes normalized to
 the resized image, decoded images cached once (uint8, with all their boxes)
 by the classification cache policy, then shuffle, seeded box augmentation
 (``BoxAugmenter`` with ``keep_all_boxes=False``: zooming in crops, so boxes
@@ -83,9 +83,10 @@ def all_box_arrays(samples: Samples) -> tuple[np.ndarray, np.ndarray]:
 
 def make_detection_dataset(samples: Samples, image_size: int, batch_size: int, *, training: bool,
                            augment: tuple[str, ...] = (), seed: int = 0, cache="auto",
-                           max_boxes: int = MAX_BOXES_CAP) -> tf.data.Dataset:
+                           max_boxes: int = MAX_BOXES_CAP, resize=None) -> tf.data.Dataset:
     """Batched ``(uint8 images [B, S, S, 3], {"boxes", "labels"})``; shuffled and augmented only when
-    ``training``. ``cache``: as ``transfer.data.pipelines.images.make_dataset``."""
+    ``training``. ``cache``: as ``transfer.data.pipelines.images.make_dataset``; ``resize``: the run's
+    ``transfer.core.resize.ResizePolicy`` (default stretch)."""
     pixel_boxes, labels = all_box_arrays(samples)
 
     def to_targets(image, boxes, box_labels):
@@ -96,4 +97,4 @@ def make_detection_dataset(samples: Samples, image_size: int, batch_size: int, *
 
     return batched_box_dataset(samples, pixel_boxes, labels, image_size, batch_size, training=training,
                                augmenter=detection_augmenter(tuple(augment)), seed=seed, cache=cache,
-                               to_targets=to_targets)
+                               to_targets=to_targets, resize=resize)

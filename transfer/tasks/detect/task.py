@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 
 from transfer.data.samples import Boxes, DataSplit, Samples
 from transfer.core.errors import TransferError
+from transfer.core.resize import ResizePolicy
 from transfer.tasks.base import (Objective, Task, classes_phrase, raise_unknown_serving_options,
                                  refuse_augment_and_class_weight, scaled_image_size)
 
@@ -30,7 +31,6 @@ from transfer.tasks.base import (Objective, Task, classes_phrase, raise_unknown_
 from transfer.tasks.detect import loss as _detect_loss  # noqa: F401,E402
 from transfer.tasks.detect import model as _detect_model  # noqa: F401,E402
 
-RESIZE = "stretch"  # the resize of training, evaluation and serving alike
 # Inputs larger than the backbone's ImageNet size: 224 -> 288 (see DetectTask.default_recipe).
 DETECT_SIZE_SCALE = 9 / 7
 # Evaluation keeps low-scored boxes: COCO AP integrates precision over all recall levels, so a
@@ -217,7 +217,7 @@ class DetectTask(Task):
             "task": self.name,
             "class_names": list(data.class_names),
             "num_classes": len(data.class_names),
-            "resize": RESIZE,
+            "resize": ResizePolicy(recipe.resize).to_config(),  # read back by every step: from_config
             "max_boxes": max_boxes_for(data.train),
             "background_images": {"train": sum(1 for t in data.train.targets if len(t) == 0),
                                   "val": sum(1 for t in data.val.targets if len(t) == 0)},
@@ -247,7 +247,7 @@ class DetectTask(Task):
         return make_detection_dataset(samples, image_size, batch_size, training=training,
                                       augment=recipe.augment if training else (), seed=recipe.seed,
                                       cache=cache if cache is not False else "none",
-                                      max_boxes=int(config["max_boxes"]))
+                                      max_boxes=int(config["max_boxes"]), resize=ResizePolicy.from_config(config))
 
     def training_notes(self, data: DataSplit, config: Mapping[str, Any]) -> list[str]:
         notes = [f"Up to {config['max_boxes']} boxes per image are trained on (the most in a training image, "
@@ -261,29 +261,11 @@ class DetectTask(Task):
     # --- evaluation -------------------------------------------------------------------------
     def evaluate(self, model, samples, image_size: int, batch_size: int, config: Mapping[str, Any]):
         """pycocotools AP of the model's detections (score >= 0.01, top 100, per-class NMS at the
-        export's IoU threshold), boxes mapped back to each image's original pixels."""
-        import numpy as np
-
-        from transfer.tasks.detect.data import make_detection_dataset
-        from transfer.tasks.detect.decode import decode_detections
+        export's IoU threshold), boxes mapped back to each image's original pixels by the run's policy."""
         from transfer.tasks.detect.evaluation import evaluate_detections
 
-        serving = ServingThresholds.from_dict(config.get("serving"))
-        ds = make_detection_dataset(samples, image_size, batch_size, training=False, cache="none", max_boxes=1)
-        predictions = []
-        for images, _ in ds:
-            raw = model(images, training=False)
-            found = decode_detections(raw["class_logits"], raw["box"], image_size,
-                                      score_threshold=EVAL_SCORE_THRESHOLD, iou_threshold=serving.iou_threshold,
-                                      max_detections=EVAL_MAX_DETECTIONS)
-            for boxes, scores, classes, count in zip(found["boxes"].numpy(), found["scores"].numpy(),
-                                                     found["classes"].numpy(), found["count"].numpy()):
-                predictions.append((boxes[:count], scores[:count], classes[:count]))
-        pixel_predictions = []
-        for target, (boxes, scores, classes) in zip(samples.targets, predictions):
-            scale = np.array([target.width, target.height, target.width, target.height], np.float32)
-            pixel_predictions.append((boxes * scale, scores, classes))
-        return evaluate_detections(samples, pixel_predictions, tuple(config["class_names"]))
+        predictions = detections_in_pixels(model, samples, image_size, batch_size, config)
+        return evaluate_detections(samples, predictions, tuple(config["class_names"]))
 
     # --- export -----------------------------------------------------------------------------
     def serving_outputs(self, config: Mapping[str, Any]) -> dict[str, str]:
@@ -299,7 +281,6 @@ class DetectTask(Task):
     def postprocess(self, raw, original_sizes, image_size: int, config: Mapping[str, Any]) -> dict[str, Any]:
         import tensorflow as tf
 
-        from transfer.core.boxops import boxes_to_original
         from transfer.tasks.detect.decode import decode_detections
 
         serving = ServingThresholds.from_dict(config.get("serving"))
@@ -307,7 +288,8 @@ class DetectTask(Task):
                                   score_threshold=serving.score_threshold, iou_threshold=serving.iou_threshold,
                                   max_detections=serving.max_detections)
         sizes = tf.cast(original_sizes, tf.float32)
-        boxes = boxes_to_original(found["boxes"], sizes[:, 0], sizes[:, 1], image_size, RESIZE)
+        boxes = ResizePolicy.from_config(config).boxes_to_original(found["boxes"], sizes[:, 0], sizes[:, 1],
+                                                                   image_size)
         names = tf.constant(list(config["class_names"]) + [""], dtype=tf.string)
         # Class -1 (an empty slot) reads the "" appended last.
         index = tf.where(found["classes"] < 0, len(config["class_names"]), found["classes"])
@@ -348,5 +330,39 @@ class DetectTask(Task):
 
     def export_metadata(self, config: Mapping[str, Any]) -> dict[str, Any]:
         serving = ServingThresholds.from_dict(config.get("serving"))
-        return {"box_mapping": RESIZE, **asdict(serving)}
+        return {"box_mapping": ResizePolicy.from_config(config).mode, **asdict(serving)}
 
+
+def detections_in_pixels(model, samples, image_size: int, batch_size: int, config: Mapping[str, Any], *,
+                         score_threshold: float = EVAL_SCORE_THRESHOLD) -> list:
+    """``(boxes [K, 4] in the image's original pixels, scores [K], classes [K])`` per sample, as
+    evaluation scores them: decoded at ``score_threshold`` (top ``EVAL_MAX_DETECTIONS``), the
+    input resized and the boxes mapped back by the run's ``ResizePolicy`` (as the export does).
+
+    Example:
+        >>> boxes, scores, classes = detections_in_pixels(model, samples, 320, 8, run_config)[0]
+    """
+    import numpy as np
+
+    from transfer.tasks.detect.data import make_detection_dataset
+    from transfer.tasks.detect.decode import decode_detections
+
+    serving = ServingThresholds.from_dict(config.get("serving"))
+    policy = ResizePolicy.from_config(config)
+    ds = make_detection_dataset(samples, image_size, batch_size, training=False, cache="none", max_boxes=1,
+                                resize=policy)
+    heights = np.array([t.height for t in samples.targets], np.float32)
+    widths = np.array([t.width for t in samples.targets], np.float32)
+    predictions, start = [], 0
+    for images, _ in ds:
+        raw = model(images, training=False)
+        found = decode_detections(raw["class_logits"], raw["box"], image_size,
+                                  score_threshold=score_threshold, iou_threshold=serving.iou_threshold,
+                                  max_detections=EVAL_MAX_DETECTIONS)
+        stop = start + int(images.shape[0])
+        boxes = policy.boxes_to_original(found["boxes"], heights[start:stop], widths[start:stop], image_size)
+        for row, count in enumerate(found["count"].numpy()):
+            predictions.append((boxes[row, :count].numpy(), found["scores"][row, :count].numpy(),
+                                found["classes"][row, :count].numpy()))
+        start = stop
+    return predictions

@@ -1,7 +1,7 @@
 """Evaluation of a localizer: IoU of each image's predicted box with its largest true box.
 
 IoU is measured in the original image's pixels (the predicted normalized box
-mapped back through the stretch resize), against the box the model was
+mapped back by the run's resize policy, as the export maps it), against the box the model was
 trained to find (``transfer.data.pipelines.boxes.largest_box``).
 
 Example:
@@ -148,34 +148,73 @@ def pixel_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-def compute_localize_report(samples, predicted_boxes: np.ndarray,
-                            predicted_classes: np.ndarray | None = None) -> LocalizeReport:
-    """The report from normalized predicted boxes ``[N, 4]`` (and class indices ``[N]``)
-    for ``samples`` (targets: ``Boxes`` in pixels).
+def boxes_in_pixels(samples, normalized: np.ndarray, image_size: int | None = None, resize=None) -> np.ndarray:
+    """The model's boxes ``[N, 4]`` (normalized on its ``image_size`` input, clipped to it) -> each
+    image's original pixels ``float64 [N, 4]`` by the run's ``resize`` policy (default stretch),
+    as the export's graph maps them. A stretch maps the same at every input size, so it needs
+    no ``image_size``; a letterbox does.
+
+    Example:
+        >>> boxes_in_pixels(samples, np.array([[0.0, 0.25, 1.0, 0.75]]), 64, ResizePolicy("letterbox"))
+    """
+    from transfer.core.resize import ResizePolicy
+
+    policy = resize or ResizePolicy()
+    if image_size is None and policy.mode != "stretch":
+        raise ValueError(f"Mapping {policy.mode} boxes back needs the input size. Received: image_size=None")
+    normalized = np.clip(np.asarray(normalized, np.float64).reshape(-1, 4), 0.0, 1.0)
+    if len(normalized) != len(samples):
+        raise ValueError(f"One predicted box per image needed. Received: {len(normalized)} boxes "
+                         f"for {len(samples)} images")
+    heights = np.array([t.height for t in samples.targets], np.float64)
+    widths = np.array([t.width for t in samples.targets], np.float64)
+    return np.asarray(policy.boxes_to_original(normalized, heights, widths, image_size or 1), np.float64)
+
+
+def compute_localize_report(samples, predicted_boxes: np.ndarray, predicted_classes: np.ndarray | None = None,
+                            *, image_size: int | None = None, resize=None) -> LocalizeReport:
+    """The report from predicted boxes ``[N, 4]`` normalized on the model's input (mapped to each
+    image's pixels by ``boxes_in_pixels`` with the run's ``image_size`` and ``resize``) and class
+    indices ``[N]``, for ``samples`` (targets: ``Boxes`` in pixels).
 
     Example:
         >>> compute_localize_report(samples, np.array([[0.1, 0.1, 0.5, 0.5]])).mean_iou
     """
+    return report_from_pixels(samples, boxes_in_pixels(samples, predicted_boxes, image_size, resize),
+                              predicted_classes)
+
+
+def report_from_pixels(samples, pixel_boxes: np.ndarray, predicted_classes: np.ndarray | None = None
+                       ) -> LocalizeReport:
+    """The report from predicted boxes ``[N, 4]`` in each image's original pixels."""
     from transfer.data.pipelines.boxes import largest_box
 
-    predicted_boxes = np.clip(np.asarray(predicted_boxes, np.float64).reshape(-1, 4), 0.0, 1.0)
-    if len(predicted_boxes) != len(samples):
-        raise ValueError(f"One predicted box per image needed. Received: {len(predicted_boxes)} boxes "
-                         f"for {len(samples)} images")
     truths = [largest_box(t) for t in samples.targets]
-    scale = np.array([[t.width, t.height, t.width, t.height] for t in samples.targets], np.float64)
-    ious = pixel_iou(predicted_boxes * scale, np.array([box for box, _ in truths], np.float64))
+    ious = pixel_iou(np.asarray(pixel_boxes, np.float64).reshape(-1, 4),
+                     np.array([box for box, _ in truths], np.float64))
     correct = None
     if samples.num_classes > 1 and predicted_classes is not None:
         correct = tuple(bool(int(p) == label) for p, (_, label) in zip(predicted_classes, truths))
     return LocalizeReport(tuple(samples.sources), tuple(float(v) for v in ious), correct)
 
 
-def evaluate_localizer(model, samples, image_size: int, batch_size: int = 32) -> LocalizeReport:
-    """Run ``model`` on ``samples`` (no augmentation) and measure it."""
+def predict_boxes(model, samples, image_size: int, batch_size: int = 32, resize=None
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each image's predicted box in its original pixels (the box the export answers for it) and,
+    with several classes, its class index. ``resize``: the run's ``ResizePolicy``.
+
+    Example:
+        >>> boxes, classes = predict_boxes(model, samples, 224, resize=ResizePolicy.from_config(config))
+    """
     from transfer.data.pipelines.boxes import make_box_dataset
 
-    ds = make_box_dataset(samples, image_size, batch_size, training=False, cache="none")
+    ds = make_box_dataset(samples, image_size, batch_size, training=False, cache="none", resize=resize)
     outputs = model.predict(ds.map(lambda images, targets: images), verbose=0)
     classes = np.argmax(outputs["class"], axis=-1) if "class" in outputs else None
-    return compute_localize_report(samples, outputs["box"], classes)
+    return boxes_in_pixels(samples, outputs["box"], image_size, resize), classes
+
+
+def evaluate_localizer(model, samples, image_size: int, batch_size: int = 32, resize=None) -> LocalizeReport:
+    """Run ``model`` on ``samples`` (no augmentation, resized by the run's ``resize`` policy) and
+    measure it in each image's original pixels."""
+    return report_from_pixels(samples, *predict_boxes(model, samples, image_size, batch_size, resize))

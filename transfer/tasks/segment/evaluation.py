@@ -1,7 +1,8 @@
 """Evaluation of a segmenter: a pixel confusion matrix at each image's ORIGINAL resolution.
 
-The model sees each image stretched to ``S x S`` (as in training and serving);
-its softmax is resized back to the image's own height and width and argmaxed
+The model sees each image resized to ``S x S`` by the run's resize policy (as in
+training and serving); its softmax is mapped back to the image's own height and
+width by the same policy and argmaxed
 (``transfer.tasks.segment.masks.masks_at_original``, the export's own post-processing),
 then compared with the mask as ``transfer.data.masks.load_mask`` reads it at
 full size. So the figures are those of the masks ``transfer predict`` writes,
@@ -145,10 +146,11 @@ def _shown(value) -> str:
     return "-" if value is None else f"{float(value):.3f}"
 
 
-def predicted_masks(model, samples, image_size: int, batch_size: int = 8):
+def predicted_masks(model, samples, image_size: int, batch_size: int = 8, resize=None):
     """``(index, predicted uint8 mask at the original resolution)`` for each sample, in order.
 
-    The original size is the sample's ``Mask`` ``height`` x ``width`` (the decoded image's).
+    The original size is the sample's ``Mask`` ``height`` x ``width`` (the decoded image's);
+    ``resize``: the run's ``ResizePolicy`` (default stretch), in and back out.
     """
     import tensorflow as tf
 
@@ -156,20 +158,21 @@ def predicted_masks(model, samples, image_size: int, batch_size: int = 8):
     from transfer.tasks.segment.masks import masks_at_original
 
     index = 0
-    for images in decoded_images(samples, image_size).batch(batch_size):
+    for images in decoded_images(samples, image_size, resize).batch(batch_size):
         logits = model(images, training=False)
         logits = logits["mask"] if isinstance(logits, dict) else logits
         for row in range(int(images.shape[0])):
             target = samples.targets[index]
             size = tf.constant([[target.height, target.width]], tf.int32)
-            mask = masks_at_original(logits[row:row + 1], size)["mask"][0].numpy()
+            mask = masks_at_original(logits[row:row + 1], size, resize=resize)["mask"][0].numpy()
             yield index, mask
             index += 1
 
 
 def evaluate_segmenter(model, samples, image_size: int, batch_size: int = 8,
-                       class_names: Sequence[str] | None = None) -> SegmentReport:
-    """Run ``model`` on ``samples`` (no augmentation) and count pixels at the original resolution."""
+                       class_names: Sequence[str] | None = None, resize=None) -> SegmentReport:
+    """Run ``model`` on ``samples`` (no augmentation; resized in and back by the run's ``resize``
+    policy) and count pixels at the original resolution."""
     from transfer.data.masks import load_mask
     from transfer.data.samples import IGNORE_VALUE
     from transfer.core.errors import TransferError
@@ -178,7 +181,7 @@ def evaluate_segmenter(model, samples, image_size: int, batch_size: int = 8,
     names = tuple(class_names or samples.class_names)
     total = np.zeros((len(names), len(names)), np.int64)
     image_ious: list[float | None] = []
-    for index, predicted in predicted_masks(model, samples, image_size, batch_size):
+    for index, predicted in predicted_masks(model, samples, image_size, batch_size, resize):
         truth = np.asarray(load_mask(samples.targets[index]))
         if truth.shape != predicted.shape:
             raise TransferError(

@@ -1,9 +1,10 @@
 """The segmenter's logits -> class masks (and probabilities) at each image's ORIGINAL resolution.
 
 One function for evaluation (``transfer.tasks.segment.evaluation``) and the export's
-graph (``SegmentTask.postprocess``): the softmax is resized (bilinear, the
-geometry of the stretch resize that made the input) back to the image's own
-height and width, then argmax. TF ops only.
+graph (``SegmentTask.postprocess``): the softmax is mapped back by the run's
+``transfer.core.resize.ResizePolicy`` (a letterbox's padding cut off, then
+bilinear to the image's own height and width, the geometry of the resize that
+made the input), then argmax. TF ops only.
 
 Example:
     >>> masks_at_original(tf.zeros([2, 8, 8, 3]), tf.constant([[20, 10], [5, 30]]))["mask"].shape
@@ -15,19 +16,22 @@ from __future__ import annotations
 from typing import Any
 
 
-def probabilities_at(logits, height, width):
-    """One image's logits ``[S, S, C]`` -> float32 softmax ``[height, width, C]`` (bilinear, the
-    geometry of the stretch resize that made the input, half-pixel centers)."""
+def probabilities_at(logits, height, width, resize=None):
+    """One image's logits ``[S, S, C]`` -> float32 softmax ``[height, width, C]`` mapped back by
+    ``resize`` (the run's ``ResizePolicy``; default stretch): ``probabilities_to_original``."""
     import tensorflow as tf
 
+    from transfer.core.resize import ResizePolicy
+
     probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
-    return tf.image.resize(probs, tf.stack([height, width]), method="bilinear", antialias=False)
+    return (resize or ResizePolicy()).probabilities_to_original(probs, height, width)
 
 
-def masks_at_original(logits, sizes, *, probabilities: bool = False) -> dict[str, Any]:
+def masks_at_original(logits, sizes, *, probabilities: bool = False, resize=None) -> dict[str, Any]:
     """Logits ``[N, S, S, C]`` and original ``(height, width)`` ``[N, 2]`` -> ``{"mask": uint8 [N, H, W],
     "height", "width": int32 [N]}`` (+ ``"probabilities"`` float32 ``[N, H, W, C]``), H/W the largest
-    height and width, each image padded with 0 beyond its own.
+    height and width, each image padded with 0 beyond its own. ``resize``: the run's
+    ``ResizePolicy`` (``ResizePolicy.from_config(config)``; default stretch).
 
     Images are resized one at a time (``parallel_iterations=1``), so memory holds one image's
     ``height x width x C`` probabilities, whatever the batch. TF ops only: runs in the export.
@@ -46,7 +50,7 @@ def masks_at_original(logits, sizes, *, probabilities: bool = False) -> dict[str
 
     def one(args):
         image_logits, size = args
-        probs = probabilities_at(image_logits, size[0], size[1])
+        probs = probabilities_at(image_logits, size[0], size[1], resize)
         pads = [[0, top_h - size[0]], [0, top_w - size[1]]]
         mask = tf.pad(tf.cast(tf.argmax(probs, axis=-1), tf.uint8), pads)
         if not probabilities:

@@ -4,15 +4,16 @@ Data: image + mask sources read by ``transfer.data.masks`` (mask folders,
 VIA/COCO polygons, RLE, TFDS); class names from ``classes.txt`` or
 ``--class-names``; an unlabelled value (``--ignore-index N`` or the recipe's
 ``ignore_index``) becomes ``IGNORE_VALUE`` (255) and is left out of the loss
-and the metrics. Images and masks are stretched to ``S x S`` (the mask
-NEAREST) for training (``transfer.data.pipelines.masks``); the model is
+and the metrics. Images and masks are resized to ``S x S`` by the run's
+``transfer.core.resize.ResizePolicy`` (the mask NEAREST, letterbox padding
+ignored) for training (``transfer.data.pipelines.masks``); the model is
 ``transfer.tasks.segment.model.build_segmenter`` (logits ``[N, S, S, C]``),
 trained with ``SegmentationLoss`` (cross-entropy + Dice), its best epoch the
 highest validation mean IoU.
 
 Evaluation and the export answer at each image's ORIGINAL resolution: the
-softmax of the logits is resized (bilinear) back to the image's own height
-and width, then argmax (``masks_at_original``, one function for both).
+softmax of the logits is mapped back by the same policy (bilinear) to the
+image's own height and width, then argmax (``masks_at_original``, one function for both).
 
 Example:
     >>> task = get_task("segment").with_options(ignore_index=11)
@@ -28,6 +29,7 @@ from typing import Any, Callable, Mapping
 
 from transfer.data.samples import IGNORE_VALUE, DataSplit, Mask, Samples
 from transfer.core.errors import TransferError
+from transfer.core.resize import ResizePolicy
 from transfer.tasks.base import Objective, Task, classes_phrase, refuse_augment_and_class_weight, scaled_image_size
 from transfer.tasks.segment.masks import masks_at_original
 
@@ -37,7 +39,6 @@ from transfer.tasks.segment.masks import masks_at_original
 from transfer.tasks.segment import loss as _segment_loss  # noqa: F401,E402
 from transfer.tasks.segment import metrics as _segment_metrics  # noqa: F401,E402
 
-RESIZE = "stretch"  # the resize of training, evaluation and serving alike
 DECODERS = ("unet", "fcn")
 DEFAULT_DECODER = "unet"
 LOSS = "ce+dice"
@@ -220,7 +221,7 @@ class SegmentTask(Task):
             "num_classes": len(data.class_names),
             "ignore_index": ignore_index,  # the user's mask value; masks hold IGNORE_VALUE there once read
             "ignore_value": IGNORE_VALUE,
-            "resize": RESIZE,
+            "resize": ResizePolicy(recipe.resize).to_config(),  # read back by every step: from_config
             "decoder": self.decoder or DEFAULT_DECODER,
             "loss": self.loss or LOSS,
             "monitor": "val_iou",
@@ -248,13 +249,15 @@ class SegmentTask(Task):
 
         return make_mask_dataset(samples, image_size, batch_size, training=training,
                                  augment=recipe.augment if training else (), seed=recipe.seed,
-                                 cache=cache if cache is not False else "none")
+                                 cache=cache if cache is not False else "none",
+                                 resize=ResizePolicy.from_config(config))
 
     # --- evaluation -------------------------------------------------------------------------
     def evaluate(self, model, samples, image_size: int, batch_size: int, config: Mapping[str, Any]):
         from transfer.tasks.segment.evaluation import evaluate_segmenter
 
-        return evaluate_segmenter(model, samples, image_size, batch_size, tuple(config["class_names"]))
+        return evaluate_segmenter(model, samples, image_size, batch_size, tuple(config["class_names"]),
+                                  ResizePolicy.from_config(config))
 
     # --- export -----------------------------------------------------------------------------
     def serving_outputs(self, config: Mapping[str, Any]) -> dict[str, str]:
@@ -284,7 +287,8 @@ class SegmentTask(Task):
         import tensorflow as tf
 
         logits = raw["mask"] if isinstance(raw, Mapping) else raw
-        out = masks_at_original(logits, original_sizes, probabilities=signature == PROBABILITIES_SIGNATURE)
+        out = masks_at_original(logits, original_sizes, probabilities=signature == PROBABILITIES_SIGNATURE,
+                                resize=ResizePolicy.from_config(config))
         names = tf.constant(list(config["class_names"]), dtype=tf.string)
         out["class_names"] = tf.tile(names[tf.newaxis], [tf.shape(logits)[0], 1])
         return out
@@ -315,7 +319,7 @@ class SegmentTask(Task):
         return error
 
     def export_metadata(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        return {"mask_mapping": RESIZE, "decoder": config.get("decoder", DEFAULT_DECODER),
+        return {"mask_mapping": ResizePolicy.from_config(config).mode, "decoder": config.get("decoder", DEFAULT_DECODER),
                 "ignore_index": config.get("ignore_index"), "mask_padding": 0,
                 "probabilities_signature": PROBABILITIES_SIGNATURE}
 
