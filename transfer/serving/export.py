@@ -232,8 +232,7 @@ def export_model(
     class_names = _check_class_names(class_names)
     image_size = _check_image_size(model, image_size)
     config = {**(task_config or {"multi_label": bool(multi_label)}), "class_names": class_names}
-    if task.name == "classify":
-        _check_output_width(model, len(class_names))
+    task.check_export_model(model, config)
     meta = _metadata(model, task, config, image_size, metadata)
 
     # marker=False: assets/transfer.json says it is an export (transfer.core.artifacts).
@@ -243,30 +242,39 @@ def export_model(
     ) as sources:
         # The Asset sources live inside the staging folder (deleted before the
         # rename) so nothing is left behind in the system temp folder on a crash.
-        asset_files = {
-            CLASS_NAMES_FILE: "\n".join(class_names) + "\n",
-            RECIPE_FILE: recipe_toml,
-            METADATA_FILE: json.dumps(meta, indent=2, ensure_ascii=False) + "\n",
-        }
-        asset_paths = {}
-        for name, text in asset_files.items():
-            asset_paths[name] = Path(sources) / name
-            asset_paths[name].write_text(text, encoding="utf-8")
-
-        module = _ServingModule(model, task, config, image_size, asset_paths)
-        tf.saved_model.save(
-            module,
-            str(staging),
-            signatures={
-                BYTES_SIGNATURE: module.serve_bytes.get_concrete_function(),
-                IMAGES_SIGNATURE: module.serve_images.get_concrete_function(),
-                **{key: fn.get_concrete_function() for key, fn in module.extra.items()},
-            },
-        )
+        asset_paths = _write_assets(Path(sources), class_names, recipe_toml, meta)
+        _save_saved_model(_ServingModule(model, task, config, image_size, asset_paths), staging)
         model.save(staging / KERAS_FILE)
         check_parity(model, task, staging, image_size, config)
     logger.info("Exported %d-class %s model to %s", len(class_names), task.title, out_dir)
     return out_dir
+
+
+def _write_assets(folder: Path, class_names, recipe_toml: str, meta: Mapping[str, Any]) -> dict[str, Path]:
+    """The export's asset files (class names, recipe, transfer.json) written into ``folder``."""
+    texts = {
+        CLASS_NAMES_FILE: "\n".join(class_names) + "\n",
+        RECIPE_FILE: recipe_toml,
+        METADATA_FILE: json.dumps(meta, indent=2, ensure_ascii=False) + "\n",
+    }
+    paths = {}
+    for name, text in texts.items():
+        paths[name] = folder / name
+        paths[name].write_text(text, encoding="utf-8")
+    return paths
+
+
+def _save_saved_model(module, staging: Path) -> None:
+    """``module`` as a SavedModel in ``staging``: the bytes and images signatures and the task's own."""
+    tf.saved_model.save(
+        module,
+        str(staging),
+        signatures={
+            BYTES_SIGNATURE: module.serve_bytes.get_concrete_function(),
+            IMAGES_SIGNATURE: module.serve_images.get_concrete_function(),
+            **{key: fn.get_concrete_function() for key, fn in module.extra.items()},
+        },
+    )
 
 
 def _check_class_names(class_names) -> list[str]:
@@ -295,17 +303,6 @@ def _check_image_size(model, image_size) -> int:
             f"Received: image_size={image_size}"
         )
     return int(image_size)
-
-
-def _check_output_width(model, num_classes: int) -> None:
-    if len(model.outputs) != 1:
-        raise ValueError(f"Expected a model with one scores output. Received {len(model.outputs)} outputs.")
-    width = model.outputs[0].shape[-1]
-    if width != num_classes:
-        raise ValueError(
-            f"The model outputs {width} scores but {num_classes} class names were given. "
-            f"Received: class_names of length {num_classes}"
-        )
 
 
 def _preprocessing_mode(model) -> str | None:

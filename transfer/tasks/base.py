@@ -229,6 +229,10 @@ class Task:
         raise NotImplementedError
 
     # --- export -----------------------------------------------------------------------------
+    def check_export_model(self, model, config: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` if ``model`` cannot be exported for this task with ``config``
+        (its class names, ...), before anything is written. Default: nothing to check."""
+
     def serving_outputs(self, config: Mapping[str, Any]) -> dict[str, str]:
         """Output name -> ``"dtype [shape] (meaning)"``, as transfer.json records the signatures."""
         raise NotImplementedError

@@ -155,6 +155,17 @@ class ClassifyTask(Task):
         return evaluate_model(model, samples, image_size, batch_size, resize=ResizePolicy.from_config(config))
 
     # --- export -----------------------------------------------------------------------------
+    def check_export_model(self, model, config) -> None:
+        num_classes = len(config["class_names"])
+        if len(model.outputs) != 1:
+            raise ValueError(f"Expected a model with one scores output. Received {len(model.outputs)} outputs.")
+        width = model.outputs[0].shape[-1]
+        if width != num_classes:
+            raise ValueError(
+                f"The model outputs {width} scores but {num_classes} class names were given. "
+                f"Received: class_names of length {num_classes}"
+            )
+
     def serving_outputs(self, config) -> dict[str, str]:
         outputs = {"scores": "float32 [N, C]", "class_names": "string [N, C]", "top_class": "string [N]",
                    "top_score": "float32 [N]"}
