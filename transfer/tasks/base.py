@@ -191,6 +191,14 @@ class Task:
         ``objective``, ``make_dataset``, ``evaluate`` and the export need later."""
         raise NotImplementedError
 
+    def common_run_config(self, data, recipe) -> dict[str, Any]:
+        """What every task records first: its name, the class names and count, and the resize policy
+        (read back by every step with ``ResizePolicy.from_config``)."""
+        from transfer.core.resize import ResizePolicy
+
+        return {"task": self.name, "class_names": list(data.class_names), "num_classes": len(data.class_names),
+                "resize": ResizePolicy(recipe.resize).to_config()}
+
     def build_model(self, spec, config: Mapping[str, Any], image_size: int, weights, recipe):
         """``(model, weights_info)``: raw uint8 ``[S, S, 3]`` in, the task's outputs out.
 

@@ -77,22 +77,29 @@ def box_arrays(samples: Samples, max_boxes: int = 1) -> tuple[np.ndarray, np.nda
     return boxes, labels
 
 
-def box_augmenter(augment: tuple[str, ...]) -> BoxAugmenter | None:
+def box_augmenter(augment: tuple[str, ...], *, what: str = "Box", zoom_range=(0.75, 1.33),
+                  translate: float = 0.1, keep_all_boxes: bool = True) -> BoxAugmenter | None:
     """The ``BoxAugmenter`` for a recipe's ``augment`` names (None when there is nothing to do).
 
-    ``flip``: left-right mirror; ``zoom``: zoom 0.75-1.33x and move the view by
-    up to 10% of its side (boxes kept whole); ``color``: brightness, contrast,
-    saturation and hue jitter.
+    ``flip``: left-right mirror; ``zoom``: zoom over ``zoom_range`` and move the view by
+    up to ``translate`` of its side; ``color``: brightness, contrast, saturation and hue
+    jitter. ``keep_all_boxes``: a zoom never cuts a box off (one box per image), else boxes
+    the view leaves are dropped (detection). ``what`` names the task in the refusal.
+
+    Example:
+        >>> box_augmenter(("flip",)).flip
+        True
     """
     unknown = [name for name in augment if name not in BOX_AUGMENTATIONS]
     if unknown:
-        raise TransferError(f"Box augmentation {unknown} is not supported.",
-                            fix=f"Use any of {BOX_AUGMENTATIONS} (rotate would no longer give a tight box).")
+        raise TransferError(f"{what} augmentation {unknown} is not supported.",
+                            fix=f"Use any of {BOX_AUGMENTATIONS} (rotate would no longer give tight boxes).")
     if not augment:
         return None
     zoom = "zoom" in augment
-    return BoxAugmenter(flip="flip" in augment, scale_range=(0.75, 1.33) if zoom else (1.0, 1.0),
-                        translate=0.1 if zoom else 0.0, color="color" in augment, keep_all_boxes=True)
+    return BoxAugmenter(flip="flip" in augment, scale_range=tuple(zoom_range) if zoom else (1.0, 1.0),
+                        translate=translate if zoom else 0.0, color="color" in augment,
+                        keep_all_boxes=keep_all_boxes)
 
 
 def make_box_dataset(

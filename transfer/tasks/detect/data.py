@@ -25,11 +25,11 @@ import numpy as np
 import tensorflow as tf
 
 from transfer.data.pipelines.box_augment import PAD_LABEL, BoxAugmenter, pad_boxes
-from transfer.data.pipelines.boxes import batched_box_dataset
+from transfer.data.pipelines.boxes import BOX_AUGMENTATIONS, batched_box_dataset, box_augmenter
 from transfer.data.samples import Boxes, Samples
 from transfer.core.errors import TransferError
 
-DETECT_AUGMENTATIONS = ("flip", "zoom", "color")
+DETECT_AUGMENTATIONS = BOX_AUGMENTATIONS
 # Zoom of the detection views: out to 1/1.5 (objects smaller, gray around) and in to 1.5x
 # (a crop: objects larger, those at the edge clipped): the scale variety a fixed-size model
 # sees instead of multi-size batches, which a graph of fixed input side cannot take.
@@ -52,17 +52,10 @@ def max_boxes_for(samples: Samples, cap: int = MAX_BOXES_CAP) -> int:
 
 
 def detection_augmenter(augment: tuple[str, ...]) -> BoxAugmenter | None:
-    """The ``BoxAugmenter`` for a recipe's ``augment`` names (None when there is nothing to do)."""
-    unknown = [name for name in augment if name not in DETECT_AUGMENTATIONS]
-    if unknown:
-        raise TransferError(f"Detection augmentation {unknown} is not supported.",
-                            fix=f"Use any of {DETECT_AUGMENTATIONS} (rotate would no longer give tight boxes).")
-    if not augment:
-        return None
-    zoom = "zoom" in augment
-    return BoxAugmenter(flip="flip" in augment, scale_range=ZOOM_RANGE if zoom else (1.0, 1.0),
-                        translate=ZOOM_TRANSLATE if zoom else 0.0, color="color" in augment,
-                        keep_all_boxes=False)
+    """The ``BoxAugmenter`` for a recipe's ``augment`` names (None when there is nothing to do):
+    a wider zoom than localization's, and boxes a zoom leaves are dropped, not kept."""
+    return box_augmenter(augment, what="Detection", zoom_range=ZOOM_RANGE, translate=ZOOM_TRANSLATE,
+                         keep_all_boxes=False)
 
 
 def all_box_arrays(samples: Samples) -> tuple[np.ndarray, np.ndarray]:

@@ -214,10 +214,7 @@ class DetectTask(Task):
         from transfer.tasks.detect.data import max_boxes_for
 
         return {
-            "task": self.name,
-            "class_names": list(data.class_names),
-            "num_classes": len(data.class_names),
-            "resize": ResizePolicy(recipe.resize).to_config(),  # read back by every step: from_config
+            **self.common_run_config(data, recipe),
             "max_boxes": max_boxes_for(data.train),
             "background_images": {"train": sum(1 for t in data.train.targets if len(t) == 0),
                                   "val": sum(1 for t in data.val.targets if len(t) == 0)},

@@ -171,10 +171,7 @@ class LocalizeTask(Task):
         from transfer.tasks.localize.model import HeadShape
 
         return {
-            "task": self.name,
-            "class_names": list(data.class_names),
-            "num_classes": len(data.class_names),
-            "resize": ResizePolicy(recipe.resize).to_config(),  # read back by every step: from_config
+            **self.common_run_config(data, recipe),
             "box_rule": BOX_RULE,
             "images_with_several_boxes": {"train": several_boxes(data.train), "val": several_boxes(data.val)},
             "head": HeadShape().to_dict(),

@@ -216,12 +216,9 @@ class SegmentTask(Task):
     def run_config(self, data: DataSplit, recipe) -> dict[str, Any]:
         ignore_index = self.ignore_index if self.ignore_index is not None else recipe.ignore_index
         return {
-            "task": self.name,
-            "class_names": list(data.class_names),
-            "num_classes": len(data.class_names),
+            **self.common_run_config(data, recipe),
             "ignore_index": ignore_index,  # the user's mask value; masks hold IGNORE_VALUE there once read
             "ignore_value": IGNORE_VALUE,
-            "resize": ResizePolicy(recipe.resize).to_config(),  # read back by every step: from_config
             "decoder": self.decoder or DEFAULT_DECODER,
             "loss": self.loss or LOSS,
             "monitor": "val_iou",
