@@ -248,3 +248,18 @@ def test_train_says_its_image_size_and_warns_when_images_are_much_smaller(runner
     result = runner.invoke(app, ["train", "--data", str(shapes), "--out", str(tmp_path / "r"), "--image-size", SIZE])
     assert_user_error(result, "stopped before training")
     assert "Image size: 32 px (--image-size)." in result.output and "Warning" not in result.output
+
+
+def test_resize_letterbox_is_recorded_and_a_bad_mode_is_refused(runner, shapes, recipe_file, tmp_path):
+    """``--resize`` overrides the recipe's policy, run.json records it, and --resume refuses it."""
+    bad = runner.invoke(app, ["train", "--data", str(shapes), "--out", str(tmp_path / "bad"), "--resize", "crop",
+                              "--backbone", "smallcnn", "--weights", "none", "--image-size", "32"])
+    assert_user_error(bad, "crop", "letterbox")
+    assert not (tmp_path / "bad").exists()
+    result = runner.invoke(app, ["train", "--data", str(shapes), "--out", str(tmp_path / "r"), "--resize", "Letterbox",
+                                 "--backbone", "smallcnn", "--weights", "none", "--image-size", "32",
+                                 "--recipe", str(recipe_file), "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["resize"] == "letterbox"
+    again = runner.invoke(app, ["train", "--resume", str(tmp_path / "r"), "--resize", "stretch"])
+    assert_user_error(again, "--resume")

@@ -6,6 +6,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -36,6 +37,7 @@ def train_command(
     image_size: Optional[int] = options.IMAGE_SIZE,
     recipe: Optional[Path] = options.RECIPE,
     epochs: Optional[int] = options.EPOCHS,
+    resize: Optional[str] = options.RESIZE,
     val_fraction: float = options.VAL_FRACTION,
     allow_outside_root: bool = options.ALLOW_OUTSIDE_ROOT,
     precision: str = options.PRECISION,
@@ -82,7 +84,7 @@ def train_command(
 
 # What each option is when not given: --resume refuses any option that differs (None for the rest).
 _UNSET_BESIDE_RESUME = {"task_name": "classify", "precision": "float32", "no_feature_cache": False}
-_REFUSED_BESIDE_RESUME = ("data", "out", "recipe", "epochs", "val_data", "task_name", "precision", "xla",
+_REFUSED_BESIDE_RESUME = ("data", "out", "recipe", "epochs", "resize", "val_data", "task_name", "precision", "xla",
                           "feature_cache", "no_feature_cache", "checkpoint_every", "ignore_index", "class_names",
                           "decoder", "loss")
 
@@ -122,6 +124,8 @@ def _checked_settings(params: dict):
         if epochs < 1:
             raise TransferError(f"--epochs {epochs} is not positive.", fix="Pass --epochs 1 or more.")
         chosen = chosen.with_epochs(epochs)
+    if params["resize"] is not None:
+        chosen = dataclasses.replace(chosen, resize=params["resize"].strip().lower())  # checked by the Recipe
     task.check_recipe(chosen)
     return task, chosen, spec, size
 

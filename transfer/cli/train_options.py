@@ -53,6 +53,7 @@ WEIGHTS = typer.Option("imagenet", "--weights", help='"imagenet", "none", or a w
 IMAGE_SIZE = typer.Option(None, "--image-size", help="Input side in pixels.")
 RECIPE = typer.Option(None, "--recipe", help="Recipe TOML file.")
 EPOCHS = typer.Option(None, "--epochs", help="Set every stage to this many epochs.")
+RESIZE = typer.Option(None, "--resize", help="How images meet the square input, in training, evaluation and the export alike: stretch (the default) or letterbox (aspect ratio kept, padded with grey). Overrides the recipe's resize.")
 VAL_FRACTION = typer.Option(0.2, "--val-fraction", help="Used when the data has no val split.")
 ALLOW_OUTSIDE_ROOT = typer.Option(
     False, "--allow-outside-root", help="Let CSV paths point outside the CSV's folder (trusted CSVs only)."
