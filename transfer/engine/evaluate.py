@@ -78,11 +78,11 @@ def evaluate_data(run_dir: str | Path, data: str | Path | None = None, *, batch_
     """
     from transfer.engine.evaluation_data import check_classes, data_identity, data_name, evaluation_folder, in_run_order
     from transfer.engine.run_config import samples_from_record
-    from transfer.tasks import get_task
+    from transfer.tasks import get_task, task_of_config
 
     run = RunDir(run_dir).require()
     config = run.config()
-    task = get_task(config.get("task", "classify")).for_run(config)
+    task = get_task(task_of_config(config)).for_run(config)
     notes: tuple[str, ...] = ()
     if data is not None:
         data = str(data)

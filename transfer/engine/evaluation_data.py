@@ -33,6 +33,7 @@ from typing import Any, Mapping
 from transfer.core.errors import TransferError
 from transfer.core.regular_files import read_regular
 from transfer.engine.run import RunDir
+from transfer.tasks import get_task
 
 _MAX_FOLDERS = 1000  # evaluation-<name>-2 ... before giving up
 _MAX_METRICS_BYTES = 64 << 20
@@ -65,10 +66,12 @@ class ClassCheck:
 
 
 def check_classes(task_name: str, data: str, config: Mapping[str, Any]) -> ClassCheck:
-    """The data's class names against the run's (``config["class_names"]``); a ``TransferError``
-    listing both when the data has a class the run does not (or, for mask files, other classes)."""
+    """The data's class names (``Task.data_class_names`` of the task ``task_name``) against the run's
+    (``config["class_names"]``); a ``TransferError`` listing both when the data has a class the run
+    does not (or, for mask files, other classes)."""
     run = tuple(config["class_names"])
-    own, what, exact = _source_classes(task_name, data, config)
+    # Read as the task reads the data (listing twice costs little next to running the model on every image).
+    own, what, exact = get_task(task_name).data_class_names(data, config)
     if own is None and not exact:
         return ClassCheck(run, None, "reader")
     if own is None:
@@ -90,51 +93,6 @@ def check_classes(task_name: str, data: str, config: Mapping[str, Any]) -> Class
     if missing:
         notes.append(f"no examples of {', '.join(missing)} (nothing of theirs to score)")
     return ClassCheck(run, own, how, missing, f"{data}: {'; '.join(notes)}." if notes else "")
-
-
-def _source_classes(task_name: str, data: str, config: Mapping[str, Any]):
-    """``(the data's own class names in its own order, what names them, whether every run class must
-    be there)``; names None for mask files without a ``classes.txt`` (their values must all mean the
-    run's classes) and for a ``tfds:`` source (read whole into memory, so not twice: the task maps
-    its names as it reads it). Read as the task reads the data (listing twice costs little next to
-    running the model on every image)."""
-    if task_name == "classify":
-        from transfer.data import load_data
-        from transfer.data.sources.folder import read_class_folders
-
-        path = Path(str(data))
-        if str(data).startswith("tfds:"):  # read whole into memory: not twice; the task maps it by name
-            return None, "its label names", False
-        if path.is_dir() and not any((path / name).is_dir() for name in ("train", "val", "validation")):
-            return tuple(read_class_folders(path).class_names), "its class folders are", False
-        return tuple(load_data(str(data)).val.class_names), "its classes are", False
-    if task_name in ("localize", "detect"):
-        from transfer.data.boxes import read_boxes
-
-        return tuple(read_boxes(data)[0].class_names), "its boxes' classes are", False
-    if task_name == "segment":
-        return _mask_classes(data, config)
-    return None, "its classes", False  # a task without names of its own: its reader decides
-
-
-def _mask_classes(data: str, config: Mapping[str, Any]):
-    from transfer.data.masks import read_masks
-    from transfer.data.masks.folders import find_mask_folder
-    from transfer.data.masks.reading import mask_format
-    from transfer.data.masks.values import find_classes_file, read_classes_file
-
-    kind = mask_format(data)
-    if kind == "folder":
-        layout = find_mask_folder(data)
-        # The same places, in the same order, as reading the folder looks (transfer.data.masks.folders).
-        own = find_classes_file([layout.masks, layout.root, layout.root.parent]) if layout else None
-        if own is None:
-            return None, "its masks come without a classes.txt", True
-        return read_classes_file(own), f"{own} names", True
-    if kind in ("via", "coco"):  # polygons name their classes: read by name, background first
-        samples, _ = read_masks(data, ignore_index=config.get("ignore_index"))
-        return tuple(samples.class_names), "its regions' classes are", False
-    return None, "its label names", False  # tfds: the task reads it with the run's names
 
 
 def in_run_order(samples, check: ClassCheck):

@@ -40,7 +40,7 @@ from transfer.engine.run_config import (checked_image_size, feature_cache_dir, p
 from transfer.engine.schedules import restore_weight_decay_exclusions, swap_ema_weights, uses_ema
 from transfer.engine.stage_runner import TrainResult, run_stages
 from transfer.engine.summary import say
-from transfer.tasks import get_task
+from transfer.tasks import DEFAULT_TASK, get_task, task_of_config
 
 
 def task_of(data: DataSplit, task=None):
@@ -71,7 +71,7 @@ def task_of(data: DataSplit, task=None):
         raise TransferError("The data's targets are segmentation masks, and train() was given no task.",
                             fix="Pass task='segment' (or the segment task the data was loaded with, "
                                 "e.g. transfer.get_task('segment').with_options(ignore_index=11)).")
-    return get_task("classify")
+    return get_task(DEFAULT_TASK)
 
 
 def train(
@@ -244,7 +244,7 @@ def resume(run_dir: str | Path, *, verbose: int = 1, distribution=None) -> Train
             fix=f"Delete {run.root} and start the run again.",
         )
     recipe = Recipe.load(run.recipe_file)
-    task = get_task(config.get("task", "classify")).for_run(config)
+    task = get_task(task_of_config(config)).for_run(config)
     data = reload_split(run, config, recipe, task)
     # The compiled model comes back with its optimizer state and step count, so
     # a stage resumed mid-way keeps its learning-rate schedule.

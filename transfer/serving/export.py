@@ -62,6 +62,7 @@ from transfer.core.atomic_folder import atomic_directory
 from transfer.core.imageops import decode_image
 from transfer.core.resize import ResizePolicy
 from transfer.serving.signatures import BYTES_SIGNATURE, IMAGES_SIGNATURE, SIGNATURE_INPUTS, signatures_with
+from transfer.tasks import DEFAULT_TASK
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ def export_model(
     recipe_toml: str = "",
     metadata: Mapping[str, Any] | None = None,
     overwrite: bool = False,
-    task: str = "classify",
+    task: str = DEFAULT_TASK,
     task_config: Mapping[str, Any] | None = None,
     protected: Sequence = (),
 ) -> Path:
@@ -374,20 +375,20 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, overwr
     """
     from transfer.core.artifacts import check_replaceable, run_inputs
     from transfer.engine.run import RunDir
-    from transfer.tasks import get_task
+    from transfer.tasks import get_task, task_of_config
 
     run = RunDir(run_dir).require()
     config = run.config()
     protected = run_inputs(run.root, config)  # never the run, its data, or a folder holding them
     check_replaceable(out_dir, "export", protected)  # before the model loads; again before the move
-    config = get_task(config.get("task", "classify")).with_serving_options(config, dict(serving_options or {}))
+    config = get_task(task_of_config(config)).with_serving_options(config, dict(serving_options or {}))
     return export_model(
         run.load_model(),
         out_dir,
         class_names=config["class_names"],
         image_size=int(config["image_size"]),
         multi_label=bool(config.get("multi_label")),
-        task=config.get("task", "classify"),
+        task=task_of_config(config),
         task_config=config,
         recipe_toml=run.recipe_file.read_text(encoding="utf-8"),
         metadata={

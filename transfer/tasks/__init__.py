@@ -10,11 +10,15 @@ Example:
     'localize'
     >>> sorted(TASKS)
     ['classify', 'detect', 'localize', 'segment']
+    >>> task_of_config({"class_names": ["cat", "dog"]})  # a run from before tasks existed
+    'classify'
 """
 
 from __future__ import annotations
 
 import importlib
+
+from typing import Any, Mapping
 
 from transfer.core.errors import TransferError
 
@@ -25,6 +29,8 @@ TASKS = {
     "detect": "transfer.tasks.detect.task:DetectTask",
     "segment": "transfer.tasks.segment.task:SegmentTask",
 }
+# Runs and exports from before tasks existed are classifiers: what a config without "task" means.
+DEFAULT_TASK = "classify"
 # Names older runs and exports recorded.
 _ALIASES = {"classification": "classify", "localization": "localize", "detection": "detect",
             "segmentation": "segment"}
@@ -37,3 +43,14 @@ def get_task(name: str):
         raise TransferError(f"Unknown task {name!r}.", fix=f"Use one of: {', '.join(sorted(TASKS))}.")
     module, cls = TASKS[key].split(":")
     return getattr(importlib.import_module(module), cls)()
+
+
+def task_of_config(config: Mapping[str, Any]) -> str:
+    """The task name a run's config (``run.json``, an export's ``transfer.json``) records;
+    ``DEFAULT_TASK`` when it records none.
+
+    Example:
+        >>> task_of_config({"task": "segment"}), task_of_config({})
+        ('segment', 'classify')
+    """
+    return config.get("task", DEFAULT_TASK)

@@ -169,6 +169,18 @@ class Task:
         with targets in the run's class order (``config["class_names"]``)."""
         raise NotImplementedError
 
+    def data_class_names(self, data: str, config: Mapping[str, Any]) -> tuple[tuple[str, ...] | None, str, bool]:
+        """``(the class names of a --data given to transfer evaluate, in its own order; what names them,
+        for messages; whether every run class must be there)``, checked against the run's before
+        scoring (``transfer.engine.evaluation_data.check_classes``). Names are None when the data has
+        none of its own to check: then ``evaluation_samples`` maps them (the answer here).
+
+        Example:
+            >>> get_task("localize").data_class_names("raccoon/test_labels.csv", config)
+            (('raccoon',), "its boxes' classes are", False)
+        """
+        return None, "its classes", False
+
     # --- recipe -----------------------------------------------------------------------------
     def default_recipe(self):
         """The ``Recipe`` used when the user gives none (chosen by measuring, see its docstring)."""

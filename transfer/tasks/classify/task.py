@@ -65,6 +65,20 @@ class ClassifyTask(Task):
             samples = load_data(str(data)).val
         return in_class_order(samples, tuple(config["class_names"]), data)
 
+    def data_class_names(self, data, config):
+        """Its class folders, or the classes of its CSV or ``train``/``val`` folders, as ``evaluation_samples``
+        reads them; a ``tfds:`` source names none here (read whole into memory: not twice, and
+        ``evaluation_samples`` maps its names)."""
+        from transfer.data import load_data
+        from transfer.data.sources.folder import read_class_folders
+
+        if str(data).startswith("tfds:"):
+            return None, "its label names", False
+        path = Path(str(data))
+        if path.is_dir() and not any((path / name).is_dir() for name in ("train", "val", "validation")):
+            return tuple(read_class_folders(path).class_names), "its class folders are", False
+        return tuple(load_data(str(data)).val.class_names), "its classes are", False
+
     # --- model ------------------------------------------------------------------------------
     def run_config(self, data, recipe) -> dict[str, Any]:
         from transfer.tasks.classify.model import monitor_for

@@ -151,6 +151,12 @@ class DetectTask(Task):
 
         return read_boxes_in_run_classes(data, config["class_names"])
 
+    def data_class_names(self, data: str, config: Mapping[str, Any]):
+        """The classes of ``data``'s boxes (see ``transfer.data.boxes.source_classes``)."""
+        from transfer.data.boxes.source_classes import box_source_classes
+
+        return box_source_classes(data)
+
     # --- recipe -----------------------------------------------------------------------------
     def default_recipe(self):
         """The recipe measured on raccoon (mobilenet_0.25, fixture ImageNet weights, two shared CPU cores).

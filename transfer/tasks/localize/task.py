@@ -103,6 +103,12 @@ class LocalizeTask(Task):
 
         return _with_boxes(read_boxes_in_run_classes(data, config["class_names"]))[0]
 
+    def data_class_names(self, data: str, config: Mapping[str, Any]):
+        """The classes of ``data``'s boxes (see ``transfer.data.boxes.source_classes``)."""
+        from transfer.data.boxes.source_classes import box_source_classes
+
+        return box_source_classes(data)
+
     # --- recipe -----------------------------------------------------------------------------
     def default_recipe(self):
         """The recipe measured on raccoon: 10 head epochs at 1e-3, then 40 epochs of the whole

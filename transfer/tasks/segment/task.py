@@ -147,6 +147,13 @@ class SegmentTask(Task):
                 fix="Evaluate on masks with the run's classes (in the run's value order).")
         return samples
 
+    def data_class_names(self, data: str, config: Mapping[str, Any]):
+        """A mask folder's ``classes.txt``, or the classes its polygons name (see
+        ``transfer.data.masks.source_classes``)."""
+        from transfer.data.masks.source_classes import mask_source_classes
+
+        return mask_source_classes(data, config.get("ignore_index"))
+
     # --- recipe -----------------------------------------------------------------------------
     def default_recipe(self):
         """Localize's shape: a short head stage (backbone frozen: the randomly initialized decoder
