@@ -33,8 +33,9 @@ def predict_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     draw: Optional[Path] = typer.Option(
         None, "--draw",
-        help="Localization and detection: write each image with its boxes and labels drawn into this folder; "
-             "segmentation: each image with its mask blended over it and a legend of the classes. A folder "
+        help="Write each image with its answer drawn into this folder: classification, its best class and "
+             "score (multi-label: its labels); localization and detection, its boxes and labels; "
+             "segmentation, its mask blended over it and a legend of the classes. A folder "
              "holding an input is refused; files already there are kept unless --overwrite.",
     ),
     out: Optional[Path] = typer.Option(
@@ -47,104 +48,46 @@ def predict_command(
         help="Replace files already in the --draw / --out folders that predict would write (only those).",
     ),
 ):
-    """Run an exported model on image files (no training code involved): classes, or a box and its class.
+    """Run an exported model on image files (no training code involved): classes, boxes or a mask.
 
     Exit code 0: every file answered; 1: some files failed (each named, the others
     still answered); 2: usage error. Multi-label exports print the labels at or
     over the export's threshold first.
     """
+    from transfer.serving.load import reader_class
     from transfer.serving.reader import export_task
-    from transfer.tasks.classify.reader import ExportedClassifier
 
     from transfer.cli.output_names import OutputFolders
 
     files = _expand_image_arguments(images)
     limits = {"max_pixels": int(max_megapixels * 1e6), "max_bytes": int(max_megabytes * 1e6)}
-    task = export_task(export_dir)
-    if out is not None and task != "segmentation":
-        raise TransferError(f"--out writes masks; {export_dir} is a {task} export.",
-                            fix="Drop --out (use --json to keep the answers"
-                                + (", --draw to draw the boxes)." if task != "classification" else ")."))
-    if task in ("localization", "detection", "segmentation"):
-        # Checked before the model loads: no input, no file already there, no clash between the two.
-        outputs = OutputFolders(files, {"drawn": draw, "mask_file": out}, export_dir=export_dir, overwrite=overwrite)
-        predict = {"localization": _predict_boxes, "detection": _predict_detections,
-                   "segmentation": _predict_masks}[task]
-        predict(export_dir, files, limits, as_json=as_json, outputs=outputs)
-        return
-    if draw is not None:
-        raise TransferError(f"--draw draws boxes; {export_dir} is a classification export.",
-                            fix="Drop --draw (classification prints classes and scores).")
-    classifier = ExportedClassifier.load(export_dir, **limits)
-    results = classifier.predict_files(files, top_k=top_k)
-    _report(results, {"export": str(export_dir), "results": results}, as_json=as_json,
-            lines=lambda r: [_classes_line(r, classifier)], summarize=lambda: _summarize(None, results))
+    # load_export in two steps: the export's reader class says what it answers before the (slow) load.
+    reader_cls = reader_class(export_task(export_dir), export_dir)
+    _refuse_unwritten({"drawn": draw, "mask_file": out}, reader_cls, export_dir)
+    # Checked before the model loads: no input, no file already there, no clash between the two.
+    outputs = OutputFolders(files, {"drawn": draw, "mask_file": out}, export_dir=export_dir, overwrite=overwrite)
+    reader = reader_cls.load(export_dir, **limits)
+    options = {name: value for name, value in {"top_k": top_k}.items() if name in reader.predict_options}
+    results = _answer_and_write(reader, files, outputs, options)
+    _report(results, reader.answers_document(results), as_json=as_json, lines=reader.describe,
+            summarize=lambda: _summarize(outputs, results, reader))
 
 
-def _classes_line(r: dict, classifier) -> str:
-    """An answered file's classes and scores (multi-label: its labels first)."""
-    shown = ", ".join(f"{p['class']} {p['score']:.3f}" for p in r["predictions"])
-    if classifier.multi_label:
-        labels = ", ".join(r["labels"]) or "(none)"
-        shown = f"labels {labels} (score >= {classifier.threshold:g}); scores {shown}"
-    return f"{r['file']}: {shown}"
+# What each kind of output holds, for the refusal of an export that writes none.
+_WHAT = {"drawn": "drawings", "mask_file": "masks"}
 
 
-def _predict_boxes(export_dir: Path, files: List[str], limits: dict, *, as_json: bool,
-                   outputs: "OutputFolders") -> None:
-    """``transfer predict`` for a localization export: one box, class and score per file."""
-    from transfer.serving.drawing import encode_drawing
-    from transfer.tasks.localize.reader import ExportedLocalizer, box_drawing
+def _refuse_unwritten(folders: dict, reader_cls, export_dir: Path) -> None:
+    """A ``TransferError`` for an output folder (``--draw``, ``--out``) given to an export whose reader
+    writes no such files (e.g. ``--out`` beside a localization export)."""
+    from transfer.cli.output_names import OPTIONS
 
-    localizer = ExportedLocalizer.load(export_dir, **limits)
-    results = _answer_and_write(localizer, files, outputs, {
-        "drawn": lambda data, r: encode_drawing(box_drawing(data, r)),
-    })
-    _report(results, {"export": str(export_dir), "results": results}, as_json=as_json,
-            lines=lambda r: [_box_line(r)], summarize=lambda: _summarize(outputs, results))
-
-
-def _box_line(r: dict) -> str:
-    """An answered file's box, class and score."""
-    box = ", ".join(f"{v:.0f}" for v in r["box"])
-    return f"{r['file']}: {r['class']} {r['score']:.3f} box ({box}) (xmin, ymin, xmax, ymax in pixels)"
-
-
-def _predict_detections(export_dir: Path, files: List[str], limits: dict, *, as_json: bool,
-                        outputs: "OutputFolders") -> None:
-    """``transfer predict`` for a detection export: every box found, with its class and score, per file."""
-    from transfer.serving.drawing import encode_drawing
-    from transfer.tasks.detect.reader import ExportedDetector, describe_detections, detections_drawing
-
-    detector = ExportedDetector.load(export_dir, **limits)
-    results = _answer_and_write(detector, files, outputs, {
-        "drawn": lambda data, r: encode_drawing(detections_drawing(data, r, detector.class_names)),
-    })
-    _report(results, {"export": str(export_dir), "results": results}, as_json=as_json,
-            lines=describe_detections, summarize=lambda: _summarize(outputs, results))
-
-
-def _predict_masks(export_dir: Path, files: List[str], limits: dict, *, as_json: bool,
-                   outputs: "OutputFolders") -> None:
-    """``transfer predict`` for a segmentation export: each file's class shares; its mask PNG
-    into ``--out``, its overlay into ``--draw``."""
-    from transfer.serving.drawing import encode_drawing
-    from transfer.tasks.segment.reader import ExportedSegmenter, describe_result, mask_png, overlay_drawing
-
-    segmenter = ExportedSegmenter.load(export_dir, **limits)
-    results = _answer_and_write(segmenter, files, outputs, {
-        "mask_file": lambda data, r: mask_png(r["mask"]),
-        "drawn": lambda data, r: encode_drawing(overlay_drawing(data, r["mask"], segmenter.class_names)),
-    })
-    shown = []
-    for r in results:  # the mask itself is the PNG (--out); JSON gets its size and class shares
-        shown.append({k: v for k, v in r.items() if k != "mask"})
-        if "mask" in r:
-            shown[-1]["height"], shown[-1]["width"] = (int(v) for v in r["mask"].shape)
-    legend = ", ".join(f"{i} {n}" for i, n in enumerate(segmenter.class_names))
-    _report(results, {"export": str(export_dir), "class_names": segmenter.class_names, "results": shown},
-            as_json=as_json, lines=lambda r: [describe_result(r)],
-            summarize=lambda: _summarize(outputs, results, f" (PNG, pixel value = class index: {legend})"))
+    for key, folder in folders.items():
+        if folder is None or key in reader_cls.writes:
+            continue
+        also = f", --draw to draw {reader_cls.draws}" if "drawn" in reader_cls.writes else ""
+        raise TransferError(f"{OPTIONS[key]} writes {_WHAT[key]}; {export_dir} is a {reader_cls.task_title} export.",
+                            fix=f"Drop {OPTIONS[key]} (use --json to keep the answers{also}).")
 
 
 def _report(results: List[dict], document: dict, *, as_json: bool, lines: Callable[[dict], List[str]],
@@ -166,10 +109,11 @@ def _report(results: List[dict], document: dict, *, as_json: bool, lines: Callab
 CHUNK = 64
 
 
-def _answer_and_write(predictor, files: List[str], outputs: "OutputFolders", render: dict) -> List[dict]:
-    """Every file's result (``predictor.predict_files``), and for each answered one the files
-    ``render[key](bytes as read, result) -> encoded bytes`` gives, for each ``key`` (``"drawn"``,
-    ``"mask_file"``) that has a folder; the result names the file written under ``key``.
+def _answer_and_write(reader, files: List[str], outputs: "OutputFolders", options: dict) -> List[dict]:
+    """Every file's result (``reader.predict_files`` with ``options``), and for each answered one the
+    files ``reader.output_file(key, bytes as read, result)`` encodes, for each ``key`` of
+    ``reader.writes`` that has a folder (``"drawn"``, ``"mask_file"``); the result names the file
+    written under ``key``.
 
     A file that cannot be drawn or written becomes that file's error (its answer is kept);
     the other files are still answered and written.
@@ -179,12 +123,12 @@ def _answer_and_write(predictor, files: List[str], outputs: "OutputFolders", ren
     results: List[dict] = []
     for start in range(0, len(files), CHUNK):
         read: dict = {}
-        part = predictor.predict_files(files[start:start + CHUNK], read_bytes=read)
+        part = reader.predict_files(files[start:start + CHUNK], read_bytes=read, **options)
         for offset, r in enumerate(part):
             index = start + offset
-            for key in [k for k in render if k in outputs.folders and "error" not in r]:
+            for key in [k for k in reader.writes if k in outputs.folders and "error" not in r]:
                 try:
-                    r[key] = str(outputs.write(key, index, render[key](read[offset], r)))
+                    r[key] = str(outputs.write(key, index, reader.output_file(key, read[offset], r)))
                 except TransferError as e:
                     r["error"] = str(e)  # what happened and what to do, e.g. "... exists; pass --overwrite"
                 except (OSError, ValueError, Image.DecompressionBombError) as e:
@@ -195,20 +139,19 @@ def _answer_and_write(predictor, files: List[str], outputs: "OutputFolders", ren
     return results
 
 
-def _summarize(outputs: "OutputFolders | None", results: List[dict], masks_note: str = "") -> None:
-    """The lines after the answers: files written (counted as written; ``outputs`` None: no
-    folders) and files failed."""
+def _summarize(outputs: "OutputFolders", results: List[dict], reader) -> None:
+    """The lines after the answers: files written (counted as written) and files failed."""
     from transfer.cli.output_names import OPTIONS
 
-    if outputs is not None:
-        if outputs.written["mask_file"]:
-            typer.echo(f"Wrote {outputs.written['mask_file']} mask(s) into {outputs.folders['mask_file']}"
-                       f"{masks_note}")
-        if outputs.written["drawn"]:
-            typer.echo(f"Drew {outputs.written['drawn']} image(s) into {outputs.folders['drawn']}")
-        for key, folder in outputs.folders.items():
-            if not outputs.written[key]:
-                typer.echo(f"Nothing written into {OPTIONS[key]} {folder}.", err=True)
+    if outputs.written["mask_file"]:
+        typer.echo(f"Wrote {outputs.written['mask_file']} mask(s) into {outputs.folders['mask_file']}"
+                   f"{reader.output_note('mask_file')}")
+    if outputs.written["drawn"]:
+        typer.echo(f"Drew {outputs.written['drawn']} image(s) into {outputs.folders['drawn']}"
+                   f"{reader.output_note('drawn')}")
+    for key, folder in outputs.folders.items():
+        if not outputs.written[key]:
+            typer.echo(f"Nothing written into {OPTIONS[key]} {folder}.", err=True)
     failed = sum("error" in r for r in results)
     if failed:
         typer.echo(f"{failed} of {len(results)} file(s) failed.", err=True)

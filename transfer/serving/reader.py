@@ -42,6 +42,7 @@ import tensorflow as tf
 import transfer.core.imagesize as imagesize
 from transfer.core.errors import TransferError
 from transfer.core.regular_files import read_regular
+from transfer.serving.answers import PredictAnswers
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +73,13 @@ def export_task(export_dir: str | os.PathLike) -> str:
     return task if isinstance(task, str) else "classification"
 
 
-class ExportedModel:
+class ExportedModel(PredictAnswers):
     """A loaded export of any task: ``class_names``, ``image_size``, ``metadata``, the input limits.
 
     Subclasses (one per task) set ``task_title`` (the ``task`` their exports record,
     e.g. ``"classification"``) and ``kind`` (``"a classifier"``), and answer with
-    ``predict_bytes`` / ``predict_files`` / ``predict_images`` and ``draw``.
+    ``predict_bytes`` / ``predict_files`` / ``predict_images`` and ``draw`` (and
+    ``transfer predict`` through ``PredictAnswers``' methods).
 
     Example:
         >>> ExportedLocalizer.load("exports/flowers")   # a classification export

@@ -54,6 +54,8 @@ class ExportedClassifier(ExportedModel):
 
     task_title = "classification"
     kind = "a classifier"
+    predict_options = ("top_k",)
+    draws = "the best class"
 
     def __init__(self, export_dir: Path, loaded, metadata: dict[str, Any], **limits):
         super().__init__(export_dir, loaded, metadata, **limits)
@@ -149,10 +151,26 @@ class ExportedClassifier(ExportedModel):
         from transfer.serving.drawing import save_drawing
 
         data, result = self._to_draw(image, result)
-        drawn = label_drawing(data, result)
+        drawn = self.drawing(data, result)
         if out is not None:
             save_drawing(drawn, out)
         return drawn
+
+    def drawing(self, data: bytes, result: dict[str, Any]):
+        return label_drawing(data, result)
+
+    def describe(self, result: dict[str, Any]) -> list[str]:
+        """``transfer predict``'s line: the classes and scores (multi-label: the labels first).
+
+        Example:
+            >>> clf.describe({"file": "a.jpg", "predictions": [{"class": "rose", "score": 0.93}]})
+            ['a.jpg: rose 0.930']
+        """
+        shown = ", ".join(f"{p['class']} {p['score']:.3f}" for p in result["predictions"])
+        if self.multi_label:
+            labels = ", ".join(result["labels"]) or "(none)"
+            shown = f"labels {labels} (score >= {self.threshold:g}); scores {shown}"
+        return [f"{result['file']}: {shown}"]
 
 
 def label_drawing(image: str | os.PathLike | bytes, result: dict[str, Any]):

@@ -54,6 +54,7 @@ class ExportedDetector(ExportedModel):
 
     task_title = "detection"
     kind = "a detector"
+    draws = "the boxes"
 
     def __init__(self, export_dir: Path, loaded, metadata: dict[str, Any], **limits):
         super().__init__(export_dir, loaded, metadata, **limits)
@@ -127,10 +128,17 @@ class ExportedDetector(ExportedModel):
         from transfer.serving.drawing import save_drawing
 
         data, result = self._to_draw(image, result)
-        drawn = detections_drawing(data, result, self.class_names)
+        drawn = self.drawing(data, result)
         if out is not None:
             save_drawing(drawn, out)
         return drawn
+
+    def drawing(self, data: bytes, result: dict[str, Any]):
+        return detections_drawing(data, result, self.class_names)
+
+    def describe(self, result: dict[str, Any]) -> list[str]:
+        """``transfer predict``'s lines: see ``describe_detections``."""
+        return describe_detections(result)
 
 
 def describe_detections(result: dict[str, Any]) -> list[str]:

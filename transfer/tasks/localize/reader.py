@@ -59,6 +59,7 @@ class ExportedLocalizer(ExportedModel):
 
     task_title = "localization"
     kind = "a localizer"
+    draws = "the boxes"
 
     def __init__(self, export_dir: Path, loaded, metadata: dict[str, Any], **limits):
         super().__init__(export_dir, loaded, metadata, **limits)
@@ -126,10 +127,24 @@ class ExportedLocalizer(ExportedModel):
             (650, 417)
         """
         data, result = self._to_draw(image, result)
-        drawn = box_drawing(data, result)
+        drawn = self.drawing(data, result)
         if out is not None:
             save_drawing(drawn, out)
         return drawn
+
+    def drawing(self, data: bytes, result: dict[str, Any]):
+        return box_drawing(data, result)
+
+    def describe(self, result: dict[str, Any]) -> list[str]:
+        """``transfer predict``'s line: the class, score and box (whole pixels).
+
+        Example:
+            >>> localizer.describe({"file": "a.jpg", "box": [1, 2, 30, 40], "class": "raccoon", "score": 1.0})
+            ['a.jpg: raccoon 1.000 box (1, 2, 30, 40) (xmin, ymin, xmax, ymax in pixels)']
+        """
+        box = ", ".join(f"{v:.0f}" for v in result["box"])
+        return [f"{result['file']}: {result['class']} {result['score']:.3f} box ({box}) "
+                "(xmin, ymin, xmax, ymax in pixels)"]
 
 
 def describe_result(result: dict[str, Any]) -> str:

@@ -64,6 +64,8 @@ class ExportedSegmenter(ExportedModel):
 
     task_title = "segmentation"
     kind = "a segmenter"
+    writes = ("mask_file", "drawn")  # --out: the mask as a PNG of class values; --draw: the overlay
+    draws = "the masks"
 
     def __init__(self, export_dir: Path, loaded, metadata: dict[str, Any], **limits):
         super().__init__(export_dir, loaded, metadata, **limits)
@@ -153,12 +155,37 @@ class ExportedSegmenter(ExportedModel):
         from transfer.serving.drawing import save_drawing
 
         data, result = self._to_draw(image, result)
-        if "mask" not in result:
-            raise TransferError("The result holds no mask to draw.", fix="Draw a result of this segmenter.")
-        drawn = overlay_drawing(data, result["mask"], self.class_names)
+        drawn = self.drawing(data, result)
         if out is not None:
             save_drawing(drawn, out)
         return drawn
+
+    def drawing(self, data: bytes, result: dict[str, Any]):
+        if "mask" not in result:
+            raise TransferError("The result holds no mask to draw.", fix="Draw a result of this segmenter.")
+        return overlay_drawing(data, result["mask"], self.class_names)
+
+    def describe(self, result: dict[str, Any]) -> list[str]:
+        """``transfer predict``'s line: see ``describe_result``."""
+        return [describe_result(result)]
+
+    def output_file(self, key: str, data: bytes, result: dict[str, Any]) -> bytes:
+        """``"mask_file"``: the mask as a PNG of class values (``mask_png``); ``"drawn"``: the overlay."""
+        return mask_png(result["mask"]) if key == "mask_file" else super().output_file(key, data, result)
+
+    def output_note(self, key: str) -> str:
+        legend = ", ".join(f"{i} {n}" for i, n in enumerate(self.class_names))
+        return f" (PNG, pixel value = class index: {legend})" if key == "mask_file" else ""
+
+    def answers_document(self, results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The class names, and each result with its mask's size in place of the mask (the mask
+        itself is the ``--out`` PNG)."""
+        shown = []
+        for r in results:
+            shown.append({k: v for k, v in r.items() if k != "mask"})
+            if "mask" in r:
+                shown[-1]["height"], shown[-1]["width"] = (int(v) for v in r["mask"].shape)
+        return {"export": str(self.export_dir), "class_names": self.class_names, "results": shown}
 
 
 def class_pixels(mask: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:

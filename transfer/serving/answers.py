@@ -1,0 +1,76 @@
+"""What ``transfer predict`` asks of an exported-model reader, so that the command names no task.
+
+A reader says which of the command's options its ``predict_files`` takes, the
+lines an answered file prints, the JSON document ``--json`` prints, and the
+files it writes for each answered file: ``"drawn"`` (``--draw``: its answer
+drawn over the image) and, for a reader that lists it in ``writes``,
+``"mask_file"`` (``--out``). ``ExportedModel`` (``transfer.serving.reader``)
+inherits the defaults below; each task's reader overrides what differs.
+
+Example:
+    >>> reader = load_export("exports/raccoon")
+    >>> result = reader.predict_files(["raccoon-1.jpg"])[0]
+    >>> reader.describe(result)
+    ['raccoon-1.jpg: raccoon 1.000 box (81, 89, 520, 410) (xmin, ymin, xmax, ymax in pixels)']
+    >>> reader.output_file("drawn", open("raccoon-1.jpg", "rb").read(), result)[:4]
+    b'\\x89PNG'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+
+class PredictAnswers:
+    """The defaults of every reader's answers to ``transfer predict`` (see the module docstring).
+
+    Example:
+        >>> ExportedSegmenter.writes, ExportedClassifier.predict_options
+        (('mask_file', 'drawn'), ('top_k',))
+    """
+
+    export_dir: Path
+    # The options of `transfer predict` its predict_files takes, e.g. ("top_k",): only these are passed.
+    predict_options: ClassVar[tuple[str, ...]] = ()
+    # The files written per answered file, in this order: "drawn" (--draw), "mask_file" (--out).
+    writes: ClassVar[tuple[str, ...]] = ("drawn",)
+    # What --draw draws, for messages: "... --draw to draw the boxes".
+    draws: ClassVar[str] = "the answers"
+
+    def describe(self, result: dict[str, Any]) -> list[str]:
+        """The lines ``transfer predict`` prints for an answered file (a result of ``predict_files``)."""
+        raise NotImplementedError
+
+    def drawing(self, data: bytes, result: dict[str, Any]):
+        """The image ``data`` (encoded bytes, as read) as a PIL image in the frame a viewer shows, with
+        ``result`` (its answer) drawn over it: what ``draw`` returns."""
+        raise NotImplementedError
+
+    def output_file(self, key: str, data: bytes, result: dict[str, Any]) -> bytes:
+        """The encoded file written as ``key`` (one of ``writes``) for an answered file: ``"drawn"`` is
+        ``drawing`` as PNG.
+
+        Example:
+            >>> reader.output_file("drawn", data, result)[:4]
+            b'\\x89PNG'
+        """
+        from transfer.serving.drawing import encode_drawing
+
+        if key != "drawn":
+            raise ValueError(f"{type(self).__name__} writes no {key!r} files (it writes {self.writes}).")
+        return encode_drawing(self.drawing(data, result))
+
+    def output_note(self, key: str) -> str:
+        """Said after the count of ``key`` files written (e.g. what a mask's pixel values mean)."""
+        return ""
+
+    def answers_document(self, results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The JSON document ``transfer predict --json`` prints for ``results`` (those of ``predict_files``,
+        with the files written).
+
+        Example:
+            >>> reader.answers_document([{"file": "a.jpg", "error": "File not found: 'a.jpg'."}])
+            {'export': 'exports/raccoon', 'results': [{'file': 'a.jpg', 'error': "File not found: 'a.jpg'."}]}
+        """
+        return {"export": str(self.export_dir), "results": list(results)}
