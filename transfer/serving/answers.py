@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -41,6 +42,25 @@ class PredictAnswers:
     def describe(self, result: dict[str, Any]) -> list[str]:
         """The lines ``transfer predict`` prints for an answered file (a result of ``predict_files``)."""
         raise NotImplementedError
+
+    def draw(self, image, result: dict[str, Any] | None = None, out: str | os.PathLike | None = None):
+        """``image`` (a path, bytes, a NumPy array or a PIL image) as a PIL image in the frame a viewer
+        shows, with ``result`` drawn over it (``drawing``: a classifier's best class and score, a
+        localizer's box, a detector's boxes in one colour per class, a segmenter's mask with a
+        legend); ``result`` is predicted when None. With ``out``, also written there atomically
+        (format from the suffix).
+
+        Example:
+            >>> reader.draw("photo.jpg", out="drawn/photo.png").size   # the photo's own size
+            (640, 480)
+        """
+        from transfer.serving.drawing import save_drawing
+
+        data, result = self._to_draw(image, result)
+        drawn = self.drawing(data, result)
+        if out is not None:
+            save_drawing(drawn, out)
+        return drawn
 
     def drawing(self, data: bytes, result: dict[str, Any]):
         """The image ``data`` (encoded bytes, as read) as a PIL image in the frame a viewer shows, with

@@ -138,24 +138,6 @@ class ExportedClassifier(ExportedModel):
     def _answers(self, images: list[bytes]) -> list[dict[str, Any]]:
         return self._answering(5, 32, None)(images)
 
-    def draw(self, image, result: dict[str, Any] | None = None, out: str | os.PathLike | None = None):
-        """``image`` (a path, bytes, a NumPy array or a PIL image) as a PIL image in the frame a viewer
-        shows, with ``result``'s best class (multi-label: its labels) and score written at its top
-        left; ``result`` is predicted when None. With ``out``, also written there atomically
-        (format from the suffix).
-
-        Example:
-            >>> clf.draw("rose.jpg", out="drawn/rose.png").size
-            (128, 128)
-        """
-        from transfer.serving.drawing import save_drawing
-
-        data, result = self._to_draw(image, result)
-        drawn = self.drawing(data, result)
-        if out is not None:
-            save_drawing(drawn, out)
-        return drawn
-
     def drawing(self, data: bytes, result: dict[str, Any]):
         return label_drawing(data, result)
 

@@ -115,24 +115,6 @@ class ExportedDetector(ExportedModel):
     def _answers(self, images: list[bytes]) -> list[dict[str, Any]]:
         return self._answering(32)(images)
 
-    def draw(self, image, result: dict[str, Any] | None = None, out: str | os.PathLike | None = None):
-        """``image`` (a path, bytes, a NumPy array or a PIL image) as a PIL image in the frame a viewer
-        shows, with ``result``'s boxes and labels drawn, one colour per class (see
-        ``detections_drawing``); ``result`` is predicted when None. With ``out``, also written
-        there atomically (format from the suffix).
-
-        Example:
-            >>> detector.draw("BloodImage_00007.jpg", out="drawn/BloodImage_00007.png").size
-            (640, 480)
-        """
-        from transfer.serving.drawing import save_drawing
-
-        data, result = self._to_draw(image, result)
-        drawn = self.drawing(data, result)
-        if out is not None:
-            save_drawing(drawn, out)
-        return drawn
-
     def drawing(self, data: bytes, result: dict[str, Any]):
         return detections_drawing(data, result, self.class_names)
 

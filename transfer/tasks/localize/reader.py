@@ -117,21 +117,6 @@ class ExportedLocalizer(ExportedModel):
     def _answers(self, images: list[bytes]) -> list[dict[str, Any]]:
         return self._answering(32)(images)
 
-    def draw(self, image, result: dict[str, Any] | None = None, out: str | os.PathLike | None = None):
-        """``image`` (a path, bytes, a NumPy array or a PIL image) as a PIL image in the frame a viewer
-        shows, with ``result``'s box and label drawn (see ``box_drawing``); ``result`` is predicted
-        when None. With ``out``, also written there atomically (format from the suffix).
-
-        Example:
-            >>> localizer.draw("raccoon-1.jpg", out="drawn/raccoon-1.png").size
-            (650, 417)
-        """
-        data, result = self._to_draw(image, result)
-        drawn = self.drawing(data, result)
-        if out is not None:
-            save_drawing(drawn, out)
-        return drawn
-
     def drawing(self, data: bytes, result: dict[str, Any]):
         return box_drawing(data, result)
 

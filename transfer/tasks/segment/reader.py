@@ -142,24 +142,6 @@ class ExportedSegmenter(ExportedModel):
     def _answers(self, images: list[bytes]) -> list[dict[str, Any]]:
         return self._answering(DEFAULT_BATCH, False)(images)
 
-    def draw(self, image, result: dict[str, Any] | None = None, out: str | os.PathLike | None = None):
-        """``image`` (a path, bytes, a NumPy array or a PIL image) as a PIL image in the frame a viewer
-        shows, with ``result``'s mask blended over it and a legend (see ``overlay_drawing``);
-        ``result`` is predicted when None. With ``out``, also written there atomically (format from
-        the suffix; ``write_mask_png`` writes the mask itself).
-
-        Example:
-            >>> segmenter.draw("0.png", out="drawn/0.png").size
-            (512, 512)
-        """
-        from transfer.serving.drawing import save_drawing
-
-        data, result = self._to_draw(image, result)
-        drawn = self.drawing(data, result)
-        if out is not None:
-            save_drawing(drawn, out)
-        return drawn
-
     def drawing(self, data: bytes, result: dict[str, Any]):
         if "mask" not in result:
             raise TransferError("The result holds no mask to draw.", fix="Draw a result of this segmenter.")
