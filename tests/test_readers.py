@@ -291,3 +291,12 @@ def _via_folder(folder: Path, count: int = 4) -> Path:
                   "region_attributes": {}}}}
     (folder / "via_region_data.json").write_text(json.dumps(doc))
     return folder
+
+
+def test_draw_refuses_to_write_over_the_image_it_draws(fake_exports, tmp_path):
+    reader = transfer.load_export(fake_exports["detection"])
+    photo, _ = _picture(tmp_path / "photo.png", 36, 20)
+    before = photo.read_bytes()
+    with pytest.raises(TransferError, match="write over the image it draws"):
+        reader.draw(photo, out=tmp_path / "." / "photo.png")
+    assert photo.read_bytes() == before

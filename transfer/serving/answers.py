@@ -56,6 +56,11 @@ class PredictAnswers:
         """
         from transfer.serving.drawing import save_drawing
 
+        if out is not None and isinstance(image, (str, os.PathLike)) and _same_file(image, out):
+            from transfer.core.errors import TransferError
+
+            raise TransferError(f"draw(out='{out}') would write over the image it draws, '{image}'.",
+                                fix="Pass another out path (e.g. in a drawn/ folder).")
         data, result = self._to_draw(image, result)
         drawn = self.drawing(data, result)
         if out is not None:
@@ -94,3 +99,11 @@ class PredictAnswers:
             {'export': 'exports/raccoon', 'results': [{'file': 'a.jpg', 'error': "File not found: 'a.jpg'."}]}
         """
         return {"export": str(self.export_dir), "results": list(results)}
+
+
+def _same_file(a, b) -> bool:
+    """Whether paths ``a`` and ``b`` name one file (symlinks followed; ``b`` need not exist yet)."""
+    try:
+        return Path(a).resolve() == Path(b).resolve() or os.path.samefile(a, b)
+    except OSError:
+        return False
