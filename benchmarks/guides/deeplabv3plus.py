@@ -233,7 +233,8 @@ def score_masks(samples, masks, class_names):
     nowhere), as ``transfer.tasks.segment.evaluation.evaluate_segmenter`` counts.
 
     Example:
-        >>> score_masks(samples, ((i, load_mask(t)) for i, t in enumerate(samples.targets)), names).to_dict()["mean_iou"]
+        >>> truths = ((i, load_mask(t)) for i, t in enumerate(samples.targets))
+        >>> score_masks(samples, truths, samples.class_names).to_dict()["mean_iou"]
         1.0
     """
     from transfer.data.masks import load_mask
@@ -281,13 +282,14 @@ def run_guide(data, *, backbone="mobilenet_0.25", weights=None, image_size: int,
     # batch has no validation loss.
     val = make_dataset(data.val, image_size) if len(data.val) >= BATCH_SIZE else None
     history: list[dict] = []
-    model.fit(make_dataset(data.train, image_size), validation_data=val, epochs=plan.epochs, shuffle=False, verbose=0,
-              callbacks=[epoch_logger(plan.steps, echo, history)])
+    model.fit(make_dataset(data.train, image_size), validation_data=val, epochs=plan.epochs, shuffle=False,
+              verbose=0, callbacks=[epoch_logger(plan.steps, echo, history)])
     trained = time.perf_counter()
     samples = data.val if score_samples is None else score_samples
     report = score_masks(samples, predicted_masks(model, samples, image_size), data.class_names)
-    return result(GUIDE, plan_epochs_run=len(history), steps=int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
-                  started=started, trained=trained, report=report, headline_key="mean_iou", history=history)
+    steps_run = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    return result(GUIDE, plan_epochs_run=len(history), steps=steps_run, started=started, trained=trained,
+                  report=report, headline_key="mean_iou", history=history)
 
 
 def parse_args(argv=None):
