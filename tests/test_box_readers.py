@@ -58,8 +58,9 @@ def test_voc_same_folder_reads_boxes_in_real_pixels_with_sorted_classes(tmp_path
     assert box_format(tmp_path) == "voc"
     assert samples.class_names == ("cat", "zebra")
     assert [Path(s).name for s in samples.sources] == ["a.jpg", "b.jpg"]
-    # The difficult box is kept, as the docstring says.
-    assert samples.targets[0] == Boxes(((5.0, 6.0, 30.0, 40.0), (10.0, 10.0, 20.0, 20.0)), (1, 0), 64, 48)
+    # The difficult box is kept as an ignore region (VOC's evaluation scores it so), as the docstring says.
+    assert samples.targets[0] == Boxes(((5.0, 6.0, 30.0, 40.0), (10.0, 10.0, 20.0, 20.0)), (1, 0), 64, 48,
+                                       ignore=(False, True))
     assert samples.targets[1] == Boxes(((1.0, 2.0, 39.0, 38.0),), (0,), 40, 40)
     assert findings == []
 
@@ -353,7 +354,9 @@ def test_coco_boxes_background_images_and_crowds(tmp_path):
     samples, findings = read_boxes(path)
     assert samples.class_names == ("cat", "dog")
     targets = dict(zip((Path(s).name for s in samples.sources), samples.targets))
-    assert targets["a.jpg"] == Boxes(((10.0, 12.0, 30.0, 40.0), (0.0, 0.0, 5.5, 5.0)), (1, 0), 64, 48)
+    # The crowd region is kept as an ignore region (COCO scores it so), not dropped.
+    assert targets["a.jpg"] == Boxes(((10.0, 12.0, 30.0, 40.0), (0.0, 0.0, 5.5, 5.0), (0.0, 0.0, 64.0, 48.0)),
+                                     (1, 0, 0), 64, 48, ignore=(False, False, True))
     assert targets["b.jpg"] == Boxes((), (), 32, 32)  # no annotation: a background image
     assert codes(findings) == ["box_crowd"] and "annotations[2] (id 12)" in findings[0].detail
 

@@ -156,7 +156,9 @@ PROBLEMS: dict[str, Problem] = {
         "Nothing to do, or annotate it (an annotation without boxes makes it a background image).",
     ),
     "box_crowd": Problem(
-        "info", "ignore", "COCO crowd region (not used)", "Nothing to do: crowd regions are not single objects.",
+        "info", "ignore", "COCO crowd region (an ignore region)",
+        "Nothing to do: a crowd region is not trained on, and COCO's evaluation neither rewards nor penalizes a "
+        "detection on it.",
     ),
     # --- detection data (transfer.data.boxes.detection_checks): judged over the whole split ---
     "box_background": Problem(

@@ -27,6 +27,11 @@ class Boxes:
     extents), ``labels`` the class index of each box, ``width``/``height`` the
     real size of the decoded image (not what an annotation file claimed).
     An image with no boxes has empty tuples (a background image).
+    ``ignore`` marks the boxes scored as ignore regions (a COCO ``iscrowd``
+    region, a VOC ``difficult`` object): one flag per box, or ``()`` when none
+    is. Detection does not train on them, and evaluation passes them to
+    COCOeval as crowd regions, so a detection on one is neither a hit nor a
+    false positive (``kept()`` gives the boxes a detector trains on).
 
     Example:
         >>> b = Boxes(xyxy=((81.0, 88.0, 522.0, 408.0),), labels=(0,), width=650, height=417)
@@ -38,12 +43,35 @@ class Boxes:
     labels: tuple[int, ...]
     width: int
     height: int
+    ignore: tuple[bool, ...] = ()
 
     def __post_init__(self):
         if len(self.xyxy) != len(self.labels):
             raise ValueError(
                 f"Boxes need one label per box. Received: {len(self.xyxy)} boxes, {len(self.labels)} labels"
             )
+        if self.ignore and len(self.ignore) != len(self.labels):
+            raise ValueError(f"Boxes need one ignore flag per box, or none. Received: {len(self.ignore)} flags "
+                             f"for {len(self.labels)} boxes")
+        if self.ignore and not any(self.ignore):
+            object.__setattr__(self, "ignore", ())  # one spelling of "nothing ignored": equal Boxes compare equal
+
+    def is_ignored(self, index: int) -> bool:
+        """Whether box ``index`` is an ignore region (crowd or difficult)."""
+        return bool(self.ignore) and bool(self.ignore[index])
+
+    def kept(self) -> "Boxes":
+        """These boxes without the ignore regions: what a detector trains on.
+
+        Example:
+            >>> Boxes(((0, 0, 5, 5), (1, 1, 9, 9)), (0, 1), 10, 10, ignore=(False, True)).kept().labels
+            (0,)
+        """
+        if not self.ignore:
+            return self
+        index = [i for i, flag in enumerate(self.ignore) if not flag]
+        return Boxes(tuple(self.xyxy[i] for i in index), tuple(self.labels[i] for i in index), self.width,
+                     self.height)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -55,8 +83,11 @@ class Boxes:
             >>> Boxes(((1, 2, 3, 4),), (0,), 10, 20).to_json()
             {'boxes': [[1.0, 2.0, 3.0, 4.0]], 'labels': [0], 'width': 10, 'height': 20}
         """
-        return {"boxes": [list(map(float, b)) for b in self.xyxy], "labels": list(map(int, self.labels)),
-                "width": int(self.width), "height": int(self.height)}
+        value = {"boxes": [list(map(float, b)) for b in self.xyxy], "labels": list(map(int, self.labels)),
+                 "width": int(self.width), "height": int(self.height)}
+        if self.ignore:  # written only when some box is ignored: older split.json files read the same
+            value["ignore"] = [bool(flag) for flag in self.ignore]
+        return value
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> "Boxes":
@@ -67,7 +98,8 @@ class Boxes:
             ((1.0, 2.0, 3.0, 4.0),)
         """
         return cls(tuple(tuple(float(c) for c in b) for b in value["boxes"]),
-                   tuple(int(v) for v in value["labels"]), int(value["width"]), int(value["height"]))
+                   tuple(int(v) for v in value["labels"]), int(value["width"]), int(value["height"]),
+                   tuple(bool(flag) for flag in value.get("ignore", ())))
 
 
 # The value a loaded mask holds for "ignored" pixels (CamVid's void, a VIA image's

@@ -111,7 +111,7 @@ def check_annotations(
     """
     findings: list[Finding] = list(annotations.findings)
     known = None if class_names is None else set(class_names)
-    judged: dict[str, tuple[list[tuple[tuple[float, float, float, float], str]], int, int]] = {}
+    judged: dict[str, tuple[list[tuple[tuple[float, float, float, float], str, bool]], int, int]] = {}
     first_annotation: dict[str, str] = {}
     for record in annotations.images:
         key = os.path.normcase(os.path.abspath(record.image))
@@ -139,19 +139,19 @@ def check_annotations(
             if xyxy is not None:
                 if orientation != 1:
                     xyxy = boxes_to_stored([xyxy], orientation, (width, height))[0]
-                kept.append((xyxy, box.label))
+                kept.append((xyxy, box.label, box.ignore))
         judged[record.image] = (kept, *size)
 
     names = tuple(sorted(class_names if class_names is not None else
-                         {label for kept, _, _ in judged.values() for _, label in kept}))
+                         {label for kept, _, _ in judged.values() for _, label, _ in kept}))
     index = {name: i for i, name in enumerate(names)}
     sources = tuple(sorted(judged))
     targets = []
     for source in sources:
         kept, width, height = judged[source]
         targets.append(Boxes(
-            xyxy=tuple(xyxy for xyxy, _ in kept), labels=tuple(index[label] for _, label in kept),
-            width=width, height=height,
+            xyxy=tuple(xyxy for xyxy, _, _ in kept), labels=tuple(index[label] for _, label, _ in kept),
+            width=width, height=height, ignore=tuple(ignore for _, _, ignore in kept),
         ))
     return Samples(sources, tuple(targets), names), findings
 

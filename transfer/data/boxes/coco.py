@@ -5,8 +5,8 @@ file's folder or to an ``images/`` folder beside it; ``width``/``height`` are
 what the file claims, checked against the real image). Images without
 annotations are kept as background images (no boxes). Boxes become
 ``(x, y, x + width, y + height)``; crowd regions (``iscrowd: 1``) are not
-single objects and are left out (``box_crowd``), as COCO's own evaluation
-does. Categories are matched by ``id`` and named by ``name`` (two ids with
+single objects: they are kept as ignore regions (``RawBox.ignore``), not
+trained on, and passed to COCOeval as crowds, as COCO's own evaluation does. Categories are matched by ``id`` and named by ``name`` (two ids with
 one name are one class).
 
 The file must be an object with an ``images`` list, a ``categories`` list and
@@ -206,13 +206,14 @@ def _annotation(entry: Any, i: int, images: dict, categories: dict, bad) -> tupl
         return None
     label = categories[category_id]
     if entry.get("iscrowd"):
-        bad(f"{where}: a crowd region of '{label}' in '{image['path']}' is not a single object; not used",
-            related=image["path"], code="box_crowd")
-        return None
+        bad(f"{where}: a crowd region of '{label}' in '{image['path']}' is not a single object; kept as an ignore "
+            "region (not trained on; a detection on it is not a false positive)", related=image["path"],
+            code="box_crowd")
     x, y, w, h = values
     corners = (x, y, x + w, y + h)
     if not (math.isfinite(corners[2]) and math.isfinite(corners[3])):  # 1e308 + 1e308: each finite, the sum not
         bad(f"{where}: bbox {_shown(bbox)} reaches past the largest number; the box is not used",
             related=image["path"])
         return None
-    return image_id, RawBox(corners, label, where=where)
+    # A crowd region is not one object: kept as an ignore region, as COCO's own evaluation scores it.
+    return image_id, RawBox(corners, label, where=where, ignore=bool(entry.get("iscrowd")))

@@ -89,13 +89,15 @@ class RawBox:
     """One box as the annotation writes it: ``(xmin, ymin, xmax, ymax)`` in the annotation's pixels.
 
     ``line`` is the CSV line of the box (None for other formats); ``where``
-    says which box it is in words for messages (e.g. ``"object 3"``).
+    says which box it is in words for messages (e.g. ``"object 3"``);
+    ``ignore`` marks an ignore region (a COCO crowd, a VOC difficult object).
     """
 
     xyxy: tuple[float, float, float, float]
     label: str
     line: int | None = None
     where: str = ""
+    ignore: bool = False
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,6 @@ def read_boxes_in_run_classes(data: str, run_names: Sequence[str]) -> Samples:
             fix="Evaluate on data annotated with the run's classes, or remove those boxes.",
         )
     index = {i: run_names.index(name) for i, name in enumerate(samples.class_names)}
-    targets = tuple(Boxes(t.xyxy, tuple(index[label] for label in t.labels), t.width, t.height)
+    targets = tuple(Boxes(t.xyxy, tuple(index[label] for label in t.labels), t.width, t.height, t.ignore)
                     for t in samples.targets)
     return Samples(samples.sources, targets, run_names, encoded=samples.encoded)

@@ -15,8 +15,10 @@ An XML file's image is its ``<filename>`` in the images folder (only the
 file name: ``<path>`` and folders in it are the annotating machine's and are
 ignored), else the image with the XML file's stem. ``<size>`` is what the
 annotation claims; the checks compare it with the real image. Objects marked
-``<difficult>1</difficult>`` or ``<truncated>1</truncated>`` are kept as
-ordinary boxes (a single-object or detection model should still learn them).
+``<truncated>1</truncated>`` objects are ordinary boxes; ``<difficult>1</difficult>``
+objects are kept as ignore regions (``RawBox.ignore``), as VOC's own
+evaluation treats them: a detector does not train on them, and a detection on
+one counts neither as a hit nor as a false positive.
 Coordinates are taken as written (VOC's 1-based pixel numbers differ from
 0-based edges by one pixel, far below annotation noise).
 
@@ -315,4 +317,6 @@ def _read_object(obj: Element, number: int, bad) -> RawBox | None:
             what = "missing" if text is None else str(e)
             bad(f"object {number} ('{name}'): <{tag}> is {what}; the box is not used")
             return None
-    return RawBox(tuple(values), name, where=f"object {number}")
+    # VOC's devkit leaves <difficult> objects out of both the hits and the misses: an ignore region.
+    difficult = (obj.findtext("difficult") or "").strip() in ("1", "true", "True")
+    return RawBox(tuple(values), name, where=f"object {number}", ignore=difficult)

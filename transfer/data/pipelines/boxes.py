@@ -40,7 +40,8 @@ BOX_AUGMENTATIONS = ("flip", "zoom", "color")
 
 def largest_box(boxes: Boxes) -> tuple[tuple[float, float, float, float], int]:
     """The box (pixel ``xyxy``) and label an image is localized by: its largest box by area
-    (the first of equals, so the rule is reproducible).
+    (the first of equals, so the rule is reproducible), an ignore region (a crowd, a difficult
+    object) only when the image has nothing else.
 
     Example:
         >>> largest_box(Boxes(((0, 0, 10, 10), (0, 0, 50, 40)), (0, 1), 100, 80))
@@ -48,9 +49,15 @@ def largest_box(boxes: Boxes) -> tuple[tuple[float, float, float, float], int]:
     """
     if len(boxes) == 0:
         raise ValueError("An image without boxes has no largest box.")
-    areas = [max(x1 - x0, 0) * max(y1 - y0, 0) for x0, y0, x1, y1 in boxes.xyxy]
-    index = int(np.argmax(areas))
+    index = _largest_first(boxes)[0]
     return tuple(boxes.xyxy[index]), int(boxes.labels[index])
+
+
+def _largest_first(boxes: Boxes) -> list[int]:
+    """Box indices, largest area first (stable: first of equals), ignore regions after the others:
+    a crowd region is usually the largest box, yet not the object an image is localized by."""
+    areas = [max(x1 - x0, 0) * max(y1 - y0, 0) for x0, y0, x1, y1 in boxes.xyxy]
+    return sorted(range(len(areas)), key=lambda i: (boxes.is_ignored(i), -areas[i]))
 
 
 def several_boxes(samples: Samples) -> int:
@@ -69,8 +76,7 @@ def box_arrays(samples: Samples, max_boxes: int = 1) -> tuple[np.ndarray, np.nda
                 f"'{source}' has no box; a box pipeline needs at least one box per image.",
                 fix="Leave images without boxes out (LocalizeTask.load_data does), or annotate them.",
             )
-        areas = [max(x1 - x0, 0) * max(y1 - y0, 0) for x0, y0, x1, y1 in target.xyxy]
-        order = sorted(range(len(areas)), key=lambda i: -areas[i])[:max_boxes]  # stable: first of equals
+        order = _largest_first(target)[:max_boxes]
         for slot, index in enumerate(order):
             boxes[row, slot] = target.xyxy[index]
             labels[row, slot] = target.labels[index]

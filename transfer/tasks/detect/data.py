@@ -38,8 +38,9 @@ ZOOM_TRANSLATE = 0.1
 MAX_BOXES_CAP = 100
 
 
-def max_boxes_for(samples: Samples, cap: int = MAX_BOXES_CAP) -> int:
-    """Target slots per image: the most boxes any image holds, at least 1, at most ``cap``.
+def max_boxes_for(samples: Samples, cap: int | None = MAX_BOXES_CAP) -> int:
+    """Target slots per image: the most boxes (ignore regions left out) any image holds, at least 1,
+    at most ``cap`` (None: no cap).
 
     Images with more than ``cap`` boxes train on their ``cap`` largest.
 
@@ -47,8 +48,8 @@ def max_boxes_for(samples: Samples, cap: int = MAX_BOXES_CAP) -> int:
         >>> max_boxes_for(Samples(("a.jpg",), (Boxes(((0, 0, 5, 5),) * 3, (0, 0, 0), 10, 10),), ("x",)))
         3
     """
-    most = max((len(t) for t in samples.targets), default=0)
-    return int(min(max(most, 1), cap))
+    most = max(max((len(t.kept()) for t in samples.targets), default=0), 1)
+    return int(most if cap is None else min(most, cap))
 
 
 def detection_augmenter(augment: tuple[str, ...]) -> BoxAugmenter | None:
@@ -59,15 +60,17 @@ def detection_augmenter(augment: tuple[str, ...]) -> BoxAugmenter | None:
 
 
 def all_box_arrays(samples: Samples) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel boxes ``[N, K, 4]`` and labels ``[N, K]`` of every box (``K`` the most in an image,
-    at least 1); images without boxes are all padding (``PAD_LABEL``)."""
-    slots = max(max((len(t) for t in samples.targets), default=0), 1)
-    boxes = np.zeros((len(samples), slots, 4), np.float32)
-    labels = np.full((len(samples), slots), PAD_LABEL, np.int32)
-    for row, (source, target) in enumerate(zip(samples.sources, samples.targets)):
+    """Pixel boxes ``[N, K, 4]`` and labels ``[N, K]`` of every box a detector learns (``K`` the most
+    in an image, at least 1; ignore regions left out); images without boxes are all padding (``PAD_LABEL``)."""
+    for source, target in zip(samples.sources, samples.targets):
         if not isinstance(target, Boxes):
             raise TransferError(f"'{source}': its target is {type(target).__name__}, not Boxes.",
                                 fix="Detect on box data (transfer.data.boxes.read_boxes).")
+    slots = max_boxes_for(samples, cap=None)
+    boxes = np.zeros((len(samples), slots, 4), np.float32)
+    labels = np.full((len(samples), slots), PAD_LABEL, np.int32)
+    for row, target in enumerate(samples.targets):
+        target = target.kept()
         if len(target):
             boxes[row, :len(target)] = np.asarray(target.xyxy, np.float32)
             labels[row, :len(target)] = target.labels

@@ -2,7 +2,8 @@
 
 Ground truth (``Boxes`` in the original image's pixels) and predictions
 (one ``(boxes [K, 4] xyxy pixels, scores [K], labels [K])`` per image) become
-COCO dicts (``bbox`` ``[x, y, w, h]``, ``area`` ``w * h``, ``iscrowd`` 0) and
+COCO dicts (``bbox`` ``[x, y, w, h]``, ``area`` ``w * h``, ``iscrowd`` 1 for an
+ignore region (``Boxes.ignore``: a COCO crowd, a VOC difficult object), else 0) and
 COCOeval measures them with its defaults: IoU thresholds 0.50:0.05:0.95, 101
 recall points, area range ``all`` for the headline numbers. Its prints are
 silenced; its numbers are read from ``COCOeval.eval`` (the arrays its
@@ -18,6 +19,12 @@ The COCO rules kept, and what they mean here:
   do not lower it (``detections_of_absent_classes`` counts them).
 - **Images without boxes** count in ``num_images``; their detections are false
   positives of their classes.
+- **Ignore regions** (crowds, VOC ``difficult`` objects) go to COCOeval as
+  ``iscrowd: 1``: a detection that falls on one (IoU taken as COCO takes it for
+  crowds: the overlap over the detection's own area) is left out of both the
+  hits and the false positives, and they do not count as boxes to find.
+  VOC's devkit measures the overlap with the ordinary IoU; COCO's rule is kept
+  for both, so one evaluation scores every format.
 
 Example:
     >>> report = evaluate_detections(samples, predictions, ("Platelets", "RBC", "WBC"))
@@ -204,8 +211,9 @@ def evaluate_detections(
             raise TransferError(f"{source}: its target is {type(target).__name__}, not Boxes.",
                                 fix="Evaluate detections on box data (transfer.data.boxes.read_boxes).")
         images.append({"id": image_id, "file_name": source, "width": target.width, "height": target.height})
-        for xyxy, label in zip(target.xyxy, target.labels):
-            truths.append(_coco_box(image_id, truth_index[label], xyxy, len(truths) + 1))
+        for k, (xyxy, label) in enumerate(zip(target.xyxy, target.labels)):
+            truths.append(_coco_box(image_id, truth_index[label], xyxy, len(truths) + 1,
+                                    crowd=target.is_ignored(k)))
         boxes, scores, labels = _checked_prediction(source, prediction, len(class_names))
         order = np.argsort(-scores, kind="stable")
         dropped += max(len(order) - MAX_DETECTIONS, 0)
@@ -215,7 +223,7 @@ def evaluate_detections(
     categories = [{"id": i + 1, "name": name} for i, name in enumerate(class_names)]
     per_class_boxes = [0] * len(class_names)
     for truth in truths:
-        per_class_boxes[truth["category_id"] - 1] += 1
+        per_class_boxes[truth["category_id"] - 1] += not truth["iscrowd"]
     absent = sum(per_class_boxes[d["category_id"] - 1] == 0 for d in detections)
     precision, recall = _coco_eval(images, categories, truths, detections)
 
@@ -284,13 +292,16 @@ def _checked_prediction(source: str, prediction, num_classes: int) -> Prediction
     return boxes, scores, labels.astype(np.int64)
 
 
-def _coco_box(image_id: int, category: int, xyxy, box_id: int, score: float | None = None) -> dict[str, Any]:
-    """One COCO annotation (or detection, with ``score``); category ids are class index + 1."""
+def _coco_box(image_id: int, category: int, xyxy, box_id: int, score: float | None = None, *,
+              crowd: bool = False) -> dict[str, Any]:
+    """One COCO annotation (or detection, with ``score``); category ids are class index + 1. A ``crowd``
+    truth (an ignore region: COCO crowd, VOC difficult) is matched as COCOeval matches crowds: a
+    detection on it is neither a hit nor a false positive."""
     x0, y0, x1, y1 = (float(v) for v in xyxy)
     # A predicted box with its corners swapped has no area (IoU 0), as pycocotools would not say itself.
     w, h = max(x1 - x0, 0.0), max(y1 - y0, 0.0)
     box = {"id": box_id, "image_id": image_id, "category_id": category + 1, "bbox": [x0, y0, w, h],
-           "area": w * h, "iscrowd": 0}
+           "area": w * h, "iscrowd": int(crowd)}
     if score is not None:
         box["score"] = score
     return box
