@@ -43,6 +43,40 @@ class PredictAnswers:
         """The lines ``transfer predict`` prints for an answered file (a result of ``predict_files``)."""
         raise NotImplementedError
 
+    def predict_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 32, *,
+                      read_bytes: dict | None = None) -> list[dict[str, Any]]:
+        """One result dict per file, in input order: ``{"file", "error"}`` for a file that cannot be used,
+        else ``{"file", ...}`` with the task's answer (its reader's module docstring lists the fields).
+        ``read_bytes``: a dict that receives each answered file's bytes by position (what
+        ``transfer predict --draw`` draws). Readers with options (a classifier's ``top_k``) add them.
+
+        Example:
+            >>> load_export("exports/raccoon").predict_files(["raccoon-1.jpg", "missing.jpg"])[1]
+            {'file': 'missing.jpg', 'error': "File not found: 'missing.jpg'."}
+        """
+        return self._answer_files(paths, self._answering(batch_size), read_bytes)
+
+    def predict_images(self, images, batch_size: int = 32):
+        """``predict_files``'s answer for NumPy uint8 ``[H, W, 3]`` arrays or PIL images (their pixels
+        as given; boxes and masks in their pixels), or encoded bytes: one dict for one image, a list
+        for a list (or an ``[N, H, W, 3]`` array). A refused image gets ``{"error": message}``.
+
+        Example:
+            >>> load_export("exports/raccoon").predict_images(np.asarray(PIL.Image.open("raccoon-1.jpg")))
+            {'box': [81.2, 88.9, 519.7, 410.3], 'class': 'raccoon', 'score': 1.0}
+        """
+        return self._answer_images(images, self._answering(batch_size))
+
+    def _answering(self, batch_size: int):
+        """The task's ``answer`` (a list of encoded images -> a list of result-field dicts) that
+        ``predict_files`` and ``predict_images`` run, at ``batch_size``."""
+        raise NotImplementedError
+
+    def _answers(self, images: list[bytes]) -> list[dict[str, Any]]:
+        """The task's result fields for encoded images, with its default options (what ``draw`` draws
+        when it is given no result)."""
+        return self._answering(32)(images)
+
     def draw(self, image, result: dict[str, Any] | None = None, out: str | os.PathLike | None = None):
         """``image`` (a path, bytes, a NumPy array or a PIL image) as a PIL image in the frame a viewer
         shows, with ``result`` drawn over it (``drawing``: a classifier's best class and score, a

@@ -225,11 +225,6 @@ class ExportedModel(PredictAnswers):
                                answer)
         return results[0] if single else results
 
-    def _answers(self, images: list[bytes]) -> list[dict[str, Any]]:
-        """The task's result fields for encoded images, with its default options (what ``draw`` draws
-        when it is given no result)."""
-        raise NotImplementedError
-
     def _to_draw(self, image, result: dict[str, Any] | None) -> tuple[bytes, dict[str, Any]]:
         """``(encoded bytes, result)`` for a task's ``draw``: ``image`` read (a path) or encoded (an
         array, a PIL image), and answered when ``result`` is None."""

@@ -230,6 +230,20 @@ class Task:
         ``transfer.data.pipelines.images.make_dataset`` does; ``cache``: a ``CacheDecision`` or False."""
         raise NotImplementedError
 
+    @staticmethod
+    def pipeline_options(*, training: bool, recipe, cache, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The keywords a box or mask pipeline takes from the run: augmentation only when ``training``,
+        the recipe's seed, the cache decision (False: "none") and the run's resize policy.
+
+        Example:
+            >>> Task.pipeline_options(training=False, recipe=Recipe(), cache=False, config={})["cache"]
+            'none'
+        """
+        from transfer.core.resize import ResizePolicy
+
+        return {"training": training, "augment": tuple(recipe.augment) if training else (), "seed": recipe.seed,
+                "cache": cache if cache is not False else "none", "resize": ResizePolicy.from_config(config)}
+
     def training_notes(self, data, config: Mapping[str, Any]) -> list[str]:
         """Lines ``train`` prints before the first stage (what is measured, rules applied to the data)."""
         return []

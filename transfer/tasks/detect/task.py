@@ -252,10 +252,9 @@ class DetectTask(Task):
         # Training pads to the run's slots (the most in a training image, capped); validation keeps every
         # box of its images, so its loss (the best-epoch monitor) counts the objects a cap would hide.
         slots = int(config["max_boxes"]) if training else max(int(config["max_boxes"]), max_boxes_for(samples, None))
-        return make_detection_dataset(samples, image_size, batch_size, training=training,
-                                      augment=recipe.augment if training else (), seed=recipe.seed,
-                                      cache=cache if cache is not False else "none",
-                                      max_boxes=slots, resize=ResizePolicy.from_config(config))
+        return make_detection_dataset(samples, image_size, batch_size, max_boxes=slots,
+                                      **self.pipeline_options(training=training, recipe=recipe, cache=cache,
+                                                              config=config))
 
     def training_notes(self, data: DataSplit, config: Mapping[str, Any]) -> list[str]:
         notes = [f"Up to {config['max_boxes']} boxes per image are trained on (the most in a training image, "

@@ -80,28 +80,6 @@ class ExportedLocalizer(ExportedModel):
         out["class_name"] = np.array([name.decode("utf-8") for name in out["class_name"]])
         return out
 
-    def predict_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 32, *,
-                      read_bytes: dict | None = None) -> list[dict[str, Any]]:
-        """One result dict per file, in input order (see the module docstring). ``read_bytes``: a dict
-        that receives each answered file's bytes by position (what ``transfer predict --draw`` draws).
-
-        Example:
-            >>> localizer.predict_files(["raccoon-1.jpg", "missing.jpg"])[1]
-            {'file': 'missing.jpg', 'error': "File not found: 'missing.jpg'."}
-        """
-        return self._answer_files(paths, self._answering(batch_size), read_bytes)
-
-    def predict_images(self, images, batch_size: int = 32):
-        """``predict_files``'s answer for NumPy uint8 ``[H, W, 3]`` arrays or PIL images (their pixels
-        as given; boxes in their pixels), or encoded bytes: one dict for one image, a list for a list
-        (or an ``[N, H, W, 3]`` array). A refused image gets ``{"error": message}``.
-
-        Example:
-            >>> localizer.predict_images(np.asarray(PIL.Image.open("raccoon-1.jpg")))
-            {'box': [81.2, 88.9, 519.7, 410.3], 'class': 'raccoon', 'score': 1.0}
-        """
-        return self._answer_images(images, self._answering(batch_size))
-
     def _answering(self, batch_size: int):
         """The ``answer`` (encoded images -> result fields) of ``predict_files`` and ``predict_images``."""
         _check_positive("batch_size", batch_size)
@@ -113,9 +91,6 @@ class ExportedLocalizer(ExportedModel):
                      "score": float(out["score"][row])} for row, data in enumerate(images)]
 
         return answer
-
-    def _answers(self, images: list[bytes]) -> list[dict[str, Any]]:
-        return self._answering(32)(images)
 
     def drawing(self, data: bytes, result: dict[str, Any]):
         return box_drawing(data, result)

@@ -251,10 +251,8 @@ class SegmentTask(Task):
                      config: Mapping[str, Any]):
         from transfer.data.pipelines.masks import make_mask_dataset
 
-        return make_mask_dataset(samples, image_size, batch_size, training=training,
-                                 augment=recipe.augment if training else (), seed=recipe.seed,
-                                 cache=cache if cache is not False else "none",
-                                 resize=ResizePolicy.from_config(config))
+        return make_mask_dataset(samples, image_size, batch_size,
+                                 **self.pipeline_options(training=training, recipe=recipe, cache=cache, config=config))
 
     # --- evaluation -------------------------------------------------------------------------
     def evaluate(self, model, samples, image_size: int, batch_size: int, config: Mapping[str, Any]):
