@@ -72,6 +72,9 @@ PANEL = (
 )
 SIDES = ("transfer", "guide")
 PINNED_PREFIX = "# panel-settings: "
+# TensorFlow's start-up lines that TF_CPP_MIN_LOG_LEVEL does not silence (absl logs before its init).
+TF_CHATTER = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ",
+              "To enable the following instructions")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -238,7 +241,8 @@ def run_child(spec: dict[str, Any], echo=None) -> dict[str, Any]:
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                           cwd=REPO) as child:
         for line in child.stdout:
-            echo(f"  [{spec['side']}] {line.rstrip()}")
+            if not line.startswith(TF_CHATTER):  # kept in the tail, not shown
+                echo(f"  [{spec['side']}] {line.rstrip()}")
             tail.append(line.rstrip())
     if child.returncode != 0 or not result.is_file():
         return {"side": spec["side"], "error": f"the child exited with code {child.returncode}",

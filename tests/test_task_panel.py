@@ -55,7 +55,8 @@ def test_the_panel_holds_the_issues_entries(panel):
     assert (bccd.val, bccd.score) == ("bccd/ImageSets/Main/val.txt", "bccd/ImageSets/Main/test.txt")
     assert by_name["segment:camvid"].options == {"ignore_index": 11}
     membrane = by_name["segment:membrane"]
-    assert (membrane.image_size, membrane.val_fraction, membrane.metrics) == (512, 0.1667, ("mean_iou", "pixel_accuracy"))
+    assert (membrane.image_size, membrane.val_fraction) == (512, 0.1667)
+    assert membrane.metrics == ("mean_iou", "pixel_accuracy")
     assert by_name["detect:neu_det"].metrics == ("map", "map50") and by_name["detect:neu_det"].val is None
 
 
@@ -278,6 +279,17 @@ def test_the_recipes_folder_gives_one_recipe_per_task(panel):
         "segment": "segment-2026-12-07.toml"}
     assert panel.pinned_settings(RECIPES / "segment-2026-12-07.toml")["task_options"] == {
         "decoder": "unet", "loss": "ce+dice"}
+
+
+def test_a_pinned_recipe_sets_its_task_options_and_quick_cuts_it_to_one_epoch_a_stage(panel, sides, fixtures_dir):
+    require_fixture(fixtures_dir / "balloon" / "train")
+    balloon = {e.name: e for e in panel.PANEL}["segment:balloon"]
+    path = RECIPES / "segment-2026-12-07.toml"
+    task, data, score = sides.load_entry(balloon, fixtures_dir, quick=True, settings=panel.pinned_settings(path))
+    assert (task.decoder, task.loss) == ("unet", "ce+dice")
+    assert (len(data.train), len(data.val)) == (8, 4) and score is data.val
+    recipe = sides.recipe_for(task, str(path), quick=True)
+    assert [(s.epochs, s.min_steps) for s in recipe.stages] == [(1, 0), (1, 0)] and recipe.batch_size == 8
 
 
 # --- end to end ------------------------------------------------------------------------------
