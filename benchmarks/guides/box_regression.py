@@ -16,7 +16,9 @@ epochs again. Changed: the backbone (transfer's, with its preprocessing, for VGG
 largest box (transfer's localization rule). Scored by transfer's localization evaluation: IoU with
 the largest true box in each image's own pixels.
 
-Usage (from the repo root; about 3 minutes on two CPU cores):
+Usage (from the repo root). Measured so (mobilenet_0.25, ImageNet weights; 2026-12-07, two CPU cores shared
+with other jobs): mean IoU 0.622, IoU >= 0.5 on 0.775 of the 40 test images, 200 steps (20 frozen + 20
+unfrozen epochs of 5), 364 s; benchmarks/results/guides-deeplabv3plus-box_regression-2026-12-07.jsonl.
 
     python benchmarks/guides/box_regression.py --data ../shared/fixtures/raccoon/train_labels.csv \\
         --val-data ../shared/fixtures/raccoon/test_labels.csv --image-size 224 --steps 200 \\
@@ -25,7 +27,7 @@ Usage (from the repo root; about 3 minutes on two CPU cores):
 Example:
     >>> split = transfer.load_data("raccoon/train_labels.csv", task="localize", val_source="raccoon/test_labels.csv")
     >>> run_guide(split, weights="mobilenet.h5", image_size=224, steps=200)["headline"]
-    0.55
+    0.6215
 """
 
 from __future__ import annotations
