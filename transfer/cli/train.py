@@ -29,6 +29,7 @@ def train_command(
     ignore_index: Optional[int] = options.IGNORE_INDEX,
     class_names: Optional[str] = options.CLASS_NAMES,
     decoder: Optional[str] = options.DECODER,
+    decoder_stride: Optional[int] = options.DECODER_STRIDE,
     loss: Optional[str] = options.LOSS,
     out: Optional[Path] = options.OUT,
     resume: Optional[Path] = options.RESUME,
@@ -86,7 +87,7 @@ def train_command(
 _UNSET_BESIDE_RESUME = {"task_name": "classify", "precision": "float32", "no_feature_cache": False}
 _REFUSED_BESIDE_RESUME = ("data", "out", "recipe", "epochs", "resize", "val_data", "task_name", "precision", "xla",
                           "feature_cache", "no_feature_cache", "checkpoint_every", "ignore_index", "class_names",
-                          "decoder", "loss")
+                          "decoder", "decoder_stride", "loss")
 
 
 def _refuse_options_beside_resume(params: dict) -> None:
@@ -118,7 +119,8 @@ def _checked_settings(params: dict):
     # The task's own options (each task refuses those it does not take, by their flag).
     ignore_index = params["ignore_index"]
     task = task.with_options(ignore_index=ignore_index if ignore_index is not None else chosen.ignore_index,
-                             class_names=params["class_names"], decoder=params["decoder"], loss=params["loss"])
+                             class_names=params["class_names"], decoder=params["decoder"], loss=params["loss"],
+                             decoder_stride=params["decoder_stride"])
     epochs = params["epochs"]
     if epochs is not None:
         if epochs < 1:

@@ -40,6 +40,10 @@ CLASS_NAMES = typer.Option(
 DECODER = typer.Option(
     None, "--decoder", help="segment: unet (skip connections from strides 2-32, the default) or fcn."
 )
+DECODER_STRIDE = typer.Option(
+    None, "--decoder-stride", help="segment: the U-Net's finest stage, 1, 2 or 4 (default 4: its logits are "
+                                   "upsampled x4, several times faster on a CPU; 1: full resolution)."
+)
 LOSS = typer.Option(
     None, "--loss", help="segment: ce, dice, focal or a sum of them (default ce+dice; ce alone favours pixel "
                          "accuracy, the Dice term rare classes)."

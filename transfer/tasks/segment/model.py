@@ -53,13 +53,16 @@ OUTPUT_NAME = "mask"
 
 def build_segmenter(spec: BackboneSpec, num_classes: int, image_size: int, weights=None, *,
                     decoder: str = "unet", dropout: float = 0.0, widths: Sequence[int] | None = None,
-                    freeze_batchnorm: bool | None = None):
+                    freeze_batchnorm: bool | None = None, finest_stride: int = 1):
     """The segmenter ``(model, weights_info)``: uint8 ``[S, S, 3]`` in, float32 logits ``[S, S, C]`` out.
 
     ``decoder``: ``"unet"`` or ``"fcn"``; ``dropout``: spatial dropout on the
     decoder's last map (U-Net) or the stride-32 map (FCN); ``widths``: the five
     U-Net stage widths (strides 16, 8, 4, 2, 1; default ``UNET_WIDTHS``), not
-    used by FCN. Encoder BatchNorm follows ``backbone_features``' rule, decoder
+    used by FCN; ``finest_stride``: the U-Net's last stage (1, 2 or 4): its
+    logits are upsampled bilinearly from there to the input size, as
+    DeepLabV3+ does from stride 4 (the full-resolution stages cost most of a
+    CPU step: thin convolutions and BatchNorm over every pixel). Encoder BatchNorm follows ``backbone_features``' rule, decoder
     BatchNorm trains with momentum 0.9. Every layer outside the nested
     ``"backbone"`` model is head (what ``transfer.engine.freezing.set_trainable`` assumes).
 
@@ -89,8 +92,10 @@ def build_segmenter(spec: BackboneSpec, num_classes: int, image_size: int, weigh
         strides = list(FCN_STRIDES)
     image, features, info = backbone_features(spec, image_size, weights, strides, freeze_batchnorm)
     features = {s: _on_grid(t, _side(image_size, s), f"grid{s}") for s, t in features.items()}
+    if finest_stride not in UNET_STAGES[-3:]:
+        raise ValueError(f"finest_stride must be one of {UNET_STAGES[-3:]}. Received: finest_stride={finest_stride!r}")
     if decoder == "unet":
-        logits = _unet(features, image_size, num_classes, widths or UNET_WIDTHS, dropout)
+        logits = _unet(features, image_size, num_classes, widths or UNET_WIDTHS, dropout, finest_stride)
     else:
         logits = _fcn(features, image_size, num_classes, dropout)
     return keras.Model(image, logits, name=f"{spec.name}_segmenter"), info
@@ -121,9 +126,12 @@ def _conv_bn_relu(x, width: int, name: str):
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
-def _unet(features: dict, image_size: int, num_classes: int, widths: Sequence[int], dropout: float):
+def _unet(features: dict, image_size: int, num_classes: int, widths: Sequence[int], dropout: float,
+          finest_stride: int = 1):
     x = features[32]
     for stride, width in zip(UNET_STAGES, widths):
+        if stride < finest_stride:
+            break
         prefix = f"decoder{stride}"
         x = _upsample(x, _side(image_size, stride), f"{prefix}_up")
         if stride in features:  # no skip where the backbone names no layer (Inception 2/4, ConvNeXt 2)
@@ -133,7 +141,10 @@ def _unet(features: dict, image_size: int, num_classes: int, widths: Sequence[in
     if dropout > 0:
         x = keras.layers.SpatialDropout2D(dropout, name="decoder_dropout")(x)
     # float32 logits even under mixed precision: the loss's log-softmax and exports stay exact.
-    return keras.layers.Conv2D(num_classes, 1, dtype="float32", name=OUTPUT_NAME)(x)
+    if finest_stride == 1:
+        return keras.layers.Conv2D(num_classes, 1, dtype="float32", name=OUTPUT_NAME)(x)
+    logits = keras.layers.Conv2D(num_classes, 1, dtype="float32", name="logits")(x)
+    return _upsample(logits, image_size, OUTPUT_NAME, "float32")
 
 
 def _fcn(features: dict, image_size: int, num_classes: int, dropout: float):

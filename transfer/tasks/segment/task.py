@@ -41,6 +41,11 @@ from transfer.tasks.segment import metrics as _segment_metrics  # noqa: F401,E40
 
 DECODERS = ("unet", "fcn")
 DEFAULT_DECODER = "unet"
+DECODER_STRIDES = (1, 2, 4)
+# The U-Net's finest stage: stride 4, logits upsampled x4 from there (as DeepLabV3+ does). Its
+# full-resolution stages (2 and 1) took ~85% of a CPU step for a few points of boundary detail:
+# benchmarks/profile_tasks.py and the panel in benchmarks/README.md. Runs without the field used 1.
+DEFAULT_DECODER_STRIDE = 4
 LOSS = "ce+dice"
 # Inputs larger than the backbone's ImageNet size: 224 -> 320 (see SegmentTask.default_image_size).
 SEGMENT_SIZE_SCALE = 10 / 7
@@ -52,8 +57,9 @@ class SegmentTask(Task):
 
     Options (``with_options``, the CLI's flags): ``class_names`` (a list, or
     ``"a,b,c"``), ``ignore_index`` (the mask value of unlabelled pixels, 0-65535),
-    ``decoder`` (``"unet"`` or ``"fcn"``) and ``loss`` (``"ce"``, ``"dice"``,
-    ``"focal"`` or a sum such as the default ``"ce+dice"``).
+    ``decoder`` (``"unet"`` or ``"fcn"``), ``decoder_stride`` (the U-Net's
+    finest stage: 1, 2 or 4, the default ``DEFAULT_DECODER_STRIDE``) and ``loss``
+    (``"ce"``, ``"dice"``, ``"focal"`` or a sum such as the default ``"ce+dice"``).
     """
 
     name = "segment"
@@ -62,25 +68,32 @@ class SegmentTask(Task):
     uses_feature_cache = False  # the decoder reads spatial features at every stride, not pooled ones
 
     def __init__(self, *, class_names=None, ignore_index: int | None = None, decoder: str | None = None,
-                 loss: str | None = None):
+                 loss: str | None = None, decoder_stride: int | None = None):
         self.class_names = _class_names(class_names)
         self.ignore_index = _ignore_index(ignore_index, "--ignore-index")
         if decoder is not None and decoder not in DECODERS:
             raise TransferError(f"--decoder {decoder!r} is not a segmentation decoder.",
                                 fix=f"Use one of {', '.join(DECODERS)}.")
+        if decoder_stride is not None and decoder_stride not in DECODER_STRIDES:
+            raise TransferError(f"--decoder-stride {decoder_stride!r} is not a U-Net stage stride.",
+                                fix=f"Use one of {', '.join(map(str, DECODER_STRIDES))} (1: full resolution, "
+                                    "slowest; 4: the default).")
         self.decoder = decoder
+        self.decoder_stride = decoder_stride
         self.loss = _loss_kind(loss)
 
-    def with_options(self, *, class_names=None, ignore_index=None, decoder=None, loss=None,
+    def with_options(self, *, class_names=None, ignore_index=None, decoder=None, loss=None, decoder_stride=None,
                      **others) -> "SegmentTask":
         super().with_options(**others)  # refuses what segmentation does not take
         return SegmentTask(class_names=class_names if class_names is not None else self.class_names,
                            ignore_index=ignore_index if ignore_index is not None else self.ignore_index,
-                           decoder=decoder or self.decoder, loss=loss or self.loss)
+                           decoder=decoder or self.decoder, loss=loss or self.loss,
+                           decoder_stride=decoder_stride or self.decoder_stride)
 
     def for_run(self, config: Mapping[str, Any]) -> "SegmentTask":
         return self.with_options(class_names=config.get("class_names"), ignore_index=config.get("ignore_index"),
-                                 decoder=config.get("decoder"), loss=config.get("loss"))
+                                 decoder=config.get("decoder"), loss=config.get("loss"),
+                                 decoder_stride=run_decoder_stride(config))
 
     # --- data -------------------------------------------------------------------------------
     def load_data(self, source, *, val_source=None, val_fraction=0.2, seed=0, allow_outside_root=False,
@@ -103,7 +116,10 @@ class SegmentTask(Task):
         return f"{len(data.train)} train / {len(data.val)} val images, {classes}, {ignored}{origin}"
 
     def training_notes(self, data: DataSplit, config: Mapping[str, Any]) -> list[str]:
-        return [f"Decoder {config['decoder']}, loss {config['loss']}; the best epoch is the highest val mean IoU "
+        decoder = config["decoder"]
+        if decoder == "unet":
+            decoder += f" to stride {run_decoder_stride(config)}"
+        return [f"Decoder {decoder}, loss {config['loss']}; the best epoch is the highest val mean IoU "
                 "(at the model's resolution); evaluation measures each image at its own resolution."]
 
     def target_to_json(self, target: Mask) -> dict[str, Any]:
@@ -227,6 +243,7 @@ class SegmentTask(Task):
             "ignore_index": ignore_index,  # the user's mask value; masks hold IGNORE_VALUE there once read
             "ignore_value": IGNORE_VALUE,
             "decoder": self.decoder or DEFAULT_DECODER,
+            "decoder_stride": self.decoder_stride or DEFAULT_DECODER_STRIDE,
             "loss": self.loss or LOSS,
             "monitor": "val_iou",
         }
@@ -234,8 +251,10 @@ class SegmentTask(Task):
     def build_model(self, spec, config: Mapping[str, Any], image_size: int, weights, recipe):
         from transfer.tasks.segment.model import build_segmenter
 
-        return build_segmenter(spec, int(config["num_classes"]), image_size, weights,
-                               decoder=config.get("decoder", DEFAULT_DECODER), dropout=recipe.dropout)
+        decoder = config.get("decoder", DEFAULT_DECODER)
+        return build_segmenter(spec, int(config["num_classes"]), image_size, weights, decoder=decoder,
+                               dropout=recipe.dropout,
+                               finest_stride=run_decoder_stride(config) if decoder == "unet" else 1)
 
     def objective(self, config: Mapping[str, Any], recipe) -> Objective:
         from transfer.tasks.segment.loss import SegmentationLoss
@@ -322,7 +341,7 @@ class SegmentTask(Task):
 
     def export_metadata(self, config: Mapping[str, Any]) -> dict[str, Any]:
         return {"mask_mapping": ResizePolicy.from_config(config).mode, "decoder": config.get("decoder", DEFAULT_DECODER),
-                "ignore_index": config.get("ignore_index"), "mask_padding": 0,
+                "decoder_stride": run_decoder_stride(config), "ignore_index": config.get("ignore_index"), "mask_padding": 0,
                 "probabilities_signature": PROBABILITIES_SIGNATURE}
 
 
@@ -379,3 +398,14 @@ def _rle_from_json(value):
             out["counts"] = out["counts"].encode("ascii")
         return out
     return value
+
+
+def run_decoder_stride(config: Mapping[str, Any]) -> int:
+    """The U-Net's finest stride a run recorded; 1 for runs made before the field existed (their
+    decoder went to full resolution).
+
+    Example:
+        >>> run_decoder_stride({"decoder": "unet"}), run_decoder_stride({"decoder_stride": 4})
+        (1, 4)
+    """
+    return int(config.get("decoder_stride") or 1)
