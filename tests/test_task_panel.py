@@ -278,7 +278,7 @@ def test_the_recipes_folder_gives_one_recipe_per_task(panel):
         "detect": "detect-2026-12-07.toml", "localize": "localize-2026-12-07.toml",
         "segment": "segment-2026-12-07.toml"}
     assert panel.pinned_settings(RECIPES / "segment-2026-12-07.toml")["task_options"] == {
-        "decoder": "unet", "loss": "ce+dice"}
+        "decoder": "unet", "loss": "ce+dice", "decoder_stride": 1}
 
 
 def test_a_pinned_recipe_sets_its_task_options_and_quick_cuts_it_to_one_epoch_a_stage(panel, sides, fixtures_dir):
@@ -286,7 +286,7 @@ def test_a_pinned_recipe_sets_its_task_options_and_quick_cuts_it_to_one_epoch_a_
     balloon = {e.name: e for e in panel.PANEL}["segment:balloon"]
     path = RECIPES / "segment-2026-12-07.toml"
     task, data, score = sides.load_entry(balloon, fixtures_dir, quick=True, settings=panel.pinned_settings(path))
-    assert (task.decoder, task.loss) == ("unet", "ce+dice")
+    assert (task.decoder, task.loss, task.decoder_stride) == ("unet", "ce+dice", 1)
     assert (len(data.train), len(data.val)) == (8, 4) and score is data.val
     recipe = sides.recipe_for(task, str(path), quick=True)
     assert [(s.epochs, s.min_steps) for s in recipe.stages] == [(1, 0), (1, 0)] and recipe.batch_size == 8
