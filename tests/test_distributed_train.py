@@ -23,6 +23,35 @@ def free_ports(count):
     return ports
 
 
+def start_workers(tmp_path, train_args):
+    """Two ``transfer train *train_args`` processes, a TF_CONFIG cluster of two workers on localhost
+    (worker 0 the chief); their temporary folders go under ``tmp_path``."""
+    cluster = [f"localhost:{port}" for port in free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(tmp_path),
+               "TF_CONFIG": json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}})}
+        command = [sys.executable, "-m", "transfer", "train", *train_args]
+        processes.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True))
+    return processes
+
+
+def train_on_workers(tmp_path, train_args, timeout=400):
+    """``start_workers``, waited for; each one's ``(stdout, stderr)``, both checked to exit 0."""
+    processes = start_workers(tmp_path, train_args)
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=timeout))
+    finally:
+        for process in processes:
+            process.kill()
+    for process, (out, err) in zip(processes, outputs):
+        assert process.returncode == 0, out[-2000:] + err[-3000:]
+    return outputs
+
+
 @pytest.mark.slow  # two TensorFlow processes, ~30 s; tests/test_distribute.py covers the library fast
 def test_two_workers_train_one_run_folder(tmp_path):
     data = make_shapes_dataset(tmp_path / "shapes", train_per_class=6, val_per_class=3, size=32)
@@ -30,25 +59,9 @@ def test_two_workers_train_one_run_folder(tmp_path):
     recipe.write_text('batch_size = 8\n[[stages]]\nname = "head"\ntrainable = "head"\nepochs = 1\n'
                       '[[stages]]\nname = "all"\ntrainable = "all"\nepochs = 2\n')
     run_dir = tmp_path / "run"
-    cluster = [f"localhost:{port}" for port in free_ports(2)]
-    processes = []
-    for index in range(2):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(tmp_path),
-               "TF_CONFIG": json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}})}
-        # Both get the same --out, as on machines sharing a file system: only the chief may write it.
-        command = [sys.executable, "-m", "transfer", "train", "--data", str(data), "--weights", "none",
-                   "--image-size", "32", "--recipe", str(recipe), "--out", str(run_dir)]
-        processes.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True))
-    outputs = []
-    try:
-        for process in processes:
-            outputs.append(process.communicate(timeout=400))
-    finally:
-        for process in processes:
-            process.kill()
-    for process, (out, err) in zip(processes, outputs):
-        assert process.returncode == 0, out[-2000:] + err[-3000:]
+    # Both get the same --out, as on machines sharing a file system: only the chief may write it.
+    outputs = train_on_workers(tmp_path, ["--data", str(data), "--weights", "none", "--image-size", "32",
+                                          "--recipe", str(recipe), "--out", str(run_dir)])
     chief_out, worker_out = outputs[0][0], outputs[1][0]
     assert "MultiWorkerMirroredStrategy: 2 workers x 1 replica, this is worker 0 (chief)" in chief_out
     assert "Worker 1 finished; the chief wrote the run folder." in worker_out

@@ -138,8 +138,11 @@ class _StageLoop:
         model, recipe, config, steps = self.model, self.recipe, self.config, self.steps
         trainable_layers = set_trainable(model, self.spec, stage, freeze_batchnorm=config["weights"] != "random")
         # A fresh compile per stage: trainable flags are read at compile time.
-        objective = self.task.objective(config, recipe)
         with self.dist.scope():
+            # In the scope: metric objects create their variables when built, and only variables made
+            # under a strategy are summed over its replicas (outside, each worker logged its own IoU,
+            # so the workers' monitors, and their early-stopping decisions, could differ).
+            objective = self.task.objective(config, recipe)
             optimizer = with_loss_scaling(stage_optimizer(recipe, stage, steps, model), model)
             model.compile(optimizer=optimizer, loss=objective.loss, metrics=objective.metrics,
                           jit_compile="auto" if config.get("xla") is None else bool(config["xla"]),

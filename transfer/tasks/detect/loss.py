@@ -11,7 +11,9 @@ modulation extended to soft targets; with ``iou_targets=False`` the target is
 1 and it is the focal loss of RetinaNet without alpha.
 
 Both terms are normalized by the number of positive locations in the batch
-(RetinaNet, FCOS), so the loss does not depend on the image size. The box
+(RetinaNet, FCOS), so the loss does not depend on the image size; under a
+``tf.distribute`` strategy, the positives of the global batch (each replica
+returns its share, and the shares add up to the whole batch's loss). The box
 term is ``1 - GIoU`` (Rezatofighi et al. 2019; weight 2 as GFL/ATSS) plus an
 L1 on the normalized corners (weight 1; DETR's GIoU + L1 pairing), on
 positives only.
@@ -36,6 +38,7 @@ import keras
 import tensorflow as tf
 
 from transfer.core.boxops import box_giou, box_iou
+from transfer.engine.cross_replica import global_batch_sum
 from transfer.tasks.detect.model import DETECTION_STRIDES, anchor_points
 from transfer.tasks.detect.targets import ATSS_TOP_K, assign_atss, decode_boxes
 
@@ -96,7 +99,10 @@ class DetectionLoss(keras.losses.Loss):
         assignment = assign_atss(y_true["boxes"], y_true["labels"], self.image_size, self.strides, self.top_k)
         positive = tf.cast(assignment.positive, tf.float32)  # [B, L]
         num_positive = tf.reduce_sum(positive)
-        normalizer = tf.maximum(num_positive, 1.0)
+        # The global batch's positives: under a strategy each replica's sums over its images are its
+        # share of the batch's loss, and Keras sums the replicas' gradients (a replica's own count
+        # would weigh the replicas' positives unequally, and the gradient would be replicas times larger).
+        normalizer = tf.maximum(global_batch_sum(num_positive), 1.0)
 
         predicted = decode_boxes(points, strides, distances) / float(self.image_size)  # normalized xyxy
         if self.iou_targets:

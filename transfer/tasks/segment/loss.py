@@ -40,6 +40,7 @@ import keras
 from keras import ops
 
 from transfer.data.samples import IGNORE_VALUE
+from transfer.engine.cross_replica import global_batch_sum, replicas_in_step
 
 TERMS = ("ce", "focal", "dice")
 # Laplace smoothing of the Dice ratio: finite for empty classes, negligible against
@@ -70,6 +71,10 @@ class SegmentationLoss(keras.losses.Loss):
     Returns a scalar for the batch (Dice is a batch-level ratio, so there is
     no per-image value to weigh): ``sample_weight`` is not taken; give pixels
     ``IGNORE_VALUE`` to leave them out, or ``class_weights`` to weigh classes.
+    In a step under a ``tf.distribute`` strategy it returns this replica's
+    share, counts and Dice sums taken over the global batch
+    (``transfer.engine.cross_replica``): the shares add up to the loss of the
+    whole batch, as Keras's own losses do.
 
     Example:
         >>> SegmentationLoss("ce")(np.zeros((1, 2, 2)), np.zeros((1, 2, 2, 4)))  # log(4) = 1.386
@@ -107,7 +112,9 @@ class SegmentationLoss(keras.losses.Loss):
         log_probs = ops.log_softmax(logits, axis=-1)
         parts = {}
         if "ce" in self.terms or "focal" in self.terms:
-            count = ops.maximum(ops.sum(valid_f), 1.0)
+            # The global batch's scored pixels: under a strategy each replica returns its share (its
+            # pixels' sum over all of them), and Keras sums the replicas' gradients.
+            count = ops.maximum(global_batch_sum(ops.sum(valid_f)), 1.0)
             log_p_true = ops.squeeze(ops.take_along_axis(log_probs, safe[..., None], axis=-1), axis=-1)
             if "ce" in self.terms:
                 parts["ce"] = -ops.sum(pixel_weight * log_p_true) / count
@@ -132,15 +139,18 @@ class SegmentationLoss(keras.losses.Loss):
         truth = ops.one_hot(labels, num_classes) * mask
         probs = probs * mask
         axes = tuple(range(len(probs.shape) - 1))  # the batch and every pixel: one volume
-        intersection = ops.sum(probs * truth, axis=axes)
-        dice = (2.0 * intersection + DICE_SMOOTH) / (ops.sum(probs, axis=axes) + ops.sum(truth, axis=axes)
-                                                     + DICE_SMOOTH)
         predicted = ops.one_hot(ops.argmax(probs, axis=-1), num_classes) * mask
-        present = ops.cast((ops.sum(truth, axis=axes) + ops.sum(predicted, axis=axes)) > 0, "float32")
+        # The sums of the whole global batch (all-summed, with their gradient, under a strategy): the
+        # ratio is the batch's, and each of the replicas returns 1 / replicas of it.
+        intersection, probs_sum, truth_sum = global_batch_sum(
+            [ops.sum(probs * truth, axis=axes), ops.sum(probs, axis=axes), ops.sum(truth, axis=axes)])
+        predicted_sum = global_batch_sum(ops.stop_gradient(ops.sum(predicted, axis=axes)))  # no gradient
+        dice = (2.0 * intersection + DICE_SMOOTH) / (probs_sum + truth_sum + DICE_SMOOTH)
+        present = ops.cast((truth_sum + predicted_sum) > 0, "float32")
         per_class = (1.0 - dice) * present
         if weights is not None:
             per_class = per_class * weights
-        return ops.sum(per_class) / ops.maximum(ops.sum(present), 1.0)
+        return ops.sum(per_class) / ops.maximum(ops.sum(present), 1.0) / replicas_in_step()
 
     def call(self, y_true, y_pred):
         return sum(self.components(y_true, y_pred).values())
