@@ -39,10 +39,11 @@ def test_train_evaluate_export_predict_and_serve_in_fresh_processes(tmp_path):
     run, export = tmp_path / "run", tmp_path / "export"
     trained = _transfer("train", "--task", "segment", "--data", "train", "--val-data", "val", "--ignore-index",
                         str(VOID), "--backbone", "smallcnn", "--weights", "none", "--image-size", "64", "--epochs",
-                        "1", "--out", "run", cwd=tmp_path)
+                        "1", "--decoder-stride", "2", "--out", "run", cwd=tmp_path)
     assert "mask value 3 ignored" in trained.stdout
     config = json.loads((run / "run.json").read_text())
     assert config["task"] == "segment" and config["ignore_index"] == VOID and config["decoder"] == "unet"
+    assert config["decoder_stride"] == 2 and "Decoder unet to stride 2" in trained.stdout
     assert config["class_names"] == list(CLASS_NAMES) and config["monitor"] == "val_iou"
     assert config["status"] == "done"
 
@@ -54,6 +55,7 @@ def test_train_evaluate_export_predict_and_serve_in_fresh_processes(tmp_path):
     _transfer("export", "run", "--out", "export", cwd=tmp_path)
     meta = json.loads((export / "assets" / "transfer.json").read_text())
     assert meta["task"] == "segmentation" and "serving_probabilities" in meta["signatures"]
+    assert meta["decoder_stride"] == 2
 
     files = sorted((tmp_path / "val" / "images").glob("*.png"))
     predicted = _transfer("predict", "export", *map(str, files), "--out", "masks", "--draw", "drawn", "--json",

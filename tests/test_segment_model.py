@@ -141,3 +141,38 @@ def test_fcn_saves_and_loads_with_identical_outputs(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(images)), keras.ops.convert_to_numpy(model(images)))
+
+
+def test_decoder_stride_stops_the_unet_early_and_upsamples_its_logits_bilinearly():
+    spec = get_backbone("smallcnn")
+    full, _ = build_segmenter(spec, 2, 64, finest_stride=1)
+    at4, _ = build_segmenter(spec, 2, 64, finest_stride=4)
+    names = {layer.name for layer in at4.layers}
+    assert {"decoder4_conv2", "logits", "mask"} <= names and not names & {"decoder2_conv1", "decoder1_conv1"}
+    assert at4.get_layer("logits").output.shape[1:] == (16, 16, 2) and at4.output_shape == (None, 64, 64, 2)
+    assert at4.output_names == ["mask"] and at4.count_params() < full.count_params()
+    # The x4 upsampling is bilinear: logits that are one constant per 4x4 block come out as a smooth ramp
+    # between block centres, so a class boundary can fall between the coarse pixels.
+    images = np.random.default_rng(1).integers(0, 255, (1, 64, 64, 3)).astype("uint8")
+    coarse = keras.Model(at4.input, at4.get_layer("logits").output)(images).numpy()
+    fine = at4(images).numpy()
+    expected = tf.image.resize(coarse, (64, 64), method="bilinear").numpy()
+    np.testing.assert_allclose(fine, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="finest_stride must be one of"):
+        build_segmenter(spec, 2, 64, finest_stride=8)
+
+
+def test_the_run_records_its_decoder_stride_and_older_runs_read_as_full_resolution():
+    from transfer.core.errors import TransferError
+    from transfer.tasks.segment.task import DEFAULT_DECODER_STRIDE, SegmentTask, run_decoder_stride
+
+    assert run_decoder_stride({"decoder": "unet"}) == 1  # run.json written before the field: stride 1
+    task = SegmentTask()
+    assert task.for_run({"decoder_stride": 2}).decoder_stride == 2
+    assert task.with_options(decoder_stride=1).decoder_stride == 1 and DEFAULT_DECODER_STRIDE == 4
+    assert task.export_metadata({"decoder": "unet"})["decoder_stride"] == 1
+    with pytest.raises(TransferError, match="--decoder-stride 3"):
+        task.with_options(decoder_stride=3)
+    with pytest.raises(TransferError, match="--task localize takes no --decoder-stride"):
+        from transfer.tasks import get_task
+        get_task("localize").with_options(decoder_stride=2)
