@@ -112,6 +112,7 @@ def _rectangles(count=4, size=64):
     return images, {"boxes": boxes, "labels": labels}
 
 
+@pytest.mark.slow  # a fit and a save/load round trip, ~65 s on two shared cores; the default suite keeps under 10 minutes
 def test_loss_decreases_with_fit_and_the_model_saves_and_loads(tmp_path):
     keras.utils.set_random_seed(0)
     images, targets = _rectangles()

@@ -106,6 +106,7 @@ def _shapes(count=8, size=64):
     return images, masks
 
 
+@pytest.mark.slow  # a fit and a save/load round trip, ~45 s on two shared cores; the default suite keeps under 10 minutes
 def test_fit_learns_rectangles_and_the_compiled_model_saves_and_loads(tmp_path):
     keras.utils.set_random_seed(0)
     images, masks = _shapes()

@@ -41,6 +41,7 @@ def _same_training_either_way(monkeypatch, tmp_path, data, **train_args):
     assert len(multi_losses) == 2 and multi_losses == pytest.approx(single_losses, rel=1e-5)
 
 
+@pytest.mark.slow  # two trainings, ~65 s on two shared cores; the default suite keeps under 10 minutes
 def test_classification_trains_the_same_with_several_steps_per_call(tmp_path, monkeypatch):
     # Batch 1 over 18 images: 18 steps an epoch, 2 per call.
     data = load_data(make_shapes_dataset(tmp_path / "shapes", train_per_class=6, val_per_class=3, size=32))
