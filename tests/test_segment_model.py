@@ -170,7 +170,7 @@ def test_the_run_records_its_decoder_stride_and_older_runs_read_as_full_resoluti
     assert run_decoder_stride({"decoder": "unet"}) == 1  # run.json written before the field: stride 1
     task = SegmentTask()
     assert task.for_run({"decoder_stride": 2}).decoder_stride == 2
-    assert task.with_options(decoder_stride=1).decoder_stride == 1 and DEFAULT_DECODER_STRIDE == 4
+    assert task.with_options(decoder_stride=4).decoder_stride == 4 and DEFAULT_DECODER_STRIDE == 1
     assert task.export_metadata({"decoder": "unet"})["decoder_stride"] == 1
     with pytest.raises(TransferError, match="--decoder-stride 3"):
         task.with_options(decoder_stride=3)

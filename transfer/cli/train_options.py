@@ -41,8 +41,8 @@ DECODER = typer.Option(
     None, "--decoder", help="segment: unet (skip connections from strides 2-32, the default) or fcn."
 )
 DECODER_STRIDE = typer.Option(
-    None, "--decoder-stride", help="segment: the U-Net's finest stage, 1, 2 or 4 (default 4: its logits are "
-                                   "upsampled x4, several times faster on a CPU; 1: full resolution)."
+    None, "--decoder-stride", help="segment: the U-Net's finest stage, 1 (full resolution, the default), 2 or 4 "
+                                   "(its logits upsampled x4: a CPU step several times shorter)."
 )
 LOSS = typer.Option(
     None, "--loss", help="segment: ce, dice, focal or a sum of them (default ce+dice; ce alone favours pixel "
