@@ -245,9 +245,7 @@ class DetectTask(Task):
 
     def make_dataset(self, samples, image_size: int, batch_size: int, *, training: bool, recipe, cache,
                      config: Mapping[str, Any]):
-        from transfer.tasks.detect.data import make_detection_dataset
-
-        from transfer.tasks.detect.data import max_boxes_for
+        from transfer.tasks.detect.data import make_detection_dataset, max_boxes_for
 
         # Training pads to the run's slots (the most in a training image, capped); validation keeps every
         # box of its images, so its loss (the best-epoch monitor) counts the objects a cap would hide.

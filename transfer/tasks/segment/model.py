@@ -62,8 +62,8 @@ def build_segmenter(spec: BackboneSpec, num_classes: int, image_size: int, weigh
     used by FCN; ``finest_stride``: the U-Net's last stage (1, 2 or 4): its
     logits are upsampled bilinearly from there to the input size, as
     DeepLabV3+ does from stride 4 (the full-resolution stages cost most of a
-    CPU step: thin convolutions and BatchNorm over every pixel). Encoder BatchNorm follows ``backbone_features``' rule, decoder
-    BatchNorm trains with momentum 0.9. Every layer outside the nested
+    CPU step: thin convolutions and BatchNorm over every pixel). Encoder
+    BatchNorm follows ``backbone_features``' rule, decoder BatchNorm trains with momentum 0.9. Every layer outside the nested
     ``"backbone"`` model is head (what ``transfer.engine.freezing.set_trainable`` assumes).
 
     Example:
@@ -86,14 +86,15 @@ def build_segmenter(spec: BackboneSpec, num_classes: int, image_size: int, weigh
         if len(widths) != len(UNET_STAGES) or min(widths) < 1:
             raise ValueError(f"widths must be {len(UNET_STAGES)} positive widths, for strides {UNET_STAGES}. "
                              f"Received: widths={widths!r}")
+    if finest_stride not in UNET_STAGES[-3:]:
+        raise ValueError(f"finest_stride must be one of {UNET_STAGES[-3:]}. Received: finest_stride={finest_stride!r}")
     if decoder == "unet":
-        strides = [s for s in (*UNET_STAGES[:-1], 32) if s in spec.feature_layers]
+        # Only the skips the decoder reaches: a stage below finest_stride is never built.
+        strides = [s for s in (*UNET_STAGES[:-1], 32) if s in spec.feature_layers and s >= finest_stride]
     else:
         strides = list(FCN_STRIDES)
     image, features, info = backbone_features(spec, image_size, weights, strides, freeze_batchnorm)
     features = {s: _on_grid(t, _side(image_size, s), f"grid{s}") for s, t in features.items()}
-    if finest_stride not in UNET_STAGES[-3:]:
-        raise ValueError(f"finest_stride must be one of {UNET_STAGES[-3:]}. Received: finest_stride={finest_stride!r}")
     if decoder == "unet":
         logits = _unet(features, image_size, num_classes, widths or UNET_WIDTHS, dropout, finest_stride)
     else:
