@@ -103,3 +103,14 @@ def test_a_loss_monitor_counts_lower_as_better():
     assert stage_regression(rows, "finetune", "val_loss", next_lr=1e-3, mode="min") is None
     worse = rows[:2] + [{"epoch": 3, "stage": "finetune", "val_loss": 1.7}]
     assert "above the 1.5000" in stage_regression(worse, "finetune", "val_loss", next_lr=1e-3, mode="min")
+
+
+def test_metric_labels_spell_acronyms_as_users_write_them():
+    from transfer.engine.summary import metric_label
+
+    assert metric_label("val_iou") == "val IoU"
+    assert metric_label("val_box_iou") == "val box IoU"
+    assert metric_label("val_macro_f1") == "val macro F1"
+    assert metric_label("val_loss") == "val loss"
+    rows = [{"epoch": 1, "stage": "head", "val_iou": 0.8}, {"epoch": 2, "stage": "ft", "val_iou": 0.7}]
+    assert stage_regression(rows, "ft", "val_iou", next_lr=1e-3).startswith("Stage 'ft' ended at val IoU 0.7000")

@@ -19,10 +19,14 @@ from typing import Any
 LOSS = "val_loss"
 
 
+# Acronyms as users write them: "val IoU", not "val iou".
+_SPELLED = {"f1": "F1", "iou": "IoU", "map": "mAP", "map50": "mAP50"}
+
+
 def metric_label(monitor: str) -> str:
-    """``"val_accuracy"`` -> ``"val accuracy"``, ``"val_macro_f1"`` -> ``"val macro F1"``."""
-    words = monitor.split("_")
-    return " ".join("F1" if word == "f1" else word for word in words)
+    """``"val_accuracy"`` -> ``"val accuracy"``, ``"val_macro_f1"`` -> ``"val macro F1"``,
+    ``"val_box_iou"`` -> ``"val box IoU"``."""
+    return " ".join(_SPELLED.get(word, word) for word in monitor.split("_"))
 
 
 def stage_summaries(history: list[dict[str, Any]], monitor: str, mode: str = "max") -> list[dict[str, Any]]:
