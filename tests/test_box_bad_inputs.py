@@ -227,7 +227,9 @@ def test_duplicate_check_of_200k_boxes_in_one_image_is_fast_and_bounded(case, co
     seconds = time.perf_counter() - started
     duplicates = [f for f in found if f.code == "box_duplicate"]
     assert peak < (1 << 30) * count / 200_000, f"{peak / 1e6:.0f} MB"  # linear in the boxes, never N x N
-    assert seconds < 60 * count / 200_000, seconds  # seconds on an idle machine; the matrix never finished
+    # A ceiling, not a speed target (that belongs in benchmarks/): a few seconds on an idle machine,
+    # 13 s beside a training under tracemalloc; a pairwise loop over 20k boxes takes hours.
+    assert seconds < 600 * count / 200_000, seconds
     if case == "copies":
         # Box 2..101 listed (each repeats box 1), the others counted in one line.
         assert len(duplicates) == 101 and "box 101 'cat' (10, 10, 50, 50) repeats box 1 'cat'" in duplicates[99].detail
