@@ -144,7 +144,7 @@ def print_table(entries: list[dict]) -> None:
 
 
 def write_json(path: str, rows: list[dict], args, seconds: float) -> None:
-    recipe = Recipe.load(args.recipe) if getattr(args, "recipe", None) else Recipe()
+    recipe = Recipe.load(args.recipe) if args.recipe else Recipe()
     payload = {"recipe_toml": recipe.to_toml(), "wall_seconds": round(seconds, 1), "rows": rows,
                "entries": group(rows)}
     tmp = Path(path).with_suffix(".json.tmp")
