@@ -131,7 +131,7 @@ def describe_stage(index: int, total: int, stage, trainable_layers: int, *, cach
     return text
 
 
-TRAINING_KEYS = ("monitor", "best_epoch", "best_value", "last_epoch", "last_value", "stages", "notes")
+TRAINING_KEYS = ("monitor", "best_epoch", "best_value", "last_epoch", "last_value", "stages", "notes", "stage_choice")
 
 
 def training_record(config: dict[str, Any]) -> dict[str, Any]:
@@ -155,7 +155,8 @@ def training_text(config: dict[str, Any]) -> str:
             f"({label} {float(record['best_value']):.4f})")
     if record.get("last_value") is not None:
         line += f"; last epoch: {float(record['last_value']):.4f}"
-    return "\n".join([line, *record.get("notes", [])])
+    choice = record.get("stage_choice", {}).get("line")
+    return "\n".join([line, *record.get("notes", []), *([choice] if choice else [])])
 
 
 def say(verbose: int, message: str) -> None:

@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import platform
 import tempfile
@@ -128,10 +130,13 @@ def train(
     spec = get_backbone(backbone)
     choice = resolve_precision(precision)
     image_size = checked_image_size(spec, image_size, task)
-    data, recipe = _readable_data_and_step_floor(data, recipe, verbose)
+    data, floored = _readable_data_and_step_floor(data, recipe, verbose)
     dist = _distribution(distribution)
     run = RunDir(out_dir if dist.is_chief else tempfile.mkdtemp(prefix="transfer-worker-"))
     prepare_run_dir(run, (data_source, val_data_source))  # never inside, over or around the data
+    inner_train = functools.partial(_train_silently, backbone=spec.name, weights=weights, image_size=image_size,
+                                    precision=precision, xla=xla, feature_cache=feature_cache, task=task)
+    recipe, finetune_check = _checked_stages(data, recipe, floored, task, dist, inner_train, verbose)
     keras.utils.set_random_seed(recipe.seed)
     if dist.kind != "none":
         say(verbose, dist.describe())
@@ -146,6 +151,7 @@ def train(
         "precision": choice.policy, "xla": xla, "checkpoint_every": float(checkpoint_every),
         "feature_cache": feature_cache_dir(feature_cache) if task.uses_feature_cache else None,
         **_versions(), "status": "training",
+        **({"stage_choice": finetune_check.record()} if finetune_check else {}),
     }
     atomic_write_json(run.config_file, config)
     recipe.save(run.recipe_file)
@@ -153,6 +159,28 @@ def train(
     for line in task.training_notes(data, config):
         say(verbose, line)
     return run_stages(run, model, config, recipe, data, task, Progress(), started, verbose, dist, resumed=False)
+
+
+def _checked_stages(data: DataSplit, recipe: Recipe, floored: Recipe, task, dist, inner_train, verbose: int):
+    """``floored`` (the recipe with its step floor), or its head stages alone when the fine-tune check
+    (``transfer.engine.stage_choice``, small training sets) finds the fine-tune no better; and the check's
+    outcome (None when there was no check)."""
+    from transfer.engine.stage_choice import choose_stages, head_stage_count, wants_check
+
+    if not wants_check(recipe, task, len(data.train)):
+        return floored, None
+    if dist.kind != "none":
+        say(verbose, "Fine-tune check skipped: it runs on one machine (recipe finetune_check_max_images).")
+        return floored, None
+    _, choice = choose_stages(data, recipe, task, inner_train, verbose=verbose)
+    if choice.keep_finetune:
+        return floored, choice
+    return dataclasses.replace(floored, stages=floored.stages[:head_stage_count(floored)]), choice
+
+
+def _train_silently(split: DataSplit, out_dir: Path, recipe: Recipe, **settings) -> TrainResult:
+    """``train`` with no output and no resumable checkpoints mid-stage (the fine-tune check's inner run)."""
+    return train(split, out_dir, recipe=recipe, verbose=0, checkpoint_every=1e9, **settings)
 
 
 def _model_and_objective(task, spec, task_config: dict[str, Any], image_size: int, weights, recipe: Recipe,

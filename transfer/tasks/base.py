@@ -111,6 +111,8 @@ class Task:
     ``uses_feature_cache``: whether a ``"head"`` stage may train on cached
     pooled backbone features (``transfer.engine.feature_cache``); a task whose head
     reads spatial features (localize, detect, segment) runs the model instead.
+    ``checks_finetune_on_small_data``: whether a small training set first checks that
+    fine-tuning beats the head stage (``transfer.engine.stage_choice``).
     """
 
     name: ClassVar[str] = ""
@@ -119,6 +121,7 @@ class Task:
     # by ``transfer.load_export`` only when an export of this task is loaded.
     reader: ClassVar[str] = ""
     uses_feature_cache: ClassVar[bool] = False
+    checks_finetune_on_small_data: ClassVar[bool] = False
 
     # --- options ----------------------------------------------------------------------------
     def with_options(self, **options) -> "Task":

@@ -30,6 +30,9 @@ class ClassifyTask(Task):
     title = "classification"
     reader = "transfer.tasks.classify.reader:ExportedClassifier"
     uses_feature_cache = True
+    # Measured on the small-data panel only (benchmarks/small_data_panel.py): the box and
+    # mask tasks have no head-only stage that could stand as the final model.
+    checks_finetune_on_small_data = True
 
     # --- data -------------------------------------------------------------------------------
     def load_data(self, source, *, val_source=None, val_fraction=0.2, seed=0, allow_outside_root=False,
