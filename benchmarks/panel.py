@@ -100,6 +100,7 @@ class SideResult:
     seconds: float
     head_best: float | None = None  # transfer / guide: best epoch of the head stage
     curve: list | None = None
+    final_model: str | None = None  # transfer: "head" or "finetune" after its fine-tune check, None without one
 
 
 def subsample(split: DataSplit, max_train: int, max_val: int, seed: int) -> DataSplit:
@@ -174,7 +175,9 @@ def run_transfer_side(split: DataSplit, args, entry: Entry, scratch: Path) -> Si
     head_stages = {s.name for s in recipe.stages if s.trainable == "head"}
     curve = [float(r["val_accuracy"]) for r in rows]
     head = [float(r["val_accuracy"]) for r in rows if r["stage"] in head_stages]
-    return SideResult("transfer", curve[-1], max(curve), seconds, head_best=max(head) if head else None, curve=curve)
+    choice = json.loads((out / "run.json").read_text()).get("stage_choice") or {}
+    return SideResult("transfer", curve[-1], max(curve), seconds, head_best=max(head) if head else None, curve=curve,
+                      final_model=choice.get("final_model"))
 
 
 def run_entry(entry: Entry, args, scratch: Path, reused: dict) -> dict:

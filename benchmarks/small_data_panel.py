@@ -94,6 +94,8 @@ def summarize_entry(runs: list[dict]) -> dict:
         images = [round(m * r["num_val"]) for m, r in zip(margins, runs)]
         out[f"last_minus_{other}"] = spread(margins)
         out[f"last_minus_{other}_images"] = spread([float(i) for i in images])
+    # How many seeds ended as the head stage's model after the fine-tune check (runs from before it: 0).
+    out["head_only_seeds"] = sum(r.get("final_model") == "head" for r in runs)
     out["holds"] = all(out[f"last_minus_{o}"]["mean"] >= 0 and out[f"last_minus_{o}_images"]["min"] >= -1
                        for o in ("head_best", "probe"))
     return out
@@ -109,9 +111,11 @@ def run_seed(name: str, per_class: int, seed: int, samples: Samples, args, scrat
     row = {"set": name, "per_class": per_class, "seed": seed, "num_train": len(split.train),
            "num_val": len(split.val), "last": transfer.last, "best": transfer.best,
            "head_best": transfer.head_best, "probe": probe.last, "curve": transfer.curve,
-           "transfer_seconds": round(transfer.seconds, 1), "probe_seconds": round(probe.seconds, 1)}
+           "transfer_seconds": round(transfer.seconds, 1), "probe_seconds": round(probe.seconds, 1),
+           "final_model": transfer.final_model}
     print(f"{entry.name}: last {row['last']:.4f} best {row['best']:.4f} head best {row['head_best']:.4f} "
-          f"probe {row['probe']:.4f} ({transfer.seconds:.0f} s)", flush=True)
+          f"probe {row['probe']:.4f} ({transfer.seconds:.0f} s; final model: {row['final_model'] or 'unchecked'})",
+          flush=True)
     return row
 
 
@@ -125,7 +129,7 @@ def group(rows: list[dict]) -> list[dict]:
 
 def print_table(entries: list[dict]) -> None:
     header = (f"{'entry':<16} {'seeds':>5} {'val':>4} {'last':>13} {'head best':>13} {'probe':>13} "
-              f"{'last-head (img)':>17} {'last-probe (img)':>17} {'holds':>5}")
+              f"{'last-head (img)':>17} {'last-probe (img)':>17} {'head-only':>9} {'holds':>5}")
     print("\n" + header + "\n" + "-" * len(header))
     for e in entries:
         s, seeds = e["summary"], e["seeds"]
@@ -139,8 +143,9 @@ def print_table(entries: list[dict]) -> None:
 
         print(f"{e['set'] + '-' + str(e['per_class']):<16} {len(seeds):>5} {seeds[0]['num_val']:>4} "
               f"{cell('last'):>13} {cell('head_best'):>13} {cell('probe'):>13} {margin('head_best'):>17} "
-              f"{margin('probe'):>17} {'yes' if s['holds'] else 'NO':>5}")
-    print("-" * len(header) + "\n(img): the worst seed's margin in validation images")
+              f"{margin('probe'):>17} {s.get('head_only_seeds', 0):>9} {'yes' if s['holds'] else 'NO':>5}")
+    print("-" * len(header) + "\n(img): the worst seed's margin in validation images; head-only: seeds whose "
+          "fine-tune check kept the head stage's model")
 
 
 def write_json(path: str, rows: list[dict], args, seconds: float) -> None:
