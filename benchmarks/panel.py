@@ -101,6 +101,7 @@ class SideResult:
     head_best: float | None = None  # transfer / guide: best epoch of the head stage
     curve: list | None = None
     final_model: str | None = None  # transfer: "head" or "finetune" after its fine-tune check, None without one
+    check: dict | None = None  # transfer: the fine-tune check's held-out scores (run.json "stage_choice")
 
 
 def subsample(split: DataSplit, max_train: int, max_val: int, seed: int) -> DataSplit:
@@ -177,7 +178,9 @@ def run_transfer_side(split: DataSplit, args, entry: Entry, scratch: Path) -> Si
     head = [float(r["val_accuracy"]) for r in rows if r["stage"] in head_stages]
     choice = json.loads((out / "run.json").read_text()).get("stage_choice") or {}
     return SideResult("transfer", curve[-1], max(curve), seconds, head_best=max(head) if head else None, curve=curve,
-                      final_model=choice.get("final_model"))
+                      final_model=choice.get("final_model"),
+                      check={k: choice[k] for k in ("head_score", "finetune_score", "held_out", "seconds")
+                             if k in choice} or None)
 
 
 def run_entry(entry: Entry, args, scratch: Path, reused: dict) -> dict:

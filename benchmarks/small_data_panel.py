@@ -112,7 +112,7 @@ def run_seed(name: str, per_class: int, seed: int, samples: Samples, args, scrat
            "num_val": len(split.val), "last": transfer.last, "best": transfer.best,
            "head_best": transfer.head_best, "probe": probe.last, "curve": transfer.curve,
            "transfer_seconds": round(transfer.seconds, 1), "probe_seconds": round(probe.seconds, 1),
-           "final_model": transfer.final_model}
+           "final_model": transfer.final_model, "check": transfer.check}
     print(f"{entry.name}: last {row['last']:.4f} best {row['best']:.4f} head best {row['head_best']:.4f} "
           f"probe {row['probe']:.4f} ({transfer.seconds:.0f} s; final model: {row['final_model'] or 'unchecked'})",
           flush=True)

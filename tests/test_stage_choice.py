@@ -170,6 +170,6 @@ def test_a_distributed_run_says_it_skips_the_check(monkeypatch):
     said = []
     monkeypatch.setattr(train_module, "say", lambda verbose, line: said.append(line))
     data = _split()
-    recipe, choice = train_module._checked_stages(data, Recipe(), Recipe(), CLASSIFY, Distributed(), None, 1)
+    recipe, choice = train_module._checked_stages(data, Recipe(), Recipe(), CLASSIFY, Distributed(), 1)
     assert recipe == Recipe() and choice is None
     assert said and "Fine-tune check skipped" in said[0]

@@ -14,10 +14,8 @@ linear warmup to 1e-3 for the head and 3e-4 for the backbone, then cosine
 decay; validation, checkpoints and the final model use a moving average of
 the weights over about one epoch and at least 100 steps; label smoothing
 0.1 and flip + zoom augmentation; a pretrained backbone's BatchNorm stays in
-inference mode throughout. On 80 to 1000 training images the run first
-checks, on an inner split of the training images, that the fine-tune beats
-the head alone, and keeps the head stage's model if it does not
-(``transfer.engine.stage_choice``).
+inference mode throughout. On 80-1000 training images the fine-tune must first
+beat the head on held-out training images (``transfer.engine.stage_choice``).
 
 Example:
     >>> recipe = Recipe(stages=(Stage("head", "head", 3e-3, 10),
@@ -182,10 +180,9 @@ class Recipe:
         resize: how images meet the square input (``transfer.core.resize``):
             ``"stretch"`` or ``"letterbox"``; ``--resize`` overrides it. The run
             records it and its training, evaluation and export all follow it.
-        finetune_check_max_images: classification on at most this many training
-            images first checks, on an inner split of the training images, that
-            the stages after the head-only ones beat the head alone, and skips
-            them if not (``transfer.engine.stage_choice``; 0: never check).
+        finetune_check_max_images: classification on at most this many training images
+            first checks that the fine-tune beats the head alone on held-out training
+            images, else skips it (``transfer.engine.stage_choice``; 0: never).
     """
 
     stages: tuple[Stage, ...] = field(default_factory=default_stages)
@@ -208,10 +205,7 @@ class Recipe:
     ema_min_steps: int = 100
     ignore_index: int | None = None
     resize: str = "stretch"
-    # The few-hundred-image sets where a fine-tune can end under its head stage
-    # (benchmarks/small_data_panel.py); on more images the check would cost
-    # minutes a run and the fine-tune won on every panel entry.
-    finetune_check_max_images: int = 1000
+    finetune_check_max_images: int = 1000  # above: minutes a check, and fine-tunes won on the panel
 
     def __post_init__(self):
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -252,10 +246,9 @@ class Recipe:
             raise TransferError(
                 f"Recipe ignore_index={self.ignore_index!r}.",
                 fix="Use the mask value of unlabelled pixels, a whole number 0-65535 (or leave it out).")
-        if not (isinstance(self.finetune_check_max_images, int) and not isinstance(self.finetune_check_max_images, bool)
-                and self.finetune_check_max_images >= 0):
+        if type(self.finetune_check_max_images) is not int or self.finetune_check_max_images < 0:
             raise TransferError(f"Recipe finetune_check_max_images={self.finetune_check_max_images!r}.",
-                                fix="Use a whole number of training images >= 0 such as 1000 (0: never check).")
+                                fix="Use a whole number of images >= 0 such as 1000 (0: never check).")
         ResizePolicy(self.resize)  # a TransferError naming the modes for another
         unknown = [a for a in self.augment if a not in AUGMENTATIONS]
         if unknown:

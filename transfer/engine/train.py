@@ -105,10 +105,8 @@ def train(
     ``data_source`` (the ``--data`` string) is recorded so TFDS data can be
     reloaded; file-based data is recorded file by file in split.json.
     ``checkpoint_every``: seconds of training between resumable checkpoints
-    (each written after an epoch, and always after a stage's last one; 0:
-    after every epoch), so a killed run continues with ``resume``, losing at
-    most that much. A checkpoint of a small model takes ~0.1-0.4 s, as long
-    as a whole epoch of a head on cached features.
+    (written after an epoch, and after a stage's last one; 0: every epoch), so
+    a killed run continues with ``resume``, losing at most that much.
     ``verbose``: 0 silent, 1 progress bars, 2 one line per epoch (for logs).
     ``precision``: ``"float32"``, ``"mixed"``, ``"float16"`` or
     ``"bfloat16"`` (see ``transfer.engine.precision``). ``xla``: compile training
@@ -130,13 +128,12 @@ def train(
     spec = get_backbone(backbone)
     choice = resolve_precision(precision)
     image_size = checked_image_size(spec, image_size, task)
-    data, floored = _readable_data_and_step_floor(data, recipe, verbose)
-    dist = _distribution(distribution)
+    data, floored, dist = *_readable_data_and_step_floor(data, recipe, verbose), _distribution(distribution)
     run = RunDir(out_dir if dist.is_chief else tempfile.mkdtemp(prefix="transfer-worker-"))
     prepare_run_dir(run, (data_source, val_data_source))  # never inside, over or around the data
-    inner_train = functools.partial(_train_silently, backbone=spec.name, weights=weights, image_size=image_size,
-                                    precision=precision, xla=xla, feature_cache=feature_cache, task=task)
-    recipe, finetune_check = _checked_stages(data, recipe, floored, task, dist, inner_train, verbose)
+    recipe, finetune_check = _checked_stages(data, recipe, floored, task, dist, verbose, backbone=spec.name,
+                                             weights=weights, image_size=image_size, precision=precision, xla=xla,
+                                             feature_cache=feature_cache)
     keras.utils.set_random_seed(recipe.seed)
     if dist.kind != "none":
         say(verbose, dist.describe())
@@ -161,10 +158,11 @@ def train(
     return run_stages(run, model, config, recipe, data, task, Progress(), started, verbose, dist, resumed=False)
 
 
-def _checked_stages(data: DataSplit, recipe: Recipe, floored: Recipe, task, dist, inner_train, verbose: int):
+def _checked_stages(data: DataSplit, recipe: Recipe, floored: Recipe, task, dist, verbose: int, **settings):
     """``floored`` (the recipe with its step floor), or its head stages alone when the fine-tune check
     (``transfer.engine.stage_choice``, small training sets) finds the fine-tune no better; and the check's
-    outcome (None when there was no check)."""
+    outcome (None when there was no check). ``settings``: ``train``'s backbone, weights, image size and
+    the like, for the check's own run."""
     from transfer.engine.stage_choice import choose_stages, head_stage_count, wants_check
 
     if not wants_check(recipe, task, len(data.train)):
@@ -172,6 +170,7 @@ def _checked_stages(data: DataSplit, recipe: Recipe, floored: Recipe, task, dist
     if dist.kind != "none":
         say(verbose, "Fine-tune check skipped: it runs on one machine (recipe finetune_check_max_images).")
         return floored, None
+    inner_train = functools.partial(_train_silently, task=task, **settings)
     _, choice = choose_stages(data, recipe, task, inner_train, verbose=verbose)
     if choice.keep_finetune:
         return floored, choice
