@@ -1,6 +1,6 @@
 """The fine-tune check of small training sets (issue 24, ``transfer.engine.stage_choice``).
 
-On 80 to ``finetune_check_max_images`` training images, classification first trains the recipe on
+On 80 to ``small_data_max_images`` training images, classification first trains the recipe on
 three quarters of the training images and scores the head stage's last epoch against the fine-tune's
 last epoch on the other quarter; the fine-tune stays only if it wins. The validation images play no
 part. A real run (smallcnn, 32 px, 80 images) whose fine-tune is at a rate far too high ends as the
@@ -41,22 +41,22 @@ def test_the_check_runs_on_80_to_1000_training_images(num_train, expected):
 def test_no_check_without_both_kinds_of_stage_for_other_tasks_or_when_turned_off():
     assert not wants_check(Recipe(stages=(Stage("head", "head"),)), CLASSIFY, 200)
     assert not wants_check(Recipe(stages=(Stage("ft", "all"),)), CLASSIFY, 200)
-    assert not wants_check(Recipe(finetune_check_max_images=0), CLASSIFY, 200)
+    assert not wants_check(Recipe(small_data_max_images=0), CLASSIFY, 200)
     for task in ("localize", "detect", "segment"):
         assert not wants_check(Recipe(), get_task(task), 200)
 
 
 @pytest.mark.parametrize("value", [-1, 1.5, True, "1000"])
-def test_a_bad_finetune_check_max_images_is_refused(value):
-    with pytest.raises(TransferError, match="finetune_check_max_images"):
-        Recipe(finetune_check_max_images=value)
+def test_a_bad_small_data_max_images_is_refused(value):
+    with pytest.raises(TransferError, match="small_data_max_images"):
+        Recipe(small_data_max_images=value)
     if not isinstance(value, (int, float)) or isinstance(value, bool):
-        with pytest.raises(TransferError, match="finetune_check_max_images"):
-            Recipe.from_toml(f"finetune_check_max_images = {json.dumps(value)}")
+        with pytest.raises(TransferError, match="small_data_max_images"):
+            Recipe.from_toml(f"small_data_max_images = {json.dumps(value)}")
 
 
 def test_the_setting_round_trips_through_toml():
-    recipe = Recipe(finetune_check_max_images=250)
+    recipe = Recipe(small_data_max_images=250)
     assert Recipe.from_toml(recipe.to_toml()) == recipe
 
 
@@ -91,7 +91,7 @@ def test_the_inner_run_trains_on_three_quarters_of_the_training_images_and_never
     assert set(inner.train.sources) | set(inner.val.sources) == set(data.train.sources)
     assert not set(inner.train.sources) & set(inner.val.sources)
     assert not set(data.val.sources) & (set(inner.train.sources) | set(inner.val.sources))
-    assert inner_recipe.finetune_check_max_images == 0  # no check inside the check
+    assert inner_recipe.small_data_max_images == 0  # no check inside the check
     assert not folder.parent.exists()  # the inner run's temporary folder is gone
     assert recipe == Recipe() and choice.keep_finetune
     assert (choice.inner_train, choice.held_out) == (60, 20)
@@ -170,6 +170,6 @@ def test_a_distributed_run_says_it_skips_the_check(monkeypatch):
     said = []
     monkeypatch.setattr(train_module, "say", lambda verbose, line: said.append(line))
     data = _split()
-    recipe, choice = train_module._checked_stages(data, Recipe(), Recipe(), CLASSIFY, Distributed(), 1)
+    recipe, choice = train_module._checked_stages(data, Recipe(), Recipe(), CLASSIFY, Distributed(), 1, True)
     assert recipe == Recipe() and choice is None
     assert said and "Fine-tune check skipped" in said[0]

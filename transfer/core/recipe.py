@@ -14,8 +14,8 @@ linear warmup to 1e-3 for the head and 3e-4 for the backbone, then cosine
 decay; validation, checkpoints and the final model use a moving average of
 the weights over about one epoch and at least 100 steps; label smoothing
 0.1 and flip + zoom augmentation; a pretrained backbone's BatchNorm stays in
-inference mode throughout. On 80-1000 training images the fine-tune must first
-beat the head on held-out training images (``transfer.engine.stage_choice``).
+inference mode throughout. On 60-1000 training images the head is a logistic
+regression, and from 80 the fine-tune must beat it on held-out training images.
 
 Example:
     >>> recipe = Recipe(stages=(Stage("head", "head", 3e-3, 10),
@@ -180,9 +180,9 @@ class Recipe:
         resize: how images meet the square input (``transfer.core.resize``):
             ``"stretch"`` or ``"letterbox"``; ``--resize`` overrides it. The run
             records it and its training, evaluation and export all follow it.
-        finetune_check_max_images: classification on at most this many training images
-            first checks that the fine-tune beats the head alone on held-out training
-            images, else skips it (``transfer.engine.stage_choice``; 0: never).
+        small_data_max_images: classification on 60 (80) to this many training images
+            fits its head as a cross-validated logistic regression (and keeps the fine-tune
+            only if it beats that head on held-out training images); 0: never.
     """
 
     stages: tuple[Stage, ...] = field(default_factory=default_stages)
@@ -205,7 +205,7 @@ class Recipe:
     ema_min_steps: int = 100
     ignore_index: int | None = None
     resize: str = "stretch"
-    finetune_check_max_images: int = 1000  # above: minutes a check, and fine-tunes won on the panel
+    small_data_max_images: int = 1000  # above: minutes a check, and fine-tunes won on the panel
 
     def __post_init__(self):
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -246,8 +246,8 @@ class Recipe:
             raise TransferError(
                 f"Recipe ignore_index={self.ignore_index!r}.",
                 fix="Use the mask value of unlabelled pixels, a whole number 0-65535 (or leave it out).")
-        if type(self.finetune_check_max_images) is not int or self.finetune_check_max_images < 0:
-            raise TransferError(f"Recipe finetune_check_max_images={self.finetune_check_max_images!r}.",
+        if type(self.small_data_max_images) is not int or self.small_data_max_images < 0:
+            raise TransferError(f"Recipe small_data_max_images={self.small_data_max_images!r}.",
                                 fix="Use a whole number of images >= 0 such as 1000 (0: never check).")
         ResizePolicy(self.resize)  # a TransferError naming the modes for another
         unknown = [a for a in self.augment if a not in AUGMENTATIONS]
@@ -403,7 +403,7 @@ _EXPECTED_TYPES = {
     "ema_epochs": (int, float),
     "ignore_index": int,
     "resize": str,
-    "finetune_check_max_images": int,
+    "small_data_max_images": int,
 }
 
 

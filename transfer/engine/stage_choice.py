@@ -5,7 +5,7 @@ own head stage, and under a linear probe, by several validation images
 (``benchmarks/small_data_panel.py``). Which of the two wins depends on the
 data, and the validation set must not choose the recipe it then scores. So a
 recipe whose head-only stages are followed by stages that train the
-backbone, on a training set of at most ``Recipe.finetune_check_max_images``
+backbone, on a training set of at most ``Recipe.small_data_max_images``
 images, is first run on an *inner split of the training images*: a quarter
 held out (class by class), the rest trained on through every stage. The
 fine-tune stays only if its last epoch beats the head stage's last epoch on
@@ -96,7 +96,7 @@ def wants_check(recipe: Recipe, task, num_train: int) -> bool:
     """
     heads = head_stage_count(recipe)
     return (getattr(task, "checks_finetune_on_small_data", False)
-            and MIN_HELD_OUT / HOLDOUT_FRACTION <= num_train <= recipe.finetune_check_max_images
+            and MIN_HELD_OUT / HOLDOUT_FRACTION <= num_train <= recipe.small_data_max_images
             and 0 < heads < len(recipe.stages))
 
 
@@ -112,8 +112,8 @@ def choose_stages(data: DataSplit, recipe: Recipe, task, train_inner: Callable[.
     inner = DataSplit(inner.train, inner.val, f"inner split of the training images ({inner.origin})")
     say(verbose, f"Small training set ({len(data.train)} images): training the recipe on {len(inner.train)} of them "
                  f"and scoring it on the other {len(inner.val)}, to see whether fine-tuning beats the head stage "
-                 f"alone (recipe finetune_check_max_images = {recipe.finetune_check_max_images}; 0 turns it off)...")
-    unchecked = dataclasses.replace(recipe, finetune_check_max_images=0)
+                 f"alone (recipe small_data_max_images = {recipe.small_data_max_images}; 0 turns it off)...")
+    unchecked = dataclasses.replace(recipe, small_data_max_images=0)
     folder = Path(tempfile.mkdtemp(prefix="transfer-finetune-check-"))
     try:
         train_inner(inner, folder / "run", unchecked)

@@ -93,6 +93,7 @@ def train(
     task=None,
     val_data_source: str | None = None,
     checkpoint_every: float = 30.0,
+    finetune_check: bool = True,
 ) -> TrainResult:
     """Train a model for ``task`` on ``data`` by ``recipe`` and write a run folder at ``out_dir``.
 
@@ -102,14 +103,12 @@ def train(
     train a classifier and box or mask data is refused (see ``task_of``).
     ``recipe``: by default the task's own (``task.default_recipe()``).
 
-    ``data_source`` (the ``--data`` string) is recorded so TFDS data can be
-    reloaded; file-based data is recorded file by file in split.json.
+    ``data_source`` (the ``--data`` string) is recorded to reload TFDS data.
     ``checkpoint_every``: seconds of training between resumable checkpoints
     (written after an epoch, and after a stage's last one; 0: every epoch), so
     a killed run continues with ``resume``, losing at most that much.
-    ``verbose``: 0 silent, 1 progress bars, 2 one line per epoch (for logs).
-    ``precision``: ``"float32"``, ``"mixed"``, ``"float16"`` or
-    ``"bfloat16"`` (see ``transfer.engine.precision``). ``xla``: compile training
+    ``verbose``: 0 silent, 1 progress bars, 2 one line per epoch (for logs). ``precision``:
+    ``"float32"``, ``"mixed"``, ``"float16"`` or ``"bfloat16"``. ``xla``: compile training
     steps with XLA (None: Keras's choice, on for GPUs, off on CPUs).
     ``feature_cache``: where head stages cache backbone features (True: the
     user cache, ``transfer.engine.feature_cache.default_cache_dir()``; False: memory only).
@@ -119,21 +118,21 @@ def train(
     ``out_dir``, the other workers keep their files in a temporary folder.
     ``recipe.batch_size`` is then the global batch, split over the replicas.
     ``val_data_source``: the ``--val-data`` string, recorded like ``data_source``.
+    ``finetune_check``: False skips the small-data check (``transfer.engine.stage_choice``).
     """
     started = time.perf_counter()
     _check_checkpoint_every(checkpoint_every)
-    task = task_of(data, task)
-    recipe = recipe or task.default_recipe()
-    task.check_recipe(recipe)
+    task, recipe = _task_and_recipe(data, task, recipe)
     spec = get_backbone(backbone)
     choice = resolve_precision(precision)
     image_size = checked_image_size(spec, image_size, task)
-    data, floored, dist = *_readable_data_and_step_floor(data, recipe, verbose), _distribution(distribution)
+    dist = _distribution(distribution)
+    data, floored, head_fit = _readable_data_and_step_floor(data, recipe, task, dist, verbose)
     run = RunDir(out_dir if dist.is_chief else tempfile.mkdtemp(prefix="transfer-worker-"))
     prepare_run_dir(run, (data_source, val_data_source))  # never inside, over or around the data
-    recipe, finetune_check = _checked_stages(data, recipe, floored, task, dist, verbose, backbone=spec.name,
-                                             weights=weights, image_size=image_size, precision=precision, xla=xla,
-                                             feature_cache=feature_cache)
+    recipe, check = _checked_stages(data, recipe, floored, task, dist, verbose, finetune_check, backbone=spec.name,
+                                    weights=weights, image_size=image_size, precision=precision, xla=xla,
+                                    feature_cache=feature_cache)
     keras.utils.set_random_seed(recipe.seed)
     if dist.kind != "none":
         say(verbose, dist.describe())
@@ -148,7 +147,7 @@ def train(
         "precision": choice.policy, "xla": xla, "checkpoint_every": float(checkpoint_every),
         "feature_cache": feature_cache_dir(feature_cache) if task.uses_feature_cache else None,
         **_versions(), "status": "training",
-        **({"stage_choice": finetune_check.record()} if finetune_check else {}),
+        **head_fit, **({"stage_choice": check.record()} if check else {}),
     }
     atomic_write_json(run.config_file, config)
     recipe.save(run.recipe_file)
@@ -158,17 +157,26 @@ def train(
     return run_stages(run, model, config, recipe, data, task, Progress(), started, verbose, dist, resumed=False)
 
 
-def _checked_stages(data: DataSplit, recipe: Recipe, floored: Recipe, task, dist, verbose: int, **settings):
+def _task_and_recipe(data: DataSplit, task, recipe: Recipe | None):
+    """The task to train and its recipe (the task's default without one), checked for the task."""
+    task = task_of(data, task)
+    recipe = recipe or task.default_recipe()
+    task.check_recipe(recipe)
+    return task, recipe
+
+
+def _checked_stages(data: DataSplit, recipe: Recipe, floored: Recipe, task, dist, verbose: int, enabled: bool,
+                    **settings):
     """``floored`` (the recipe with its step floor), or its head stages alone when the fine-tune check
     (``transfer.engine.stage_choice``, small training sets) finds the fine-tune no better; and the check's
     outcome (None when there was no check). ``settings``: ``train``'s backbone, weights, image size and
     the like, for the check's own run."""
     from transfer.engine.stage_choice import choose_stages, head_stage_count, wants_check
 
-    if not wants_check(recipe, task, len(data.train)):
+    if not (enabled and wants_check(recipe, task, len(data.train))):
         return floored, None
     if dist.kind != "none":
-        say(verbose, "Fine-tune check skipped: it runs on one machine (recipe finetune_check_max_images).")
+        say(verbose, "Fine-tune check skipped: it runs on one machine (recipe small_data_max_images).")
         return floored, None
     inner_train = functools.partial(_train_silently, task=task, **settings)
     _, choice = choose_stages(data, recipe, task, inner_train, verbose=verbose)
@@ -179,7 +187,7 @@ def _checked_stages(data: DataSplit, recipe: Recipe, floored: Recipe, task, dist
 
 def _train_silently(split: DataSplit, out_dir: Path, recipe: Recipe, **settings) -> TrainResult:
     """``train`` with no output and no resumable checkpoints mid-stage (the fine-tune check's inner run)."""
-    return train(split, out_dir, recipe=recipe, verbose=0, checkpoint_every=1e9, **settings)
+    return train(split, out_dir, recipe=recipe, verbose=0, checkpoint_every=1e9, finetune_check=False, **settings)
 
 
 def _model_and_objective(task, spec, task_config: dict[str, Any], image_size: int, weights, recipe: Recipe,
@@ -203,16 +211,23 @@ def _check_checkpoint_every(checkpoint_every) -> None:
                             fix="Use seconds >= 0, e.g. 30 (0: a checkpoint after every epoch).")
 
 
-def _readable_data_and_step_floor(data: DataSplit, recipe: Recipe, verbose: int) -> tuple[DataSplit, Recipe]:
-    """``data`` without its unreadable images (each named), and ``recipe`` with its stages' step floor."""
+def _readable_data_and_step_floor(data: DataSplit, recipe: Recipe, task, dist,
+                                  verbose: int) -> tuple[DataSplit, Recipe, dict[str, Any]]:
+    """``data`` without its unreadable images (each named); ``recipe`` as the task runs it on a small
+    training set (``Task.small_data_recipe``), with its stages' step floor; run.json's entries for it."""
     from transfer.data.doctor import drop_unreadable
 
     # Unreadable images are left out (each named) instead of crashing the run mid-epoch.
     data = drop_unreadable(data, echo=(lambda message: say(verbose, message)) if verbose else None)
+    small_data = {}
+    if dist.kind == "none":  # under a strategy the head stage runs the whole model (no cached features)
+        recipe, notes, small_data = task.small_data_recipe(data, recipe)
+        for line in notes:
+            say(verbose, line)
     recipe, floor_notes = recipe.with_step_floor(steps_per_epoch(data.train, recipe.batch_size))
     for line in floor_notes:
         say(verbose, line)
-    return data, recipe
+    return data, recipe, small_data
 
 
 def _weights_entries(weights_info) -> dict[str, Any]:

@@ -255,6 +255,11 @@ class Task:
         """Keras ``class_weight`` for ``fit`` (classification only)."""
         return None
 
+    def small_data_recipe(self, data, recipe) -> tuple[Any, list[str], dict[str, Any]]:
+        """``recipe`` as this task runs it on ``data``'s training set, the lines saying how it differs,
+        and run.json entries recording it (classification fits a small set's head in one go)."""
+        return recipe, [], {}
+
     def fit_head_on_cached_features(self, model, data, image_size: int, recipe, config: Mapping[str, Any],
                                     callbacks, *, initial_epoch: int, epochs: int, class_weight, verbose: int):
         """A ``"head"`` stage trained on cached backbone features, returning Keras's ``History``

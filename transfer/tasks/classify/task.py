@@ -134,6 +134,12 @@ class ClassifyTask(Task):
         total, num_classes = len(samples), samples.num_classes
         return {i: total / (num_classes * max(counts[name], 1)) for i, name in enumerate(samples.class_names)}
 
+    def small_data_recipe(self, data, recipe):
+        from transfer.tasks.classify.probe_head import HEAD_FIT, probe_head_recipe
+
+        fitted, lines = probe_head_recipe(recipe, data.train.targets, data.train.num_classes, data.train.multi_label)
+        return fitted, lines, ({"head_fit": HEAD_FIT} if lines else {})
+
     def fit_head_on_cached_features(self, model, data, image_size, recipe, config, callbacks, *,
                                     initial_epoch, epochs, class_weight, verbose):
         """A ``"head"`` stage on backbone features computed once (``transfer.engine.feature_cache``).
@@ -158,8 +164,11 @@ class ClassifyTask(Task):
         )
         val_features = extract_features(model, data.val, image_size, cache_dir=cache_dir,
                                         verbose=1 if verbose == 1 else 0, resize=ResizePolicy.from_config(config))
+        optimizer = model.optimizer
+        if config.get("head_fit") == "logistic_regression":
+            optimizer = _fit_probe_head(model, train_features[0], data.train, recipe, verbose)
         return fit_head_on_features(
-            model, train_features, targets_array(data.train), epochs=epochs, optimizer=model.optimizer,
+            model, train_features, targets_array(data.train), epochs=epochs, optimizer=optimizer,
             batch_size=recipe.batch_size, label_smoothing=recipe.label_smoothing,
             validation=(val_features, targets_array(data.val)), callbacks=callbacks,
             initial_epoch=initial_epoch, seed=recipe.seed, verbose=verbose, class_weight=class_weight,
@@ -268,6 +277,22 @@ def in_class_order(samples, class_names: tuple[str, ...], source):
 
     return Samples(samples.sources, tuple(convert(t) for t in samples.targets), tuple(class_names),
                    samples.multi_label, samples.encoded)
+
+
+def _fit_probe_head(model, features, samples: Samples, recipe, verbose: int):
+    """Fit the head as a logistic regression (``transfer.tasks.classify.probe_head``), say so, and
+    return the optimizer of the stage's epoch: one that moves no weight (SGD at rate 0), so the
+    epoch only validates, checkpoints and logs the fitted head."""
+    import keras
+
+    from transfer.engine.summary import say
+    from transfer.tasks.classify.probe_head import fit_probe_head
+
+    info = fit_probe_head(model, features, samples.targets, num_classes=samples.num_classes,
+                          balanced=recipe.class_weight == "balanced", seed=recipe.seed)
+    say(verbose, f"Head fit as a logistic regression: C = {info['C']:g} by {info['folds']}-fold cross-validation "
+                 f"on the training images (accuracy {info['cv_accuracy']:.3f} on the held-out folds).")
+    return keras.optimizers.SGD(learning_rate=0.0)
 
 
 def class_weights(samples: Samples, mode: str) -> dict[int, float] | None:
