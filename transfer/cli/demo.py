@@ -118,9 +118,11 @@ def demo_settings(pretrained: bool):
     if pretrained:
         # The default recipe, shortened: head on cached features, then everything.
         # Without label smoothing: measured 1.000 vs 0.944 val accuracy on these 36 images.
+        # Without the small-data head and fine-tune check (120 images would get both): the
+        # check would double the demo's time, and this recipe scored 1.000 as it is.
         stages = (Stage("head", "head", 3e-3, 10), Stage("finetune", "all", 1e-3, 4))
         recipe = Recipe(stages=stages, batch_size=16, augment=("flip", "rotate"), seed=DEMO_SEED,
-                        label_smoothing=0.0)
+                        label_smoothing=0.0, small_data_max_images=0)
         return DEMO_BACKBONE, recipe, DEMO_IMAGE_SIZE
     stages = (Stage("scratch", "all", SCRATCH_LEARNING_RATE, SCRATCH_EPOCHS),)
     recipe = Recipe(stages=stages, batch_size=16, dropout=0.0, augment=("flip", "rotate"), seed=DEMO_SEED,
