@@ -64,9 +64,14 @@ def probe_head_recipe(recipe: Recipe, labels, num_classes: int, multi_label: boo
 
 
 def fit_probe_head(model, features: np.ndarray, labels, *, num_classes: int, balanced: bool = False,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: int = 0, label_smoothing: float = 0.0) -> dict[str, Any]:
     """Fit ``model``'s "scores" layer (softmax) as a cross-validated logistic regression on ``features``
     ``[N, D]`` (the plain view) and integer ``labels``; returns what was chosen.
+
+    The logits are then scaled down (never up) to where the fine-tune's own loss, cross-entropy with
+    ``label_smoothing``, is lowest on the training features: the same predictions, but a head that
+    does not start the fine-tune by sending large gradients into the backbone to unlearn a
+    confidence the smoothed targets forbid.
 
     Example:
         >>> fit_probe_head(model, feats, [0, 1, 2] * 40, num_classes=3)["folds"]
@@ -89,10 +94,26 @@ def fit_probe_head(model, features: np.ndarray, labels, *, num_classes: int, bal
     # Standardization folded in: w.(x - mean) / scale + b = (w / scale).x + (b - w.(mean / scale)).
     kernel = weights / scaler.scale_[:, None]
     bias = bias - (scaler.mean_ / scaler.scale_) @ weights
+    scale = _loss_scale(x @ kernel + bias, y, num_classes, label_smoothing)
+    kernel, bias = kernel * scale, bias * scale
     layer = model.get_layer("scores")
     layer.kernel.assign(kernel.astype("float32"))
     layer.bias.assign(bias.astype("float32"))
-    return {"C": float(np.ravel(regression.C_)[0]), "folds": folds, "cv_accuracy": _cv_accuracy(regression.scores_)}
+    return {"C": float(np.ravel(regression.C_)[0]), "folds": folds, "cv_accuracy": _cv_accuracy(regression.scores_),
+            "logit_scale": scale}
+
+
+def _loss_scale(logits: np.ndarray, labels: np.ndarray, num_classes: int, label_smoothing: float) -> float:
+    """The factor in [0.001, 1] on ``logits`` that minimizes cross-entropy against the smoothed targets."""
+    targets = np.eye(num_classes)[labels] * (1 - label_smoothing) + label_smoothing / num_classes
+    scales = np.logspace(-3, 0, 61)
+    losses = []
+    for scale in scales:
+        z = logits * scale
+        z = z - z.max(axis=1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        losses.append(-(targets * log_p).sum(axis=1).mean())
+    return float(scales[int(np.argmin(losses))])
 
 
 def _cv_accuracy(scores) -> float:

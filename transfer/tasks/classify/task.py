@@ -289,9 +289,11 @@ def _fit_probe_head(model, features, samples: Samples, recipe, verbose: int):
     from transfer.tasks.classify.probe_head import fit_probe_head
 
     info = fit_probe_head(model, features, samples.targets, num_classes=samples.num_classes,
-                          balanced=recipe.class_weight == "balanced", seed=recipe.seed)
+                          balanced=recipe.class_weight == "balanced", seed=recipe.seed,
+                          label_smoothing=recipe.label_smoothing)
     say(verbose, f"Head fit as a logistic regression: C = {info['C']:g} by {info['folds']}-fold cross-validation "
-                 f"on the training images (accuracy {info['cv_accuracy']:.3f} on the held-out folds).")
+                 f"on the training images (accuracy {info['cv_accuracy']:.3f} on the held-out folds); logits "
+                 f"x{info['logit_scale']:.3g} to suit the label smoothing {recipe.label_smoothing:g} the fine-tune trains with.")
     return keras.optimizers.SGD(learning_rate=0.0)
 
 
