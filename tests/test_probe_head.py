@@ -17,7 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from transfer.core.recipe import Recipe, Stage
-from transfer.tasks.classify.probe_head import C_GRID, fit_probe_head, probe_head_recipe
+from transfer.tasks.classify.probe_head import C_GRID, _loss_scale, fit_probe_head, probe_head_recipe
 
 
 def _scores_model(dims: int, classes: int):
@@ -42,6 +42,31 @@ def test_the_scores_layer_gives_the_regressions_probabilities(classes):
                                                                      scoring="accuracy")).fit(x, y)
     assert info["C"] == pytest.approx(reference[-1].C_[0]) and info["folds"] == 5
     np.testing.assert_allclose(model.predict(x, verbose=0), reference.predict_proba(x), atol=2e-4)
+    assert (model.predict(x, verbose=0).argmax(1) == reference.predict(x)).all()
+
+
+def test_label_smoothing_shrinks_confident_logits_only():
+    labels = np.repeat(np.arange(3), 10)
+    confident = 20.0 * np.eye(3)[labels]
+    assert _loss_scale(confident, labels, 3, 0.0) == 1.0  # never scaled up
+    scale = _loss_scale(confident, labels, 3, 0.1)
+    assert scale < 1.0
+    smoothed = np.eye(3)[labels] * 0.9 + 0.1 / 3
+
+    def loss(logits):
+        z = logits - logits.max(1, keepdims=True)
+        return -(smoothed * (z - np.log(np.exp(z).sum(1, keepdims=True)))).sum(1).mean()
+
+    assert loss(confident * scale) < loss(confident) and loss(confident * scale) <= loss(confident * scale * 1.2)
+
+
+def test_a_smoothed_head_predicts_as_the_regression_does():
+    x, y = _blobs(4, 30, seed=2)
+    model = _scores_model(x.shape[1], 4)
+    info = fit_probe_head(model, x, y, num_classes=4, label_smoothing=0.1)
+    reference = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=list(C_GRID), cv=5, max_iter=3000,
+                                                                     scoring="accuracy")).fit(x, y)
+    assert 0.001 <= info["logit_scale"] <= 1.0
     assert (model.predict(x, verbose=0).argmax(1) == reference.predict(x)).all()
 
 
