@@ -5,9 +5,10 @@ own head stage, and under a linear probe, by several validation images
 (``benchmarks/small_data_panel.py``). Which of the two wins depends on the
 data, and the validation set must not choose the recipe it then scores. So a
 recipe whose head-only stages are followed by stages that train the
-backbone, on a training set of at most ``Recipe.small_data_max_images``
-images, is first run on an *inner split of the training images*: a quarter
-held out (class by class), the rest trained on through every stage. The
+backbone, on 80 to ``Recipe.small_data_max_images`` training images (their
+head a logistic regression, ``transfer.tasks.classify.probe_head``), is
+first run on an *inner split of the training images*: a quarter held out
+(class by class), the rest trained on through every stage. The
 fine-tune stays only if its last epoch beats the head stage's last epoch on
 the held-out images; otherwise the run trains the head stages alone, and the
 run's output, run.json and ``transfer evaluate`` say that the final model is
@@ -17,7 +18,8 @@ the head stage's, and why. The check roughly doubles the time of a small run
 Example:
     >>> recipe, choice = choose_stages(split, Recipe(), task, train_inner, verbose=1)
     >>> choice.line()
-    'Fine-tune check on 75 of the 100 training images (25 held out): head stage 0.840, fine-tuned 0.760 (val accuracy); the final model is the head stage's (the fine-tune stages are skipped).'
+    "Fine-tune check on 185 of the 250 training images (65 held out; the validation images ...): head stage
+    0.538, fine-tuned 0.538 (val accuracy); the final model is the head stage's (the stage(s) 'finetune' skipped)."
 """
 
 from __future__ import annotations
