@@ -33,8 +33,8 @@ def test_head_stage_count_counts_the_leading_head_only_stages():
     assert head_stage_count(Recipe(stages=(Stage("ft", "all"), Stage("h", "head")))) == 0
 
 
-@pytest.mark.parametrize("num_train, expected", [(79, False), (80, True), (1000, True), (1001, False)])
-def test_the_check_runs_on_80_to_1000_training_images(num_train, expected):
+@pytest.mark.parametrize("num_train, expected", [(79, False), (80, True), (300, True), (301, False)])
+def test_the_check_runs_on_80_to_300_training_images(num_train, expected):
     assert wants_check(Recipe(), CLASSIFY, num_train) is expected
 
 

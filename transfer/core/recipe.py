@@ -14,7 +14,7 @@ linear warmup to 1e-3 for the head and 3e-4 for the backbone, then cosine
 decay; validation, checkpoints and the final model use a moving average of
 the weights over about one epoch and at least 100 steps; label smoothing
 0.1 and flip + zoom augmentation; a pretrained backbone's BatchNorm stays in
-inference mode throughout. On 60-1000 training images the head is a logistic
+inference mode throughout. On 60-300 training images the head is a logistic
 regression, and from 80 the fine-tune must beat it on held-out training images.
 
 Example:
@@ -205,7 +205,7 @@ class Recipe:
     ema_min_steps: int = 100
     ignore_index: int | None = None
     resize: str = "stretch"
-    small_data_max_images: int = 1000  # above: minutes a check, and fine-tunes won on the panel
+    small_data_max_images: int = 300  # at 500-624 images it lost more than it won (benchmarks/README.md)
 
     def __post_init__(self):
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -248,7 +248,7 @@ class Recipe:
                 fix="Use the mask value of unlabelled pixels, a whole number 0-65535 (or leave it out).")
         if type(self.small_data_max_images) is not int or self.small_data_max_images < 0:
             raise TransferError(f"Recipe small_data_max_images={self.small_data_max_images!r}.",
-                                fix="Use a whole number of images >= 0 such as 1000 (0: never check).")
+                                fix="Use a whole number of images >= 0 such as 300 (0: never check).")
         ResizePolicy(self.resize)  # a TransferError naming the modes for another
         unknown = [a for a in self.augment if a not in AUGMENTATIONS]
         if unknown:
