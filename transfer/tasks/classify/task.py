@@ -165,7 +165,9 @@ class ClassifyTask(Task):
         val_features = extract_features(model, data.val, image_size, cache_dir=cache_dir,
                                         verbose=1 if verbose == 1 else 0, resize=ResizePolicy.from_config(config))
         optimizer = model.optimizer
-        if config.get("head_fit") == "logistic_regression":
+        from transfer.tasks.classify.probe_head import HEAD_FIT
+
+        if config.get("head_fit") == HEAD_FIT:
             optimizer = _fit_probe_head(model, train_features[0], data.train, recipe, verbose)
         return fit_head_on_features(
             model, train_features, targets_array(data.train), epochs=epochs, optimizer=optimizer,
